@@ -1,0 +1,113 @@
+//! `X-API-KEY` checking (APISIX semantics: header or `?api_key=`).
+
+use crate::settings::{AdminKey, Role};
+
+/// Why a request was refused; the admin API answers 401 with `description`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    Wrong,
+    /// A viewer key used for a method other than GET.
+    ReadOnlyRole,
+}
+
+impl AuthError {
+    pub fn description(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing apikey",
+            AuthError::Wrong => "wrong apikey",
+            AuthError::ReadOnlyRole => "the viewer role may only use GET",
+        }
+    }
+}
+
+/// Finds the key of a request: the `X-API-KEY` header, else the `api_key` query arg.
+pub fn presented_key<'a>(header: Option<&'a str>, query: Option<&'a str>) -> Option<&'a str> {
+    header.filter(|k| !k.is_empty()).or_else(|| {
+        query?
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "api_key")
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// Checks a presented key against the configured keys for `method`.
+pub fn authorize(
+    keys: &[AdminKey],
+    presented: Option<&str>,
+    method: &str,
+) -> Result<Role, AuthError> {
+    let presented = presented.ok_or(AuthError::Missing)?;
+    let role = keys
+        .iter()
+        .fold(None, |found, k| {
+            // Compare against every key, in constant time per key, so timing does not
+            // tell how much of a key matched.
+            if constant_time_eq(k.key.as_bytes(), presented.as_bytes()) {
+                Some(k.role)
+            } else {
+                found
+            }
+        })
+        .ok_or(AuthError::Wrong)?;
+    if role == Role::Viewer && method != "GET" && method != "HEAD" {
+        return Err(AuthError::ReadOnlyRole);
+    }
+    Ok(role)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Vec<AdminKey> {
+        vec![
+            AdminKey {
+                name: "a".into(),
+                key: "admin-key-123456".into(),
+                role: Role::Admin,
+            },
+            AdminKey {
+                name: "v".into(),
+                key: "viewer-key-12345".into(),
+                role: Role::Viewer,
+            },
+        ]
+    }
+
+    #[test]
+    fn header_then_query() {
+        assert_eq!(presented_key(Some("k"), Some("api_key=q")), Some("k"));
+        assert_eq!(presented_key(None, Some("a=1&api_key=q")), Some("q"));
+        assert_eq!(presented_key(None, Some("a=1")), None);
+        assert_eq!(presented_key(Some(""), None), None);
+    }
+
+    #[test]
+    fn roles() {
+        let k = keys();
+        assert_eq!(authorize(&k, None, "GET"), Err(AuthError::Missing));
+        assert_eq!(authorize(&k, Some("nope"), "GET"), Err(AuthError::Wrong));
+        assert_eq!(
+            authorize(&k, Some("admin-key-123456"), "PUT"),
+            Ok(Role::Admin)
+        );
+        assert_eq!(
+            authorize(&k, Some("viewer-key-12345"), "GET"),
+            Ok(Role::Viewer)
+        );
+        assert_eq!(
+            authorize(&k, Some("viewer-key-12345"), "PUT"),
+            Err(AuthError::ReadOnlyRole)
+        );
+    }
+}

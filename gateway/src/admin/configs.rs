@@ -1,0 +1,102 @@
+//! `/apisix/admin/configs`: the whole configuration at once (APISIX's API-driven
+//! standalone mode). `PUT` replaces everything atomically, `POST /configs/validate`
+//! dry-runs.
+
+use std::sync::Arc;
+
+use http::Response;
+use serde_json::{json, Map, Value};
+
+use super::reply;
+use crate::config::{FieldError, ResourceKind};
+use crate::store::{ApplyError, ApplySource, Change, ConfigStore};
+
+/// `GET /configs`: every resource, by kind, as lists of objects.
+pub fn get(store: &ConfigStore) -> Response<Vec<u8>> {
+    let resources = store.resources();
+    let mut out = Map::new();
+    for kind in ResourceKind::ALL {
+        let list: Vec<Value> = resources
+            .list(kind)
+            .into_iter()
+            .map(|(_, v)| (*v.value).clone())
+            .collect();
+        out.insert(kind.segment().to_string(), Value::Array(list));
+    }
+    reply::json(200, &Value::Object(out))
+}
+
+/// Reads a configs document into declarative items; errors name `routes[2].id` etc.
+pub fn items_of(doc: Value) -> Result<Vec<(ResourceKind, String, Value)>, Vec<FieldError>> {
+    let Value::Object(map) = doc else {
+        return Err(vec![FieldError::new("", "expected a JSON object")]);
+    };
+    let mut items = Vec::new();
+    let mut errors = Vec::new();
+    for (key, list) in map {
+        let Some(kind) = ResourceKind::from_segment(&key) else {
+            errors.push(FieldError::new(
+                key.clone(),
+                "unknown resource list (expected routes, upstreams, services, global_rules)",
+            ));
+            continue;
+        };
+        let Value::Array(list) = list else {
+            errors.push(FieldError::new(key, "expected an array"));
+            continue;
+        };
+        for (i, item) in list.into_iter().enumerate() {
+            let id = match item.get("id") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => {
+                    errors.push(FieldError::new(format!("{key}[{i}].id"), "is required"));
+                    continue;
+                }
+            };
+            let mut item = item;
+            if let Some(o) = item.as_object_mut() {
+                o.remove("create_time");
+                o.remove("update_time");
+            }
+            items.push((kind, id, item));
+        }
+    }
+    // Kinds in dependency order so error indexes are stable.
+    items.sort_by_key(|(k, _, _)| *k);
+    if errors.is_empty() {
+        Ok(items)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `PUT /configs` (`dry_run = false`) and `POST /configs/validate` (`dry_run = true`).
+pub async fn replace(store: &Arc<ConfigStore>, body: Value, dry_run: bool) -> Response<Vec<u8>> {
+    let items = match items_of(body) {
+        Ok(items) => items,
+        Err(errors) => return reply::apply_error(&ApplyError::Invalid(errors)),
+    };
+    let total = items.len();
+    let store = Arc::clone(store);
+    let result = tokio::task::spawn_blocking(move || {
+        let change = Change::ReplaceAll(items);
+        if dry_run {
+            store.dry_run(change).map(|_| None)
+        } else {
+            store
+                .apply(change, ApplySource::Admin)
+                .map(|a| Some(a.version))
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(None)) => reply::json(
+            200,
+            &json!({ "message": "configuration is valid", "total": total }),
+        ),
+        Ok(Ok(Some(version))) => reply::json(200, &json!({ "version": version, "total": total })),
+        Ok(Err(e)) => reply::apply_error(&e),
+        Err(e) => reply::error(500, format!("internal error applying the change: {e}")),
+    }
+}

@@ -1,0 +1,162 @@
+//! The admin API on its own listener: APISIX v3 Admin API dialect.
+//!
+//! Paths: `/apisix/admin/{routes,upstreams,services,global_rules}[/{id}[/{sub/path}]]`
+//! and `/apisix/admin/configs[/validate]`. Every request needs a key (see [`auth`]);
+//! every response carries `X-API-VERSION: v3`.
+
+mod auth;
+mod configs;
+mod patch;
+mod reply;
+mod resources;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::Value;
+
+pub use configs::items_of;
+
+use crate::config::ResourceKind;
+use crate::settings::AdminKey;
+use crate::store::ConfigStore;
+
+/// Largest accepted request body: APISIX's 1.5 MiB.
+pub const MAX_BODY: usize = 1536 * 1024;
+
+const PREFIX: &str = "/apisix/admin";
+
+pub struct AdminApi {
+    pub store: Arc<ConfigStore>,
+    pub keys: Vec<AdminKey>,
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, BodyError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(BodyError::Read(e.to_string())),
+        }
+    }
+}
+
+/// A request after auth and body parsing, ready to dispatch.
+struct AdminRequest<'a> {
+    method: &'a str,
+    segments: Vec<&'a str>,
+    query: Option<&'a str>,
+    body: Option<Value>,
+}
+
+impl AdminApi {
+    async fn dispatch(&self, req: AdminRequest<'_>) -> Response<Vec<u8>> {
+        let store = &self.store;
+        let writes = matches!(req.method, "PUT" | "POST" | "PATCH" | "DELETE");
+        if writes && store.is_read_only() && req.segments.last() != Some(&"validate") {
+            return reply::error(405, "the admin API is read-only: config_provider is yaml");
+        }
+        let body = || req.body.clone().unwrap_or(Value::Null);
+        match (req.method, req.segments.as_slice()) {
+            ("GET", ["configs"]) => configs::get(store),
+            ("PUT", ["configs"]) => configs::replace(store, body(), false).await,
+            ("POST", ["configs", "validate"]) => configs::replace(store, body(), true).await,
+            (method, [res, rest @ ..]) => {
+                let Some(kind) = ResourceKind::from_segment(res) else {
+                    return reply::error(404, "404 Route Not Found");
+                };
+                match (method, rest) {
+                    ("GET", []) => resources::list(store, kind, req.query),
+                    ("POST", []) => resources::post(store, kind, body()).await,
+                    ("PUT", []) => reply::error(400, format!("missing {} id", kind.noun())),
+                    ("GET", [id]) => resources::get_one(store, kind, id),
+                    ("PUT", [id]) => resources::put(store, kind, id, body()).await,
+                    ("PATCH", [id, sub @ ..]) => {
+                        resources::patch(store, kind, id, sub, body()).await
+                    }
+                    ("DELETE", [id]) => resources::delete(store, kind, id, req.query).await,
+                    _ => reply::error(405, format!("method {method} is not allowed here")),
+                }
+            }
+            _ => reply::error(404, "404 Route Not Found"),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApi {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let header = session.req_header();
+        let method = header.method.as_str().to_string();
+        let path = header.uri.path().to_string();
+        let query = header.uri.query().map(str::to_string);
+        let api_key = header
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+
+        let Some(rest) = path.strip_prefix(PREFIX) else {
+            return reply::error(404, "404 Route Not Found");
+        };
+        let presented = auth::presented_key(api_key.as_deref(), query.as_deref());
+        if let Err(e) = auth::authorize(&self.keys, presented, &method) {
+            return reply::json(
+                401,
+                &serde_json::json!({"error_msg": "failed to check token", "description": e.description()}),
+            );
+        }
+        let body = match read_body(session).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                return reply::error(413, format!("request body is larger than {MAX_BODY} bytes"))
+            }
+            Err(BodyError::Read(e)) => {
+                return reply::error(400, format!("cannot read request body: {e}"))
+            }
+        };
+        let body = if body.is_empty() {
+            None
+        } else {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(v) => Some(v),
+                Err(e) => return reply::error(400, format!("invalid request body: {e}")),
+            }
+        };
+        if body.is_none() && matches!(method.as_str(), "PUT" | "POST" | "PATCH") {
+            return reply::error(400, "invalid request body: empty body");
+        }
+        let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        self.dispatch(AdminRequest {
+            method: &method,
+            segments,
+            query: query.as_deref(),
+            body,
+        })
+        .await
+    }
+}

@@ -1,0 +1,49 @@
+//! Admin API responses: APISIX's envelopes and error bodies.
+
+use http::Response;
+use serde_json::{json, Value};
+
+use crate::config::ResourceKind;
+use crate::config::StoredView;
+use crate::store::ApplyError;
+
+/// A JSON response; every admin response carries `X-API-VERSION: v3`.
+pub fn json(status: u16, body: &Value) -> Response<Vec<u8>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("content-length", bytes.len())
+        .header("x-api-version", "v3")
+        .header("server", crate::SERVER_NAME)
+        .body(bytes)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+pub fn error(status: u16, message: impl Into<String>) -> Response<Vec<u8>> {
+    json(status, &json!({ "error_msg": message.into() }))
+}
+
+pub fn not_found() -> Response<Vec<u8>> {
+    json(404, &json!({ "message": "Key not found" }))
+}
+
+/// `{"key", "value", "createdIndex", "modifiedIndex"}`.
+pub fn envelope(kind: ResourceKind, id: &str, view: &StoredView) -> Value {
+    json!({
+        "key": kind.key(id),
+        "value": *view.value,
+        "createdIndex": view.created_index,
+        "modifiedIndex": view.modified_index,
+    })
+}
+
+/// Maps a refused change to its status and body.
+pub fn apply_error(e: &ApplyError) -> Response<Vec<u8>> {
+    match e {
+        ApplyError::Invalid(_) | ApplyError::Referenced { .. } => error(400, e.to_string()),
+        ApplyError::NotFound => not_found(),
+        ApplyError::ReadOnly => error(405, e.to_string()),
+        ApplyError::Persist(_) => error(500, e.to_string()),
+    }
+}

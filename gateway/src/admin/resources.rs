@@ -1,0 +1,205 @@
+//! CRUD on `/apisix/admin/{routes,upstreams,services,global_rules}`, APISIX v3 semantics.
+
+use std::sync::Arc;
+
+use http::Response;
+use serde_json::{json, Value};
+
+use super::patch::{merge_patch, replace_at};
+use super::reply;
+use crate::config::ResourceKind;
+use crate::store::{ApplySource, Change, ConfigStore};
+
+/// Page size bounds of APISIX's list pagination.
+const PAGE_SIZE_MIN: usize = 10;
+const PAGE_SIZE_MAX: usize = 500;
+
+pub fn get_one(store: &ConfigStore, kind: ResourceKind, id: &str) -> Response<Vec<u8>> {
+    match store.resources().get(kind, id) {
+        Some(view) => reply::json(200, &reply::envelope(kind, id, &view)),
+        None => reply::not_found(),
+    }
+}
+
+/// `GET /{res}`: every entry, or one page with `page`/`page_size`.
+pub fn list(store: &ConfigStore, kind: ResourceKind, query: Option<&str>) -> Response<Vec<u8>> {
+    let arg = |name: &str| -> Option<&str> {
+        query?
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    };
+    let page = match arg("page").map(str::parse::<usize>) {
+        None => None,
+        Some(Ok(p)) if p >= 1 => Some(p),
+        Some(_) => return reply::error(400, "invalid page: must be an integer of at least 1"),
+    };
+    let page_size = match arg("page_size").map(str::parse::<usize>) {
+        None => None,
+        Some(Ok(s)) if (PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&s) => Some(s),
+        Some(_) => {
+            return reply::error(
+                400,
+                format!(
+                    "invalid page_size: must be an integer from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}"
+                ),
+            )
+        }
+    };
+    let resources = store.resources();
+    let all = resources.list(kind);
+    let total = all.len();
+    let items: Vec<Value> = match (page, page_size) {
+        (None, None) => all
+            .iter()
+            .map(|(id, v)| reply::envelope(kind, id, v))
+            .collect(),
+        (p, s) => {
+            let size = s.unwrap_or(PAGE_SIZE_MIN);
+            let start = (p.unwrap_or(1) - 1).saturating_mul(size);
+            all.iter()
+                .skip(start)
+                .take(size)
+                .map(|(id, v)| reply::envelope(kind, id, v))
+                .collect()
+        }
+    };
+    reply::json(200, &json!({ "list": items, "total": total }))
+}
+
+/// Runs a change on the blocking pool: `apply` fsyncs, which must not stall the admin
+/// runtime's other connections.
+async fn apply(
+    store: &Arc<ConfigStore>,
+    change: Change,
+) -> Result<crate::store::Applied, crate::store::ApplyError> {
+    let store = Arc::clone(store);
+    match tokio::task::spawn_blocking(move || store.apply(change, ApplySource::Admin)).await {
+        Ok(r) => r,
+        Err(e) => Err(crate::store::ApplyError::Invalid(vec![
+            crate::config::FieldError::new("", format!("internal error applying the change: {e}")),
+        ])),
+    }
+}
+
+/// Checks the body is an object and its `id` (if any) agrees with the URL. The error is
+/// the 400 message.
+fn checked_body(kind: ResourceKind, id: Option<&str>, body: Value) -> Result<Value, String> {
+    let Value::Object(mut obj) = body else {
+        return Err("invalid configuration: expected a JSON object".to_string());
+    };
+    match (obj.get("id"), id) {
+        (Some(body_id), Some(url_id)) => {
+            let same = match body_id {
+                Value::String(s) => s == url_id,
+                Value::Number(n) => n.to_string() == url_id,
+                _ => false,
+            };
+            if !same {
+                return Err(format!("wrong {} id", kind.noun()));
+            }
+        }
+        (Some(_), None) => return Err(format!("wrong {} id, do not need it", kind.noun())),
+        _ => {}
+    }
+    obj.remove("create_time");
+    obj.remove("update_time");
+    Ok(Value::Object(obj))
+}
+
+/// `PUT /{res}/{id}`: 201 when created, 200 when replaced.
+pub async fn put(
+    store: &Arc<ConfigStore>,
+    kind: ResourceKind,
+    id: &str,
+    body: Value,
+) -> Response<Vec<u8>> {
+    let value = match checked_body(kind, Some(id), body) {
+        Ok(v) => v,
+        Err(m) => return reply::error(400, m),
+    };
+    write_and_reply(store, kind, id.to_string(), value).await
+}
+
+/// `POST /{res}`: a server-generated id, 201.
+pub async fn post(store: &Arc<ConfigStore>, kind: ResourceKind, body: Value) -> Response<Vec<u8>> {
+    let value = match checked_body(kind, None, body) {
+        Ok(v) => v,
+        Err(m) => return reply::error(400, m),
+    };
+    let id = store.next_id();
+    write_and_reply(store, kind, id, value).await
+}
+
+async fn write_and_reply(
+    store: &Arc<ConfigStore>,
+    kind: ResourceKind,
+    id: String,
+    value: Value,
+) -> Response<Vec<u8>> {
+    let change = Change::Put {
+        kind,
+        id: id.clone(),
+        value,
+    };
+    match apply(store, change).await {
+        Ok(applied) => match store.resources().get(kind, &id) {
+            Some(view) => {
+                let status = if applied.created { 201 } else { 200 };
+                reply::json(status, &reply::envelope(kind, &id, &view))
+            }
+            None => reply::not_found(),
+        },
+        Err(e) => reply::apply_error(&e),
+    }
+}
+
+/// `PATCH /{res}/{id}` (merge patch) and `PATCH /{res}/{id}/{sub/path}` (replace).
+pub async fn patch(
+    store: &Arc<ConfigStore>,
+    kind: ResourceKind,
+    id: &str,
+    sub_path: &[&str],
+    body: Value,
+) -> Response<Vec<u8>> {
+    let Some(current) = store.resources().get(kind, id) else {
+        return reply::not_found();
+    };
+    let mut value = (*current.value).clone();
+    if sub_path.is_empty() {
+        if !body.is_object() {
+            return reply::error(400, "invalid configuration: expected a JSON object");
+        }
+        merge_patch(&mut value, &body);
+    } else if let Err(m) = replace_at(&mut value, sub_path, body) {
+        return reply::error(400, format!("invalid sub path {}: {m}", sub_path.join("/")));
+    }
+    let value = match checked_body(kind, Some(id), value) {
+        Ok(v) => v,
+        Err(m) => return reply::error(400, m),
+    };
+    write_and_reply(store, kind, id.to_string(), value).await
+}
+
+/// `DELETE /{res}/{id}[?force=true]`.
+pub async fn delete(
+    store: &Arc<ConfigStore>,
+    kind: ResourceKind,
+    id: &str,
+    query: Option<&str>,
+) -> Response<Vec<u8>> {
+    let force = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .any(|kv| kv == "force=true");
+    let change = Change::Delete {
+        kind,
+        id: id.to_string(),
+        force,
+    };
+    match apply(store, change).await {
+        Ok(_) => reply::json(200, &json!({ "deleted": id, "key": kind.key(id) })),
+        Err(e) => reply::apply_error(&e),
+    }
+}

@@ -1,0 +1,253 @@
+//! [`ResourceSet`]: every stored resource, parsed, with its etcd-style indexes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use portico_plugins::PluginRegistry;
+
+use super::{
+    check_plugins, parse_spec, FieldError, GlobalRuleSpec, ResourceKind, RouteSpec, ServiceSpec,
+    UpstreamSpec,
+};
+
+/// One stored resource: the JSON the user wrote (plus `id`, `create_time`,
+/// `update_time`), its parsed form, and the revision indexes of its envelope.
+#[derive(Debug)]
+pub struct Entry<T> {
+    pub value: Arc<Value>,
+    pub spec: Arc<T>,
+    pub created_index: u64,
+    pub modified_index: u64,
+}
+
+impl<T> Clone for Entry<T> {
+    fn clone(&self) -> Self {
+        Entry {
+            value: Arc::clone(&self.value),
+            spec: Arc::clone(&self.spec),
+            created_index: self.created_index,
+            modified_index: self.modified_index,
+        }
+    }
+}
+
+/// The stored view of an entry, independent of its kind.
+#[derive(Debug, Clone)]
+pub struct StoredView {
+    pub value: Arc<Value>,
+    pub created_index: u64,
+    pub modified_index: u64,
+}
+
+impl<T> From<&Entry<T>> for StoredView {
+    fn from(e: &Entry<T>) -> StoredView {
+        StoredView {
+            value: Arc::clone(&e.value),
+            created_index: e.created_index,
+            modified_index: e.modified_index,
+        }
+    }
+}
+
+/// Every resource, by kind and id. Cloning is cheap-ish (the maps hold `Arc`s), which
+/// is what lets `apply` build the next set beside the running one.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceSet {
+    pub upstreams: BTreeMap<String, Entry<UpstreamSpec>>,
+    pub services: BTreeMap<String, Entry<ServiceSpec>>,
+    pub routes: BTreeMap<String, Entry<RouteSpec>>,
+    pub global_rules: BTreeMap<String, Entry<GlobalRuleSpec>>,
+}
+
+impl ResourceSet {
+    pub fn get(&self, kind: ResourceKind, id: &str) -> Option<StoredView> {
+        match kind {
+            ResourceKind::Upstreams => self.upstreams.get(id).map(StoredView::from),
+            ResourceKind::Services => self.services.get(id).map(StoredView::from),
+            ResourceKind::Routes => self.routes.get(id).map(StoredView::from),
+            ResourceKind::GlobalRules => self.global_rules.get(id).map(StoredView::from),
+        }
+    }
+
+    /// Entries of one kind, ordered by id.
+    pub fn list(&self, kind: ResourceKind) -> Vec<(String, StoredView)> {
+        fn views<T>(m: &BTreeMap<String, Entry<T>>) -> Vec<(String, StoredView)> {
+            m.iter().map(|(k, e)| (k.clone(), e.into())).collect()
+        }
+        match kind {
+            ResourceKind::Upstreams => views(&self.upstreams),
+            ResourceKind::Services => views(&self.services),
+            ResourceKind::Routes => views(&self.routes),
+            ResourceKind::GlobalRules => views(&self.global_rules),
+        }
+    }
+
+    pub fn len(&self, kind: ResourceKind) -> usize {
+        match kind {
+            ResourceKind::Upstreams => self.upstreams.len(),
+            ResourceKind::Services => self.services.len(),
+            ResourceKind::Routes => self.routes.len(),
+            ResourceKind::GlobalRules => self.global_rules.len(),
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        ResourceKind::ALL.iter().map(|k| self.len(*k)).sum()
+    }
+
+    /// Parses `value` as a `kind` object and stores it under `id`. Errors carry paths
+    /// relative to the object.
+    pub fn insert(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+        value: Value,
+        created_index: u64,
+        modified_index: u64,
+        plugins: &PluginRegistry,
+    ) -> Result<(), Vec<FieldError>> {
+        fn entry<T: serde::de::DeserializeOwned + super::CheckSpec>(
+            value: Value,
+            created_index: u64,
+            modified_index: u64,
+        ) -> Result<Entry<T>, Vec<FieldError>> {
+            let spec = parse_spec::<T>(&value)?;
+            Ok(Entry {
+                value: Arc::new(value),
+                spec: Arc::new(spec),
+                created_index,
+                modified_index,
+            })
+        }
+        match kind {
+            ResourceKind::Upstreams => {
+                let e = entry::<UpstreamSpec>(value, created_index, modified_index)?;
+                self.upstreams.insert(id.to_string(), e);
+            }
+            ResourceKind::Services => {
+                let e = entry::<ServiceSpec>(value, created_index, modified_index)?;
+                let errors = check_plugins(e.spec.plugins.as_ref(), plugins, "plugins");
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                self.services.insert(id.to_string(), e);
+            }
+            ResourceKind::Routes => {
+                let e = entry::<RouteSpec>(value, created_index, modified_index)?;
+                let errors = check_plugins(e.spec.plugins.as_ref(), plugins, "plugins");
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                self.routes.insert(id.to_string(), e);
+            }
+            ResourceKind::GlobalRules => {
+                let e = entry::<GlobalRuleSpec>(value, created_index, modified_index)?;
+                let errors = check_plugins(Some(&e.spec.plugins), plugins, "plugins");
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                self.global_rules.insert(id.to_string(), e);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, kind: ResourceKind, id: &str) -> bool {
+        match kind {
+            ResourceKind::Upstreams => self.upstreams.remove(id).is_some(),
+            ResourceKind::Services => self.services.remove(id).is_some(),
+            ResourceKind::Routes => self.routes.remove(id).is_some(),
+            ResourceKind::GlobalRules => self.global_rules.remove(id).is_some(),
+        }
+    }
+
+    /// Resources that reference `kind/id` (routes and services naming an upstream,
+    /// routes naming a service), for DELETE's integrity check.
+    pub fn referrers(&self, kind: ResourceKind, id: &str) -> Vec<(ResourceKind, String)> {
+        let mut out = Vec::new();
+        match kind {
+            ResourceKind::Upstreams => {
+                for (rid, r) in &self.routes {
+                    if r.spec.upstream_id.as_ref().is_some_and(|u| u.0 == id) {
+                        out.push((ResourceKind::Routes, rid.clone()));
+                    }
+                }
+                for (sid, s) in &self.services {
+                    if s.spec.upstream_id.as_ref().is_some_and(|u| u.0 == id) {
+                        out.push((ResourceKind::Services, sid.clone()));
+                    }
+                }
+            }
+            ResourceKind::Services => {
+                for (rid, r) in &self.routes {
+                    if r.spec.service_id.as_ref().is_some_and(|s| s.0 == id) {
+                        out.push((ResourceKind::Routes, rid.clone()));
+                    }
+                }
+            }
+            ResourceKind::Routes | ResourceKind::GlobalRules => {}
+        }
+        out
+    }
+
+    /// Checks that what `kind/id` references exists. Paths are relative to the object.
+    pub fn check_references(&self, kind: ResourceKind, id: &str) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let (upstream_id, service_id) = match kind {
+            ResourceKind::Routes => match self.routes.get(id) {
+                Some(r) => (r.spec.upstream_id.as_ref(), r.spec.service_id.as_ref()),
+                None => return errors,
+            },
+            ResourceKind::Services => match self.services.get(id) {
+                Some(s) => (s.spec.upstream_id.as_ref(), None),
+                None => return errors,
+            },
+            ResourceKind::Upstreams | ResourceKind::GlobalRules => return errors,
+        };
+        if let Some(u) = upstream_id {
+            if !self.upstreams.contains_key(&u.0) {
+                errors.push(FieldError::new(
+                    "upstream_id",
+                    format!("upstream `{u}` does not exist"),
+                ));
+            }
+        }
+        if let Some(s) = service_id {
+            if !self.services.contains_key(&s.0) {
+                errors.push(FieldError::new(
+                    "service_id",
+                    format!("service `{s}` does not exist"),
+                ));
+            }
+        }
+        errors
+    }
+
+    /// Every dangling reference in the set, with paths such as `routes[id=1].upstream_id`.
+    pub fn check_all_references(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        for kind in [ResourceKind::Services, ResourceKind::Routes] {
+            for (id, _) in self.list(kind) {
+                let prefix = format!("{}[id={id}]", kind.segment());
+                errors.extend(
+                    self.check_references(kind, &id)
+                        .into_iter()
+                        .map(|e| e.under(&prefix)),
+                );
+            }
+        }
+        errors
+    }
+
+    /// The highest index in the set (the store's revision after a load).
+    pub fn max_index(&self) -> u64 {
+        ResourceKind::ALL
+            .iter()
+            .flat_map(|k| self.list(*k))
+            .map(|(_, v)| v.modified_index.max(v.created_index))
+            .max()
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,33 @@
+//! Portico: a programmable API gateway on Pingora.
+//!
+//! Layering (dependencies point down):
+//! - [`server`] assembles listeners and services from [`settings`];
+//! - [`admin`] (control plane) writes through [`store::ConfigStore::apply`], the one writer;
+//! - [`store`] validates [`config`] objects, builds a [`snapshot`] and swaps it atomically;
+//! - [`proxy`] (data plane) reads one snapshot per request: [`router`] picks the route,
+//!   [`balancer`] the node;
+//! - [`metrics`] is updated from the proxy's log phase and the apply path.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod admin_keys;
+pub mod balancer;
+pub mod config;
+pub mod hash_key;
+pub mod metrics;
+pub mod metrics_service;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod settings;
+pub mod snapshot;
+pub mod store;
+pub mod vars;
+pub mod yaml_provider;
+
+/// The crate version, reported by `portico --version` and at startup.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The `Server` header value on responses the gateway writes itself.
+pub const SERVER_NAME: &str = concat!("portico/", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,66 @@
+//! The `portico` binary: parse the command line, then run or check.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use portico::settings::Settings;
+
+/// Portico: a programmable API gateway on Pingora.
+#[derive(Parser, Debug)]
+#[command(name = "portico", version, about)]
+struct Cli {
+    /// Static configuration file.
+    #[arg(short = 'c', long = "conf", default_value = "conf/portico.yaml")]
+    conf: PathBuf,
+    /// Check the configuration (and the declarative resources it names), then exit.
+    #[arg(short = 't', long = "test")]
+    test: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let settings = match Settings::load(&cli.conf) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("portico: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.test {
+        let errors = portico::server::check(&settings);
+        if errors.is_empty() {
+            println!(
+                "portico: the configuration file {} syntax is ok\nportico: configuration file {} test is successful",
+                cli.conf.display(),
+                cli.conf.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        for e in &errors {
+            eprintln!("portico: {}: {e}", cli.conf.display());
+        }
+        eprintln!(
+            "portico: configuration file {} test failed ({} errors)",
+            cli.conf.display(),
+            errors.len()
+        );
+        return ExitCode::FAILURE;
+    }
+    match portico::server::run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portico: cannot start: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Per-request state, kept across every hook of one request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::snapshot::{RouteRuntime, Snapshot};
+
+/// Created in `new_ctx`; the snapshot is loaded there, once, and never again.
+pub struct RequestCtx {
+    pub snap: Arc<Snapshot>,
+    pub route: Option<Arc<RouteRuntime>>,
+    /// The chash key of this request (computed once, in `request_filter`).
+    pub hash_key: Option<String>,
+    /// Node indexes already tried by this request, in order (APISIX's
+    /// `balancer_tried_servers`).
+    pub tried: Vec<usize>,
+    pub started: Instant,
+    /// When the current attempt's peer was chosen.
+    pub attempt_started: Option<Instant>,
+    /// When the first attempt started (bounds `retry_timeout`).
+    pub first_attempt: Option<Instant>,
+    /// Time from choosing the peer to the upstream's response header.
+    pub upstream_duration: Option<Duration>,
+    /// Set once an upstream response header arrived: no retry after that.
+    pub response_started: bool,
+    /// Status of a response the gateway wrote itself (404, 502, ...).
+    pub local_status: Option<u16>,
+}
+
+impl RequestCtx {
+    pub fn new(snap: Arc<Snapshot>) -> RequestCtx {
+        RequestCtx {
+            snap,
+            route: None,
+            hash_key: None,
+            tried: Vec::new(),
+            started: Instant::now(),
+            attempt_started: None,
+            first_attempt: None,
+            upstream_duration: None,
+            response_started: false,
+            local_status: None,
+        }
+    }
+}

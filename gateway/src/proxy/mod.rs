@@ -1,0 +1,110 @@
+//! `impl ProxyHttp for Gateway`: each hook is a thin delegation to a function of the
+//! phase module that owns it.
+//!
+//! | phase (OpenResty) | Pingora hook                 | module        |
+//! |-------------------|------------------------------|---------------|
+//! | (per request)     | `new_ctx`                    | [`ctx`]       |
+//! | rewrite/access    | `request_filter`             | [`request`]   |
+//! | balancer          | `upstream_peer`              | [`upstream`]  |
+//! | (retry decision)  | `fail_to_connect`, `error_while_proxy` | [`upstream`] |
+//! | before_proxy      | `upstream_request_filter`    | [`request`]   |
+//! | header_filter     | `upstream_response_filter`   | [`upstream`]  |
+//! | error page        | `fail_to_proxy`              | [`error`]     |
+//! | log               | `logging`                    | [`log`]       |
+
+pub mod ctx;
+pub mod error;
+pub mod log;
+pub mod request;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::metrics::Metrics;
+use crate::store::ConfigStore;
+pub use ctx::RequestCtx;
+
+/// The data plane: reads one snapshot per request from the store.
+pub struct Gateway {
+    pub store: Arc<ConfigStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.store.snapshot())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        request::route_request(session, ctx).await
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        upstream::select_peer(ctx)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        upstream::on_connect_failure(ctx, e)
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        upstream::on_proxy_error(session, ctx, e, client_reused)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        request::prepare_upstream_request(session, upstream_request, ctx)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream::on_response_header(ctx);
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        error::respond_error(session, e, ctx).await
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        log::record(session, e, ctx, &self.metrics);
+    }
+}

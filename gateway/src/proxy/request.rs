@@ -1,0 +1,187 @@
+//! Request phases: route matching (`request_filter`) and the upstream request
+//! (`upstream_request_filter`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::ctx::RequestCtx;
+use crate::config::PassHost;
+use crate::vars::RequestView;
+
+/// Builds the read-only view of the downstream request the router and hash keys use.
+pub fn request_view<'a>(session: &'a Session, host: &'a str) -> RequestView<'a> {
+    let req = session.req_header();
+    let client = session.client_addr().and_then(|a| a.as_inet());
+    let server = session.server_addr().and_then(|a| a.as_inet());
+    RequestView {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        query: req.uri.query(),
+        host,
+        headers: &req.headers,
+        remote_addr: client.map(|a| a.ip()),
+        remote_port: client.map(|a| a.port()),
+        server_port: server.map(|a| a.port()),
+        scheme: "http",
+    }
+}
+
+/// The request's host: the Host header (or the URI authority), without port, lowercase.
+pub fn request_host(session: &Session) -> String {
+    let req = session.req_header();
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or("");
+    strip_port(raw).to_ascii_lowercase()
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Matches the request to a route. Writes the 404/503 itself when there is nothing to
+/// proxy to (returns `Ok(true)`: the response is sent).
+pub async fn route_request(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    let host = request_host(session);
+    let (route, hash_key) = {
+        let view = request_view(session, &host);
+        let route = ctx
+            .snap
+            .router
+            .find(&view)
+            .and_then(|i| ctx.snap.routes.get(i))
+            .cloned();
+        let hash_key = route
+            .as_ref()
+            .and_then(|r| r.upstream.as_ref())
+            .and_then(|u| u.hash_key.as_ref())
+            .map(|k| match k.extract(&view) {
+                Some(key) => key.into_owned(),
+                // APISIX falls back to the client address when the key is missing.
+                None => view.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+            });
+        (route, hash_key)
+    };
+    let Some(route) = route else {
+        respond_json(session, ctx, 404, r#"{"error_msg":"404 Route Not Found"}"#).await?;
+        return Ok(true);
+    };
+    let has_upstream = route.upstream.is_some();
+    ctx.route = Some(Arc::clone(&route));
+    ctx.hash_key = hash_key;
+    if !has_upstream {
+        respond_json(
+            session,
+            ctx,
+            503,
+            r#"{"error_msg":"missing upstream configuration in Route or Service"}"#,
+        )
+        .await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Writes a complete JSON response with Content-Length (keep-alive is preserved).
+pub async fn respond_json(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    body: &'static str,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(3))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header(http::header::SERVER, crate::SERVER_NAME)?;
+    ctx.local_status = Some(status);
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await?;
+    Ok(())
+}
+
+/// Sets Host per `pass_host` and the forwarding headers users expect from nginx/APISIX.
+pub fn prepare_upstream_request(
+    session: &Session,
+    upstream_request: &mut RequestHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    let route = ctx.route.as_ref();
+    let upstream = route.and_then(|r| r.upstream.as_ref());
+    let node = upstream.and_then(|u| ctx.tried.last().and_then(|i| u.nodes.get(*i)));
+    if let (Some(up), Some(node)) = (upstream, node) {
+        match up.pass_host {
+            PassHost::Pass => {}
+            PassHost::Node => {
+                upstream_request.insert_header(http::header::HOST, node.host_header.as_str())?
+            }
+            PassHost::Rewrite => {
+                if let Some(h) = up.upstream_host.as_deref() {
+                    upstream_request.insert_header(http::header::HOST, h)?;
+                }
+            }
+        }
+    }
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string());
+    if let Some(ip) = client_ip {
+        let xff = match session
+            .req_header()
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip.clone(),
+        };
+        upstream_request.insert_header("x-forwarded-for", xff)?;
+        upstream_request.insert_header("x-real-ip", ip)?;
+    }
+    upstream_request.insert_header("x-forwarded-proto", "http")?;
+    if let Some(host) = session
+        .req_header()
+        .headers
+        .get(http::header::HOST)
+        .cloned()
+    {
+        upstream_request.insert_header("x-forwarded-host", host)?;
+    }
+    if let Some(port) = session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.port())
+    {
+        upstream_request.insert_header("x-forwarded-port", port.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn host_port_is_stripped() {
+        assert_eq!(strip_port("a.com:8080"), "a.com");
+        assert_eq!(strip_port("a.com"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("127.0.0.1:9080"), "127.0.0.1");
+    }
+}

@@ -1,0 +1,252 @@
+//! Assembles the Pingora server: the proxy, admin and metrics listeners and background
+//! services, from [`Settings`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApi;
+use crate::admin_keys::{self, ResolvedKeys};
+use crate::metrics::Metrics;
+use crate::metrics_service::MetricsEndpoint;
+use crate::proxy::Gateway;
+use crate::settings::{ConfigProvider, Settings};
+use crate::store::{ConfigStore, DiskStore};
+use crate::yaml_provider::{self, YamlWatcher};
+use portico_plugins::PluginRegistry;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Settings(String),
+    #[error(transparent)]
+    AdminKey(#[from] admin_keys::AdminKeyError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("data_dir store: {0}")]
+    Disk(#[from] crate::store::DiskError),
+    #[error("stored configuration does not load: {0}")]
+    Store(#[from] crate::store::ApplyError),
+    #[error("yaml_config {path}: {message}")]
+    Yaml { path: String, message: String },
+}
+
+/// Builds the resource store for the configured provider.
+fn open_store(
+    settings: &Settings,
+    plugins: Arc<PluginRegistry>,
+    metrics: Arc<Metrics>,
+) -> Result<(Arc<ConfigStore>, Option<String>), StartError> {
+    match settings.config_provider {
+        ConfigProvider::Admin => {
+            let disk = DiskStore::open(&settings.data_dir)?;
+            let store = ConfigStore::open(disk, plugins, metrics)?;
+            if let Some(seed) = &settings.seed_config {
+                if store.revision() == 0 {
+                    let items = yaml_provider::load(seed).map_err(|e| StartError::Yaml {
+                        path: seed.display().to_string(),
+                        message: crate::config::describe(&e),
+                    })?;
+                    let applied = store.apply(
+                        crate::store::Change::ReplaceAll(items),
+                        crate::store::ApplySource::Startup,
+                    )?;
+                    tracing::info!(
+                        "new data_dir: imported seed resources from {} (version {})",
+                        seed.display(),
+                        applied.version
+                    );
+                }
+            }
+            Ok((Arc::new(store), None))
+        }
+        ConfigProvider::Yaml => {
+            let path = &settings.yaml_config;
+            let yaml_err = |message: String| StartError::Yaml {
+                path: path.display().to_string(),
+                message,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| yaml_err(e.to_string()))?;
+            let items =
+                yaml_provider::parse(&text).map_err(|e| yaml_err(crate::config::describe(&e)))?;
+            let store = ConfigStore::declarative(items, plugins, metrics)?;
+            Ok((Arc::new(store), Some(text)))
+        }
+    }
+}
+
+/// SIGTERM and SIGINT both drain gracefully (Pingora's default makes SIGINT a fast
+/// exit); SIGQUIT keeps Pingora's graceful-upgrade meaning.
+struct GracefulSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for GracefulSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers; waiting forever");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::GracefulTerminate,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}
+
+/// Builds every service and runs until a shutdown signal; returns when drained.
+pub fn run(settings: Settings) -> Result<(), StartError> {
+    let errors = settings.check();
+    if !errors.is_empty() {
+        return Err(StartError::Settings(errors.join("; ")));
+    }
+    let ResolvedKeys { keys, generated } = admin_keys::resolve(&settings, admin_keys::env_key())?;
+    if let Some(path) = &generated {
+        tracing::warn!(
+            "no admin key configured: using the generated key stored in {}",
+            path.display()
+        );
+    }
+    let metrics = Metrics::new()?;
+    let plugins = Arc::new(PluginRegistry::builtin());
+    let (store, yaml_text) = open_store(&settings, plugins, Arc::clone(&metrics))?;
+
+    let data_dir = settings.data_dir.display().to_string();
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.shutdown_grace_seconds),
+        graceful_shutdown_timeout_seconds: Some(5),
+        pid_file: format!("{data_dir}/portico.pid"),
+        upgrade_sock: format!("{data_dir}/portico_upgrade.sock"),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let gateway = Gateway {
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+    };
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "portico proxy",
+    );
+    for addr in &settings.proxy.listen {
+        proxy.add_tcp(addr);
+        tracing::info!("proxy listening on http://{addr}");
+    }
+
+    let mut admin = Service::new(
+        "portico admin".to_string(),
+        HttpServer::new_app(AdminApi {
+            store: Arc::clone(&store),
+            keys,
+        }),
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&settings.admin.listen);
+    tracing::info!(
+        "admin API listening on http://{}/apisix/admin",
+        settings.admin.listen
+    );
+
+    let mut metrics_svc = Service::new(
+        "portico metrics".to_string(),
+        HttpServer::new_app(MetricsEndpoint {
+            metrics: Arc::clone(&metrics),
+        }),
+    );
+    metrics_svc.threads = Some(1);
+    metrics_svc.add_tcp(&settings.metrics.listen);
+    tracing::info!(
+        "metrics listening on http://{}/metrics",
+        settings.metrics.listen
+    );
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(metrics_svc);
+    if let Some(text) = yaml_text {
+        let mut watcher = background_service(
+            "portico yaml watcher",
+            YamlWatcher {
+                path: settings.yaml_config.clone(),
+                store: Arc::clone(&store),
+                initial: Some(text),
+            },
+        );
+        watcher.threads = Some(1);
+        server.add_service(watcher);
+        tracing::info!(
+            "config_provider yaml: watching {}",
+            settings.yaml_config.display()
+        );
+    }
+    tracing::info!(
+        version = store.snapshot().version,
+        routes = store.snapshot().routes.len(),
+        "portico {} started",
+        crate::VERSION
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(GracefulSignals),
+    });
+    Ok(())
+}
+
+/// `portico -t`: checks settings and the declarative resources they name; returns every
+/// error found, each with its path.
+pub fn check(settings: &Settings) -> Vec<String> {
+    let mut errors = settings.check();
+    if !settings.admin_is_loopback() {
+        for k in &settings.admin.keys {
+            if k.key.len() < crate::settings::MIN_PUBLIC_KEY_LEN {
+                errors.push(format!(
+                    "admin.keys[name={}].key: shorter than {} characters on a non-loopback admin.listen",
+                    k.name,
+                    crate::settings::MIN_PUBLIC_KEY_LEN
+                ));
+            }
+        }
+    }
+    let declarative = match settings.config_provider {
+        ConfigProvider::Yaml => Some(&settings.yaml_config),
+        ConfigProvider::Admin => settings.seed_config.as_ref(),
+    };
+    if let Some(file) = declarative {
+        let path = file.display().to_string();
+        match yaml_provider::load(file) {
+            Err(errs) => errors.extend(errs.iter().map(|e| format!("{path}: {e}"))),
+            Ok(items) => {
+                let checked = Metrics::new().map_err(|e| e.to_string()).and_then(|m| {
+                    ConfigStore::declarative(items, Arc::new(PluginRegistry::builtin()), m)
+                        .map(|_| ())
+                        .map_err(|e| match e {
+                            crate::store::ApplyError::Invalid(errs) => errs
+                                .iter()
+                                .map(|e| format!("{path}: {e}"))
+                                .collect::<Vec<_>>()
+                                .join("\n"),
+                            other => format!("{path}: {other}"),
+                        })
+                });
+                if let Err(e) = checked {
+                    errors.extend(e.lines().map(str::to_string));
+                }
+            }
+        }
+    }
+    errors
+}

@@ -1,0 +1,267 @@
+//! Static settings: `conf/portico.yaml`.
+//!
+//! These are the settings that need a restart to change (listeners, threads, where data
+//! lives). Everything that changes at runtime (routes, upstreams, services, global rules)
+//! is a *resource* handled by [`crate::store`]. Key names are public interface; unknown
+//! keys are an error naming the key (Pingora's own YAML loader ignores them silently,
+//! which hides typos).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variable that overrides the admin key.
+pub const ADMIN_KEY_ENV: &str = "PORTICO_ADMIN_KEY";
+
+/// Minimum key length accepted when the admin API listens on a non-loopback address.
+pub const MIN_PUBLIC_KEY_LEN: usize = 16;
+
+/// The whole static configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub proxy: ProxySettings,
+    pub admin: AdminSettings,
+    pub metrics: MetricsSettings,
+    /// Directory of the durable resource store and the generated admin key.
+    pub data_dir: PathBuf,
+    pub config_provider: ConfigProvider,
+    /// APISIX standalone-style resource file, read when `config_provider` is `yaml`.
+    pub yaml_config: PathBuf,
+    /// Resources (same file format as `yaml_config`) imported once, through the normal
+    /// apply path, when the admin provider starts on a brand-new `data_dir`.
+    pub seed_config: Option<PathBuf>,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            proxy: ProxySettings::default(),
+            admin: AdminSettings::default(),
+            metrics: MetricsSettings::default(),
+            data_dir: PathBuf::from("data"),
+            config_provider: ConfigProvider::Admin,
+            yaml_config: PathBuf::from("conf/apisix.yaml"),
+            seed_config: None,
+            threads: 2,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    pub listen: Vec<String>,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            listen: vec!["0.0.0.0:9080".to_string()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    pub listen: String,
+    pub keys: Vec<AdminKey>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: "127.0.0.1:9180".to_string(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// One `X-API-KEY` value and what it may do.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminKey {
+    pub name: String,
+    pub key: String,
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// `admin` may use every method; `viewer` only GET.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Admin,
+    Viewer,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    pub listen: String,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            listen: "127.0.0.1:9091".to_string(),
+        }
+    }
+}
+
+/// Where resources come from.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigProvider {
+    /// The admin API, persisted in `data_dir`.
+    #[default]
+    Admin,
+    /// A declarative file, reloaded when it changes; the admin API is read-only.
+    Yaml,
+}
+
+/// Errors reading or checking the static settings; each names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Reads and parses a settings file. An empty file means all defaults.
+    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Settings::parse(&text).map_err(|message| SettingsError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses settings text; the error names the key path (`admin.listen: ...`).
+    pub fn parse(text: &str) -> Result<Settings, String> {
+        if text.trim().is_empty() {
+            return Ok(Settings::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                e.inner().to_string()
+            } else {
+                format!("{path}: {}", e.inner())
+            }
+        })
+    }
+
+    /// Checks values serde cannot: addresses, thread count. Returns every problem found.
+    pub fn check(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.proxy.listen.is_empty() {
+            errors.push("proxy.listen: at least one address is required".to_string());
+        }
+        for (i, addr) in self.proxy.listen.iter().enumerate() {
+            if addr.parse::<SocketAddr>().is_err() {
+                errors.push(format!(
+                    "proxy.listen[{i}]: `{addr}` is not an ip:port address"
+                ));
+            }
+        }
+        if self.admin.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "admin.listen: `{}` is not an ip:port address",
+                self.admin.listen
+            ));
+        }
+        if self.metrics.listen.parse::<SocketAddr>().is_err() {
+            errors.push(format!(
+                "metrics.listen: `{}` is not an ip:port address",
+                self.metrics.listen
+            ));
+        }
+        for (i, key) in self.admin.keys.iter().enumerate() {
+            if key.key.is_empty() {
+                errors.push(format!("admin.keys[{i}].key: must not be empty"));
+            }
+            if key.name.is_empty() {
+                errors.push(format!("admin.keys[{i}].name: must not be empty"));
+            }
+        }
+        if self.threads == 0 {
+            errors.push("threads: must be at least 1".to_string());
+        }
+        errors
+    }
+
+    /// True when the admin listener is reachable only from this host.
+    pub fn admin_is_loopback(&self) -> bool {
+        self.admin
+            .listen
+            .parse::<SocketAddr>()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let s = Settings::parse("").unwrap();
+        assert_eq!(s.proxy.listen, vec!["0.0.0.0:9080"]);
+        assert_eq!(s.admin.listen, "127.0.0.1:9180");
+        assert_eq!(s.metrics.listen, "127.0.0.1:9091");
+        assert_eq!(s.config_provider, ConfigProvider::Admin);
+        assert_eq!(s.threads, 2);
+        assert!(s.check().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Settings::parse("proxyy:\n  listen: []\n").unwrap_err();
+        assert!(err.contains("proxyy"), "{err}");
+        let err = Settings::parse("admin:\n  listen: x\n  kees: []\n").unwrap_err();
+        assert!(err.contains("admin") && err.contains("kees"), "{err}");
+    }
+
+    #[test]
+    fn keys_and_roles_parse() {
+        let s = Settings::parse(
+            "admin:\n  keys:\n    - { name: a, key: k1 }\n    - { name: v, key: k2, role: viewer }\n",
+        )
+        .unwrap();
+        assert_eq!(s.admin.keys[0].role, Role::Admin);
+        assert_eq!(s.admin.keys[1].role, Role::Viewer);
+    }
+
+    #[test]
+    fn check_reports_every_bad_address() {
+        let s = Settings::parse(
+            "proxy: { listen: [\"nope\", \"127.0.0.1:1\"] }\nadmin: { listen: \"x\" }\nthreads: 0\n",
+        )
+        .unwrap();
+        let errors = s.check();
+        assert!(errors.iter().any(|e| e.starts_with("proxy.listen[0]")));
+        assert!(errors.iter().any(|e| e.starts_with("admin.listen")));
+        assert!(errors.iter().any(|e| e.starts_with("threads")));
+    }
+}

@@ -1,0 +1,264 @@
+//! Compiles a [`ResourceSet`] into a [`Snapshot`]: all the work a config change costs is
+//! done here, once, never on the request path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::balancer::{BalancerNode, Picker};
+use crate::config::{FieldError, ResourceSet, Scheme, UpstreamSpec, UpstreamType};
+use crate::hash_key::HashKey;
+use crate::metrics::Metrics;
+use crate::router::{RouteMatchSpec, Router};
+
+use super::{NodeRuntime, RouteRuntime, Snapshot, Timeouts, UpstreamRuntime};
+
+/// Every problem that stopped a build, with resource-qualified paths.
+#[derive(Debug)]
+pub struct BuildError(pub Vec<FieldError>);
+
+/// Builds the snapshot for `set`. `prev` lends runtimes that did not change (their picker
+/// state and resolved addresses carry over) and route metric handles.
+pub fn build(
+    set: &ResourceSet,
+    prev: Option<&Snapshot>,
+    version: u64,
+    metrics: &Metrics,
+) -> Result<Snapshot, BuildError> {
+    let mut errors = Vec::new();
+    let mut upstreams: BTreeMap<String, Arc<UpstreamRuntime>> = BTreeMap::new();
+
+    let compile = |upstreams: &mut BTreeMap<String, Arc<UpstreamRuntime>>,
+                   identity: String,
+                   spec: &Arc<UpstreamSpec>,
+                   path: String,
+                   errors: &mut Vec<FieldError>|
+     -> Option<Arc<UpstreamRuntime>> {
+        let reused = prev
+            .and_then(|p| p.upstreams.get(&identity))
+            .filter(|old| Arc::ptr_eq(&old.spec, spec) || *old.spec == **spec)
+            .cloned();
+        let runtime = match reused {
+            Some(r) => Some(r),
+            None => match compile_upstream(&identity, spec) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(errs) => {
+                    errors.extend(errs.into_iter().map(|e| e.under(&path)));
+                    None
+                }
+            },
+        };
+        if let Some(r) = &runtime {
+            upstreams.insert(identity, Arc::clone(r));
+        }
+        runtime
+    };
+
+    for (id, entry) in &set.upstreams {
+        compile(
+            &mut upstreams,
+            id.clone(),
+            &entry.spec,
+            format!("upstreams[id={id}]"),
+            &mut errors,
+        );
+    }
+    let mut service_upstreams: HashMap<&str, Option<Arc<UpstreamRuntime>>> = HashMap::new();
+    for (id, entry) in &set.services {
+        let up = match (&entry.spec.upstream, &entry.spec.upstream_id) {
+            (Some(inline), _) => compile(
+                &mut upstreams,
+                format!("service:{id}"),
+                &Arc::new(inline.clone()),
+                format!("services[id={id}].upstream"),
+                &mut errors,
+            ),
+            (None, Some(uid)) => upstreams.get(&uid.0).cloned(),
+            (None, None) => None,
+        };
+        service_upstreams.insert(id.as_str(), up);
+    }
+
+    let prev_routes: HashMap<&str, &Arc<RouteRuntime>> = prev
+        .map(|p| p.routes.iter().map(|r| (r.id.as_str(), r)).collect())
+        .unwrap_or_default();
+    let mut routes = Vec::new();
+    let mut match_specs = Vec::new();
+    for (id, entry) in &set.routes {
+        let spec = &entry.spec;
+        if spec.status == 0 {
+            continue;
+        }
+        let service = spec
+            .service_id
+            .as_ref()
+            .and_then(|s| set.services.get(&s.0));
+        let upstream = match (&spec.upstream, &spec.upstream_id) {
+            (Some(inline), _) => compile(
+                &mut upstreams,
+                format!("route:{id}"),
+                &Arc::new(inline.clone()),
+                format!("routes[id={id}].upstream"),
+                &mut errors,
+            ),
+            (None, Some(uid)) => upstreams.get(&uid.0).cloned(),
+            (None, None) => spec
+                .service_id
+                .as_ref()
+                .and_then(|s| service_upstreams.get(s.0.as_str()).cloned().flatten()),
+        };
+        let mut hosts = spec.all_hosts();
+        if hosts.is_empty() {
+            if let Some(s) = service {
+                hosts = s.spec.hosts.clone().unwrap_or_default();
+            }
+        }
+        let upstream_label = upstream.as_ref().map(|u| u.id.as_str()).unwrap_or("");
+        let route_metrics = match prev_routes.get(id.as_str()) {
+            Some(old)
+                if old.upstream.as_ref().map(|u| u.id.as_str()).unwrap_or("") == upstream_label =>
+            {
+                Arc::clone(&old.metrics)
+            }
+            _ => metrics.route(id, upstream_label),
+        };
+        match_specs.push(RouteMatchSpec {
+            uris: spec.all_uris(),
+            hosts,
+            methods: spec.methods.clone().unwrap_or_default(),
+            priority: spec.priority,
+            vars: spec.vars.clone(),
+            remote_addrs: spec.all_remote_addrs(),
+        });
+        routes.push(Arc::new(RouteRuntime {
+            id: id.clone(),
+            upstream,
+            timeouts: spec.timeout.as_ref().map(Timeouts::from_spec),
+            metrics: route_metrics,
+        }));
+    }
+
+    let router = match Router::build(&match_specs) {
+        Ok(r) => Some(r),
+        Err(router_errors) => {
+            for e in router_errors {
+                let id = routes.get(e.route).map(|r| r.id.as_str()).unwrap_or("?");
+                errors.push(FieldError::new(
+                    format!("routes[id={id}].{}", e.path),
+                    e.message,
+                ));
+            }
+            None
+        }
+    };
+    match router {
+        Some(router) if errors.is_empty() => Ok(Snapshot {
+            version,
+            router,
+            routes,
+            upstreams,
+        }),
+        _ => Err(BuildError(errors)),
+    }
+}
+
+/// Compiles one upstream: resolves node addresses and builds its picker.
+pub fn compile_upstream(
+    identity: &str,
+    spec: &Arc<UpstreamSpec>,
+) -> Result<UpstreamRuntime, Vec<FieldError>> {
+    let addrs = spec.nodes.normalise(spec.scheme)?;
+    let mut errors = Vec::new();
+    let mut nodes = Vec::with_capacity(addrs.len());
+    for n in &addrs {
+        match resolve(&n.host, n.port) {
+            Ok(addr) => {
+                let default_port = matches!(
+                    (spec.scheme, n.port),
+                    (Scheme::Http, 80) | (Scheme::Https, 443)
+                );
+                let host_header = if default_port {
+                    n.host.clone()
+                } else if n.host.contains(':') {
+                    format!("[{}]:{}", n.host, n.port)
+                } else {
+                    format!("{}:{}", n.host, n.port)
+                };
+                nodes.push(NodeRuntime {
+                    addr,
+                    label: format!("{}:{}", n.host, n.port),
+                    host_header,
+                    sni: n.host.clone(),
+                    weight: n.weight,
+                });
+            }
+            Err(msg) => errors.push(FieldError::new("nodes", msg)),
+        }
+    }
+    let hash_key = match (spec.kind, spec.key.as_deref()) {
+        (UpstreamType::Chash, Some(key)) => match HashKey::parse(spec.hash_on, key) {
+            Ok(k) => Some(k),
+            Err(m) => {
+                errors.push(FieldError::new("key", m));
+                None
+            }
+        },
+        _ => None,
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let balancer_nodes: Vec<BalancerNode> = nodes
+        .iter()
+        .map(|n| BalancerNode {
+            addr: n.addr,
+            weight: n.weight,
+        })
+        .collect();
+    let picker = match spec.kind {
+        UpstreamType::Roundrobin => Picker::round_robin(&balancer_nodes),
+        UpstreamType::Chash => Picker::chash(&balancer_nodes),
+    };
+    let retries = match spec.retries {
+        Some(r) => r as usize,
+        None => nodes.len().saturating_sub(1),
+    };
+    Ok(UpstreamRuntime {
+        id: identity.to_string(),
+        picker,
+        hash_key,
+        retries,
+        retry_timeout: spec
+            .retry_timeout
+            .filter(|t| *t > 0.0)
+            .map(Duration::from_secs_f64),
+        timeouts: spec
+            .timeout
+            .as_ref()
+            .map(Timeouts::from_spec)
+            .unwrap_or(Timeouts::DEFAULT),
+        tls: spec.scheme == Scheme::Https,
+        pass_host: spec.pass_host,
+        upstream_host: spec.upstream_host.clone(),
+        idle_timeout: spec
+            .keepalive_pool
+            .as_ref()
+            .map(|p| Duration::from_secs_f64(p.idle_timeout)),
+        nodes: nodes.into_boxed_slice(),
+        spec: Arc::clone(spec),
+    })
+}
+
+/// Resolves a node address once, at apply time (never on the request path: Pingora's
+/// `HttpPeer::new("host:port")` would resolve synchronously per request).
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{host}` resolved to no address"))
+}

@@ -1,0 +1,102 @@
+//! The compiled, immutable configuration every request reads.
+//!
+//! A [`Snapshot`] is built from a validated [`crate::config::ResourceSet`] at apply time
+//! (router compiled, pickers built, references resolved to `Arc`s) and swapped in whole.
+//! A request loads it once and reads only it, so it sees either the old or the new
+//! configuration, never a mix.
+
+mod build;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use build::{build, BuildError};
+
+use crate::balancer::Picker;
+use crate::config::{PassHost, UpstreamSpec};
+use crate::hash_key::HashKey;
+use crate::metrics::RouteMetrics;
+use crate::router::Router;
+
+/// The whole running configuration.
+pub struct Snapshot {
+    /// Monotonic version; also exported as `portico_config_version`.
+    pub version: u64,
+    pub router: Router,
+    /// Enabled routes, indexed by the router's match result.
+    pub routes: Vec<Arc<RouteRuntime>>,
+    /// Every upstream runtime by identity (standalone ids, `route:ID`/`service:ID` for
+    /// inline ones), for reuse across swaps and for visibility.
+    pub upstreams: std::collections::BTreeMap<String, Arc<UpstreamRuntime>>,
+}
+
+/// A compiled route.
+pub struct RouteRuntime {
+    pub id: String,
+    /// `None` when the route has no upstream (a plugin-only route, or an upstream removed
+    /// with `?force=true`): such a request gets a 503.
+    pub upstream: Option<Arc<UpstreamRuntime>>,
+    /// The route's `timeout`, which overrides the upstream's.
+    pub timeouts: Option<Timeouts>,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// Connect/send/read timeouts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub send: Duration,
+    pub read: Duration,
+}
+
+impl Timeouts {
+    /// APISIX's defaults (nginx's `proxy_*_timeout 60s`).
+    pub const DEFAULT: Timeouts = Timeouts {
+        connect: Duration::from_secs(60),
+        send: Duration::from_secs(60),
+        read: Duration::from_secs(60),
+    };
+
+    pub fn from_spec(t: &crate::config::Timeout) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs_f64(t.connect),
+            send: Duration::from_secs_f64(t.send),
+            read: Duration::from_secs_f64(t.read),
+        }
+    }
+}
+
+/// A compiled upstream. Built over all its nodes; which ones a request may use is decided
+/// at pick time, so the chash ring never moves when a node is skipped.
+pub struct UpstreamRuntime {
+    /// Identity: the upstream id, or `route:ID` / `service:ID` for inline upstreams.
+    pub id: String,
+    pub nodes: Box<[NodeRuntime]>,
+    pub picker: Picker,
+    /// Set for `chash` upstreams.
+    pub hash_key: Option<HashKey>,
+    /// Attempts after the first one.
+    pub retries: usize,
+    /// No new attempt starts once this long has passed since the first (None = no limit).
+    pub retry_timeout: Option<Duration>,
+    pub timeouts: Timeouts,
+    pub tls: bool,
+    pub pass_host: PassHost,
+    pub upstream_host: Option<String>,
+    pub idle_timeout: Option<Duration>,
+    /// The spec this was built from, to reuse the runtime when a swap leaves it unchanged.
+    pub spec: Arc<UpstreamSpec>,
+}
+
+/// One node of an upstream.
+pub struct NodeRuntime {
+    pub addr: SocketAddr,
+    /// The node as configured (`host:port`), used as a metric label and for logs.
+    pub label: String,
+    /// The Host header for `pass_host: node`.
+    pub host_header: String,
+    /// For TLS: the SNI name (the configured host).
+    pub sni: String,
+    pub weight: u32,
+}

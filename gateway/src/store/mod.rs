@@ -1,0 +1,444 @@
+//! [`ConfigStore`]: the one writer of the running configuration.
+//!
+//! Every change (startup load, admin write, `configs` replace, yaml reload) goes through
+//! [`ConfigStore::apply`]: parse and validate everything, build the whole next
+//! [`Snapshot`], persist (admin provider), then swap once. A rejected change swaps
+//! nothing and writes nothing. Requests read [`ConfigStore::snapshot`] once each.
+
+mod disk;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+pub use disk::{DiskError, DiskStore};
+use disk::{DiskWrite, Record};
+
+use crate::config::{FieldError, ResourceKind, ResourceSet};
+use crate::metrics::Metrics;
+use crate::snapshot::{self, Snapshot};
+use portico_plugins::PluginRegistry;
+
+/// What a change came from; a label of `portico_config_applies_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplySource {
+    Startup,
+    Admin,
+    Yaml,
+}
+
+impl ApplySource {
+    pub fn label(self) -> &'static str {
+        match self {
+            ApplySource::Startup => "startup",
+            ApplySource::Admin => "admin",
+            ApplySource::Yaml => "yaml",
+        }
+    }
+}
+
+/// One change to the resources.
+#[derive(Debug)]
+pub enum Change {
+    /// Create or replace `kind/id` with `value` (without `create_time`/`update_time`;
+    /// the store sets those).
+    Put {
+        kind: ResourceKind,
+        id: String,
+        value: Value,
+    },
+    /// Delete `kind/id`; refused while referenced unless `force`.
+    Delete {
+        kind: ResourceKind,
+        id: String,
+        force: bool,
+    },
+    /// Replace every resource (`PUT /configs`, a yaml file).
+    ReplaceAll(Vec<(ResourceKind, String, Value)>),
+}
+
+/// Why a change was refused. Nothing was swapped or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("invalid configuration: {}", crate::config::describe(.0))]
+    Invalid(Vec<FieldError>),
+    #[error("Key not found")]
+    NotFound,
+    #[error("can not delete this {}, {} [{}] is still using it now", .kind.noun(), .by.0.noun(), .by.1)]
+    Referenced {
+        kind: ResourceKind,
+        by: (ResourceKind, String),
+    },
+    #[error("the admin API is read-only: config_provider is yaml")]
+    ReadOnly,
+    #[error("{0}")]
+    Persist(#[from] DiskError),
+}
+
+/// The result of an accepted change.
+#[derive(Debug)]
+pub struct Applied {
+    pub version: u64,
+    /// For `Put`: whether the id was new.
+    pub created: bool,
+}
+
+/// The desired state and its compiled snapshot, swapped together.
+pub struct Current {
+    pub resources: Arc<ResourceSet>,
+    pub snapshot: Arc<Snapshot>,
+}
+
+struct Writer {
+    /// etcd-style revision behind `createdIndex`/`modifiedIndex`.
+    revision: u64,
+    disk: Option<DiskStore>,
+}
+
+pub struct ConfigStore {
+    current: ArcSwap<Current>,
+    writer: Mutex<Writer>,
+    plugins: Arc<PluginRegistry>,
+    metrics: Arc<Metrics>,
+    read_only: bool,
+}
+
+impl ConfigStore {
+    /// A store backed by `disk`: loads every persisted resource through the same
+    /// validation and build as any change. Fails if a stored resource no longer validates
+    /// rather than silently starting without it.
+    pub fn open(
+        disk: DiskStore,
+        plugins: Arc<PluginRegistry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<ConfigStore, ApplyError> {
+        let loaded = disk.load()?;
+        let mut set = ResourceSet::default();
+        let mut errors = Vec::new();
+        for (kind, id, record) in loaded.records {
+            let prefix = format!("{}[id={id}]", kind.segment());
+            if let Err(errs) = set.insert(
+                kind,
+                &id,
+                record.value,
+                record.created_index,
+                record.modified_index,
+                &plugins,
+            ) {
+                errors.extend(errs.into_iter().map(|e| e.under(&prefix)));
+            }
+        }
+        if !errors.is_empty() {
+            metrics.count_apply(ApplySource::Startup.label(), false);
+            return Err(ApplyError::Invalid(errors));
+        }
+        let revision = loaded.revision.max(set.max_index());
+        ConfigStore::start(set, Some(disk), revision, plugins, metrics, false)
+    }
+
+    /// A read-only store whose resources come from a declarative source (yaml provider).
+    pub fn declarative(
+        items: Vec<(ResourceKind, String, Value)>,
+        plugins: Arc<PluginRegistry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<ConfigStore, ApplyError> {
+        let set = set_from_items(items, &ResourceSet::default(), 1, &plugins)?;
+        ConfigStore::start(set, None, 1, plugins, metrics, true)
+    }
+
+    fn start(
+        set: ResourceSet,
+        disk: Option<DiskStore>,
+        revision: u64,
+        plugins: Arc<PluginRegistry>,
+        metrics: Arc<Metrics>,
+        read_only: bool,
+    ) -> Result<ConfigStore, ApplyError> {
+        let snapshot = match snapshot::build(&set, None, 1, &metrics) {
+            Ok(s) => s,
+            Err(e) => {
+                metrics.count_apply(ApplySource::Startup.label(), false);
+                return Err(ApplyError::Invalid(e.0));
+            }
+        };
+        metrics.count_apply(ApplySource::Startup.label(), true);
+        metrics.set_config_version(1);
+        Ok(ConfigStore {
+            current: ArcSwap::from_pointee(Current {
+                resources: Arc::new(set),
+                snapshot: Arc::new(snapshot),
+            }),
+            writer: Mutex::new(Writer { revision, disk }),
+            plugins,
+            metrics,
+            read_only,
+        })
+    }
+
+    /// The snapshot for one request. Call once per request and keep the `Arc`.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.load().snapshot)
+    }
+
+    /// The desired state, for admin reads.
+    pub fn resources(&self) -> Arc<ResourceSet> {
+        Arc::clone(&self.current.load().resources)
+    }
+
+    /// The revision counter: 0 only for a store that has never been written.
+    pub fn revision(&self) -> u64 {
+        self.writer.lock().revision
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Validates, builds, persists and swaps `change`; the only way the running
+    /// configuration changes.
+    pub fn apply(&self, change: Change, source: ApplySource) -> Result<Applied, ApplyError> {
+        if self.read_only && source == ApplySource::Admin {
+            return Err(ApplyError::ReadOnly);
+        }
+        let result = self.apply_locked(change, false);
+        self.metrics.count_apply(source.label(), result.is_ok());
+        result
+    }
+
+    /// Runs every check `apply` would, without persisting or swapping.
+    pub fn dry_run(&self, change: Change) -> Result<(), ApplyError> {
+        self.apply_locked(change, true).map(|_| ())
+    }
+
+    fn apply_locked(&self, change: Change, dry_run: bool) -> Result<Applied, ApplyError> {
+        let mut writer = self.writer.lock();
+        let current = self.current.load_full();
+        let revision = writer.revision + 1;
+        let (next, created) = next_set(&current.resources, &change, revision, &self.plugins)?;
+        let version = current.snapshot.version + 1;
+        let snapshot = snapshot::build(&next, Some(&current.snapshot), version, &self.metrics)
+            .map_err(|e| ApplyError::Invalid(e.0))?;
+        if dry_run {
+            return Ok(Applied { version, created });
+        }
+        if let Some(disk) = &writer.disk {
+            persist(disk, &change, &next, revision)?;
+        }
+        writer.revision = revision;
+        let gone: Vec<_> = {
+            let keep: std::collections::HashSet<&str> =
+                snapshot.routes.iter().map(|r| r.id.as_str()).collect();
+            current
+                .snapshot
+                .routes
+                .iter()
+                .filter(|r| !keep.contains(r.id.as_str()))
+                .map(|r| Arc::clone(&r.metrics))
+                .collect()
+        };
+        self.current.store(Arc::new(Current {
+            resources: Arc::new(next),
+            snapshot: Arc::new(snapshot),
+        }));
+        self.metrics.set_config_version(version);
+        for m in gone {
+            // A route that still exists under a new upstream keeps other series; only
+            // series of routes that left the snapshot are dropped.
+            self.metrics.forget_route(&m);
+        }
+        Ok(Applied { version, created })
+    }
+
+    /// The next free id for `POST`: 20 digits, like APISIX's generated ids.
+    pub fn next_id(&self) -> String {
+        let writer = self.writer.lock();
+        format!("{:020}", writer.revision + 1)
+    }
+}
+
+/// Seconds since the epoch, for `create_time`/`update_time`.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Sets `id`, `create_time` and `update_time` on a resource object.
+fn stamp(mut value: Value, id: &str, create_time: u64, update_time: u64) -> Value {
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("id".into(), Value::String(id.to_string()));
+        obj.insert("create_time".into(), create_time.into());
+        obj.insert("update_time".into(), update_time.into());
+    }
+    value
+}
+
+/// The resource set after `change`, fully parsed and reference-checked.
+fn next_set(
+    current: &ResourceSet,
+    change: &Change,
+    revision: u64,
+    plugins: &PluginRegistry,
+) -> Result<(ResourceSet, bool), ApplyError> {
+    match change {
+        Change::Put { kind, id, value } => {
+            if let Err(m) = crate::config::check_id(id) {
+                return Err(ApplyError::Invalid(vec![FieldError::new("id", m)]));
+            }
+            let mut next = current.clone();
+            let existing = current.get(*kind, id);
+            let created = existing.is_none();
+            let t = now();
+            let create_time = existing
+                .as_ref()
+                .and_then(|e| e.value.get("create_time").and_then(Value::as_u64))
+                .unwrap_or(t);
+            let created_index = existing
+                .as_ref()
+                .map(|e| e.created_index)
+                .unwrap_or(revision);
+            let value = stamp(value.clone(), id, create_time, t);
+            next.insert(*kind, id, value, created_index, revision, plugins)
+                .map_err(ApplyError::Invalid)?;
+            let errors = next.check_references(*kind, id);
+            if !errors.is_empty() {
+                return Err(ApplyError::Invalid(errors));
+            }
+            Ok((next, created))
+        }
+        Change::Delete { kind, id, force } => {
+            if current.get(*kind, id).is_none() {
+                return Err(ApplyError::NotFound);
+            }
+            if !force {
+                if let Some(by) = current.referrers(*kind, id).into_iter().next() {
+                    return Err(ApplyError::Referenced { kind: *kind, by });
+                }
+            }
+            let mut next = current.clone();
+            next.remove(*kind, id);
+            Ok((next, false))
+        }
+        Change::ReplaceAll(items) => {
+            let next = set_from_items(items.clone(), current, revision, plugins)?;
+            Ok((next, false))
+        }
+    }
+}
+
+/// Builds a whole set from declarative items; errors are prefixed `routes[2]`.
+fn set_from_items(
+    items: Vec<(ResourceKind, String, Value)>,
+    current: &ResourceSet,
+    revision: u64,
+    plugins: &PluginRegistry,
+) -> Result<ResourceSet, ApplyError> {
+    let mut next = ResourceSet::default();
+    let mut errors = Vec::new();
+    let mut index_in_kind = std::collections::HashMap::new();
+    let t = now();
+    for (kind, id, value) in items {
+        let i = index_in_kind.entry(kind).or_insert(0usize);
+        let prefix = format!("{}[{}]", kind.segment(), *i);
+        *i += 1;
+        if let Err(m) = crate::config::check_id(&id) {
+            errors.push(FieldError::new(format!("{prefix}.id"), m));
+            continue;
+        }
+        if next.get(kind, &id).is_some() {
+            errors.push(FieldError::new(
+                format!("{prefix}.id"),
+                format!("duplicate {} id `{id}`", kind.noun()),
+            ));
+            continue;
+        }
+        let existing = current.get(kind, &id);
+        // An unchanged object keeps its indexes and timestamps, so a re-applied file or
+        // bulk replace does not look like an edit of everything.
+        let unchanged = existing
+            .as_ref()
+            .is_some_and(|e| strip_times(&e.value) == strip_times(&value));
+        let (value, created_index, modified_index) = match (&existing, unchanged) {
+            (Some(e), true) => ((*e.value).clone(), e.created_index, e.modified_index),
+            (Some(e), false) => {
+                let ct = e
+                    .value
+                    .get("create_time")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(t);
+                (stamp(value, &id, ct, t), e.created_index, revision)
+            }
+            (None, _) => (stamp(value, &id, t, t), revision, revision),
+        };
+        if let Err(errs) = next.insert(kind, &id, value, created_index, modified_index, plugins) {
+            errors.extend(errs.into_iter().map(|e| e.under(&prefix)));
+        }
+    }
+    errors.extend(next.check_all_references());
+    if errors.is_empty() {
+        Ok(next)
+    } else {
+        Err(ApplyError::Invalid(errors))
+    }
+}
+
+/// A resource object without the fields the store sets.
+fn strip_times(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("create_time");
+        o.remove("update_time");
+        o.remove("id");
+    }
+    v
+}
+
+fn persist(
+    disk: &DiskStore,
+    change: &Change,
+    next: &ResourceSet,
+    revision: u64,
+) -> Result<(), DiskError> {
+    let record_of = |kind: ResourceKind, id: &str| {
+        next.get(kind, id).map(|v| Record {
+            value: (*v.value).clone(),
+            created_index: v.created_index,
+            modified_index: v.modified_index,
+        })
+    };
+    match change {
+        Change::Put { kind, id, .. } => match record_of(*kind, id) {
+            Some(record) => disk.write(
+                DiskWrite::Put {
+                    kind: *kind,
+                    id,
+                    record: &record,
+                },
+                revision,
+            ),
+            None => Ok(()),
+        },
+        Change::Delete { kind, id, .. } => {
+            disk.write(DiskWrite::Delete { kind: *kind, id }, revision)
+        }
+        Change::ReplaceAll(_) => {
+            let records: Vec<(ResourceKind, String, Record)> = ResourceKind::ALL
+                .iter()
+                .flat_map(|k| next.list(*k).into_iter().map(move |(id, _)| (*k, id)))
+                .filter_map(|(k, id)| record_of(k, &id).map(|r| (k, id, r)))
+                .collect();
+            let refs = records
+                .iter()
+                .map(|(k, id, r)| (*k, id.as_str(), r))
+                .collect();
+            disk.write(DiskWrite::ReplaceAll(refs), revision)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! End-to-end tests: the real `portico` binary (`CARGO_BIN_EXE_portico`)
+//! against real HTTP/1.1 backends on loopback. Every test starts its own
+//! gateway and backends on ephemeral ports, so tests run in parallel.
+//!
+//! The spec is issue 2 ("Portico core"); the admin API is the APISIX 3.x
+//! Admin API dialect.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod admin_api;
+mod balancer;
+mod cli;
+mod hot_swap;
+mod metrics;
+mod persistence;
+mod retries;
+mod routing;
+mod yaml_provider;
