@@ -14,6 +14,7 @@ pub mod admin;
 pub mod admin_keys;
 pub mod balancer;
 pub mod config;
+pub mod drain;
 pub mod hash_key;
 pub mod metrics;
 pub mod metrics_service;

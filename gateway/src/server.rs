@@ -83,7 +83,10 @@ fn open_store(
 
 /// SIGTERM and SIGINT both drain gracefully (Pingora's default makes SIGINT a fast
 /// exit); SIGQUIT keeps Pingora's graceful-upgrade meaning.
-struct GracefulSignals;
+struct GracefulSignals {
+    in_flight: crate::drain::InFlight,
+    grace: std::time::Duration,
+}
 
 #[async_trait]
 impl ShutdownSignalWatch for GracefulSignals {
@@ -97,11 +100,19 @@ impl ShutdownSignalWatch for GracefulSignals {
             tracing::error!("cannot install signal handlers; waiting forever");
             return std::future::pending().await;
         };
-        tokio::select! {
+        let signal = tokio::select! {
             _ = term.recv() => ShutdownSignal::GracefulTerminate,
             _ = int.recv() => ShutdownSignal::GracefulTerminate,
             _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        };
+        if matches!(signal, ShutdownSignal::GracefulTerminate) {
+            tracing::info!(
+                in_flight = self.in_flight.current(),
+                "shutting down: no new connections; finishing requests in flight"
+            );
+            self.in_flight.exit_when_drained(self.grace);
         }
+        signal
     }
 }
 
@@ -134,9 +145,11 @@ pub fn run(settings: Settings) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let in_flight = crate::drain::InFlight::default();
     let gateway = Gateway {
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
+        in_flight: in_flight.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -201,7 +214,10 @@ pub fn run(settings: Settings) -> Result<(), StartError> {
         crate::VERSION
     );
     server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulSignals),
+        shutdown_signal: Box::new(GracefulSignals {
+            in_flight,
+            grace: std::time::Duration::from_secs(settings.shutdown_grace_seconds),
+        }),
     });
     Ok(())
 }

@@ -71,7 +71,13 @@ impl BackgroundService for YamlWatcher {
             let store = Arc::clone(&self.store);
             let path = self.path.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                let items = parse(&text).map_err(crate::store::ApplyError::Invalid)?;
+                let items = match parse(&text) {
+                    Ok(items) => items,
+                    Err(errors) => {
+                        store.count_rejected(ApplySource::Yaml);
+                        return Err(crate::store::ApplyError::Invalid(errors));
+                    }
+                };
                 store.apply(Change::ReplaceAll(items), ApplySource::Yaml)
             })
             .await;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::drain::InFlightGuard;
 use crate::snapshot::{RouteRuntime, Snapshot};
 
 /// Created in `new_ctx`; the snapshot is loaded there, once, and never again.
@@ -25,10 +26,12 @@ pub struct RequestCtx {
     pub response_started: bool,
     /// Status of a response the gateway wrote itself (404, 502, ...).
     pub local_status: Option<u16>,
+    /// Keeps the request counted as in flight (graceful shutdown waits for it).
+    _in_flight: InFlightGuard,
 }
 
 impl RequestCtx {
-    pub fn new(snap: Arc<Snapshot>) -> RequestCtx {
+    pub fn new(snap: Arc<Snapshot>, in_flight: InFlightGuard) -> RequestCtx {
         RequestCtx {
             snap,
             route: None,
@@ -40,6 +43,7 @@ impl RequestCtx {
             upstream_duration: None,
             response_started: false,
             local_status: None,
+            _in_flight: in_flight,
         }
     }
 }

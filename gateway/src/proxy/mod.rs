@@ -33,6 +33,7 @@ pub use ctx::RequestCtx;
 pub struct Gateway {
     pub store: Arc<ConfigStore>,
     pub metrics: Arc<Metrics>,
+    pub in_flight: crate::drain::InFlight,
 }
 
 #[async_trait]
@@ -40,7 +41,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.store.snapshot())
+        RequestCtx::new(self.store.snapshot(), self.in_flight.enter())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -208,6 +208,12 @@ impl ConfigStore {
         result
     }
 
+    /// Counts a change from `source` that was rejected before it reached `apply` (a yaml
+    /// file that does not parse), so every rejected change shows in the metrics.
+    pub fn count_rejected(&self, source: ApplySource) {
+        self.metrics.count_apply(source.label(), false);
+    }
+
     /// Runs every check `apply` would, without persisting or swapping.
     pub fn dry_run(&self, change: Change) -> Result<(), ApplyError> {
         self.apply_locked(change, true).map(|_| ())

@@ -1,0 +1,80 @@
+//! Graceful shutdown that ends when the work does.
+//!
+//! Pingora's graceful terminate stops accepting, then always sleeps the whole grace
+//! period. Like nginx, Portico exits as soon as no request is in flight, and uses the
+//! grace period only as the upper bound.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Count of requests in flight on the proxy.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Counts one request until the guard is dropped.
+    pub fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(Arc::clone(&self.0))
+    }
+
+    pub fn current(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// After a shutdown signal: waits for listeners to close, then for the count to stay
+    /// at zero briefly, then exits the process. Runs on its own thread; if requests are
+    /// still running when `grace` ends, Pingora's own shutdown takes over.
+    pub fn exit_when_drained(&self, grace: Duration) {
+        let in_flight = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("portico-drain".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let mut idle_since: Option<Instant> = None;
+                std::thread::sleep(Duration::from_millis(100));
+                while start.elapsed() < grace {
+                    if in_flight.current() == 0 {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= Duration::from_millis(200) {
+                            tracing::info!("no request in flight; exiting");
+                            std::process::exit(0);
+                        }
+                    } else {
+                        idle_since = None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the drain watcher, waiting the full grace period: {e}");
+        }
+    }
+}
+
+/// Decrements the in-flight count when the request's context is dropped.
+pub struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_count_requests() {
+        let f = InFlight::default();
+        let a = f.enter();
+        let b = f.enter();
+        assert_eq!(f.current(), 2);
+        drop(a);
+        assert_eq!(f.current(), 1);
+        drop(b);
+        assert_eq!(f.current(), 0);
+    }
+}
