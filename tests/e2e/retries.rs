@@ -98,3 +98,66 @@ fn read_timeout_gives_504() {
     slow.set_delay(Duration::ZERO);
     assert_eq!(gw.proxy_get("/slow").status, 200);
 }
+
+/// An origin that answers the first request of each connection with keep-alive headers,
+/// then drops the connection when a second request arrives on it: what a pooled
+/// upstream connection looks like after the origin's keep-alive timeout.
+fn origin_dropping_reused_connections() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                // request head of the first request (no body: GET)
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let body = r#"{"backend":"dropper"}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
+                    body.len()
+                );
+                count.fetch_add(1, Ordering::SeqCst);
+                // wait for the next request on this connection, then drop it unanswered
+                line.clear();
+                let _ = reader.read_line(&mut line);
+            });
+        }
+    });
+    (addr, answered)
+}
+
+#[test]
+fn closed_pooled_connection_is_retried_not_failed() {
+    let gw = Gateway::start_default();
+    let (origin, answered) = origin_dropping_reused_connections();
+    // One node and no retries: only the stale-connection rule can save these requests.
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/pooled", "upstream": {"nodes": {origin.to_string(): 1}, "retries": 0}}),
+    );
+    gw.sync();
+    for i in 0..10 {
+        let r = gw.proxy_get("/pooled");
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+    }
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 10);
+}

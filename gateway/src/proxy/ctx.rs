@@ -22,6 +22,8 @@ pub struct RequestCtx {
     pub first_attempt: Option<Instant>,
     /// Time from choosing the peer to the upstream's response header.
     pub upstream_duration: Option<Duration>,
+    /// Retries spent on pooled connections the upstream had closed.
+    pub stale_retries: u8,
     /// Set once an upstream response header arrived: no retry after that.
     pub response_started: bool,
     /// Status of a response the gateway wrote itself (404, 502, ...).
@@ -41,6 +43,7 @@ impl RequestCtx {
             attempt_started: None,
             first_attempt: None,
             upstream_duration: None,
+            stale_retries: 0,
             response_started: false,
             local_status: None,
             _in_flight: in_flight,

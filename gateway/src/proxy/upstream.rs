@@ -8,6 +8,7 @@ use std::time::Instant;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::RetryType;
 
 use super::ctx::RequestCtx;
 use crate::snapshot::{Timeouts, UpstreamRuntime};
@@ -83,9 +84,16 @@ pub fn on_connect_failure(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error>
     e
 }
 
+/// How many times one request may retry a pooled connection the upstream had closed.
+const MAX_STALE_RETRIES: u8 = 2;
+
 /// Errors after connecting: retry only before the response started, for requests that
 /// can be replayed (idempotent method, body still in the retry buffer), as nginx's
 /// `proxy_next_upstream` does by default.
+///
+/// A pooled keep-alive connection the upstream closed while idle (Pingora marks such
+/// errors `ReusedOnly`) says nothing about the node: that retry may go to the same node
+/// and does not use up one of the upstream's `retries`.
 pub fn on_proxy_error(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -94,12 +102,17 @@ pub fn on_proxy_error(
 ) -> Box<Error> {
     let replayable =
         session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
-    if !replayable {
+    if !replayable || ctx.response_started {
         e.set_retry(false);
         return e;
     }
-    // A stale pooled connection closed by the upstream is retried like any error here.
-    let _ = client_reused;
+    let stale_pooled = client_reused && matches!(e.retry, RetryType::ReusedOnly);
+    if stale_pooled && ctx.stale_retries < MAX_STALE_RETRIES {
+        ctx.stale_retries += 1;
+        ctx.tried.pop();
+        e.set_retry(true);
+        return e;
+    }
     e.set_retry(may_retry(ctx));
     e
 }
