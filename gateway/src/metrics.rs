@@ -7,6 +7,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use parking_lot::Mutex;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -77,8 +79,14 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        let unmatched = Arc::new(RouteMetrics::resolve(
-            &requests, &duration, &bandwidth, "", "",
+        let unmatched = Arc::new(RouteMetrics::new(
+            Families {
+                requests: requests.clone(),
+                duration: duration.clone(),
+                bandwidth: bandwidth.clone(),
+            },
+            "",
+            "",
         ));
         Ok(Arc::new(Metrics {
             registry,
@@ -91,15 +99,19 @@ impl Metrics {
         }))
     }
 
-    /// Series of one route, resolved once when the route is compiled.
+    /// The metrics handle of one route, made when the route is compiled. It registers no
+    /// series until the route serves its first request, so idle routes (and routes of
+    /// rejected changes or dry runs) cost nothing in memory or in the scrape.
     pub fn route(&self, route: &str, upstream: &str) -> Arc<RouteMetrics> {
-        Arc::new(RouteMetrics::resolve(
-            &self.requests,
-            &self.duration,
-            &self.bandwidth,
-            route,
-            upstream,
-        ))
+        Arc::new(RouteMetrics::new(self.families(), route, upstream))
+    }
+
+    fn families(&self) -> Families {
+        Families {
+            requests: self.requests.clone(),
+            duration: self.duration.clone(),
+            bandwidth: self.bandwidth.clone(),
+        }
     }
 
     /// Series for requests that matched no route.
@@ -118,24 +130,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Drops the series of routes that no longer exist, so route churn does not grow the
-    /// scrape forever.
-    pub fn forget_route(&self, route: &RouteMetrics) {
-        for code in route.codes_seen() {
-            let _ = self.requests.remove_label_values(&[
-                &route.route,
-                &route.upstream,
-                &code.to_string(),
-            ]);
-        }
-        for t in ["request", "upstream"] {
-            let _ = self.duration.remove_label_values(&[&route.route, t]);
-        }
-        for t in ["ingress", "egress"] {
-            let _ = self.bandwidth.remove_label_values(&[&route.route, t]);
-        }
-    }
-
     /// The text exposition format, as served on `GET /metrics`.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::new();
@@ -147,67 +141,147 @@ impl Metrics {
     }
 }
 
-/// Status codes with a pre-allocated slot; others go through the labelled vector.
+/// The labelled families a route's series live in (cheap `Arc` clones).
+struct Families {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    bandwidth: IntCounterVec,
+}
+
+/// Status codes with a lock-free slot; others go through a per-route list.
 const FAST_CODES: [u16; 16] = [
     200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 499, 500, 502, 503, 504,
 ];
 
-/// One route's series, resolved at apply time and shared by every request on the route.
+/// A route's latency and bandwidth series, created on its first request.
+struct RouteSeries {
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+    ingress: IntCounter,
+    egress: IntCounter,
+}
+
+/// One route's metrics, shared by every request on the route. Label sets are resolved
+/// at most once per series; after that a request only touches atomics (and, for status
+/// codes outside [`FAST_CODES`], a short per-route lock, never a registry-wide one).
 pub struct RouteMetrics {
     route: String,
     upstream: String,
-    requests: IntCounterVec,
+    families: Families,
+    series: OnceLock<RouteSeries>,
     fast_codes: [OnceLock<IntCounter>; FAST_CODES.len()],
-    pub request_duration: Histogram,
-    pub upstream_duration: Histogram,
-    pub ingress: IntCounter,
-    pub egress: IntCounter,
+    other_codes: Mutex<Vec<(u16, IntCounter)>>,
+}
+
+/// What one finished request reports.
+pub struct RequestSample {
+    pub status: u16,
+    pub total_seconds: f64,
+    pub upstream_seconds: Option<f64>,
+    pub ingress_bytes: u64,
+    pub egress_bytes: u64,
 }
 
 impl RouteMetrics {
-    fn resolve(
-        requests: &IntCounterVec,
-        duration: &HistogramVec,
-        bandwidth: &IntCounterVec,
-        route: &str,
-        upstream: &str,
-    ) -> RouteMetrics {
+    fn new(families: Families, route: &str, upstream: &str) -> RouteMetrics {
         RouteMetrics {
             route: route.to_string(),
             upstream: upstream.to_string(),
-            requests: requests.clone(),
+            families,
+            series: OnceLock::new(),
             fast_codes: Default::default(),
-            request_duration: duration.with_label_values(&[route, "request"]),
-            upstream_duration: duration.with_label_values(&[route, "upstream"]),
-            ingress: bandwidth.with_label_values(&[route, "ingress"]),
-            egress: bandwidth.with_label_values(&[route, "egress"]),
+            other_codes: Mutex::new(Vec::new()),
         }
     }
 
-    /// Counts one request with its final status code.
-    pub fn count_request(&self, code: u16) {
-        match FAST_CODES.iter().position(|c| *c == code) {
-            Some(i) => self.fast_codes[i]
+    /// Records one finished request.
+    pub fn record(&self, sample: &RequestSample) {
+        self.count_request(sample.status);
+        let series = self.series.get_or_init(|| RouteSeries {
+            request_duration: self
+                .families
+                .duration
+                .with_label_values(&[&self.route, "request"]),
+            upstream_duration: self
+                .families
+                .duration
+                .with_label_values(&[&self.route, "upstream"]),
+            ingress: self
+                .families
+                .bandwidth
+                .with_label_values(&[&self.route, "ingress"]),
+            egress: self
+                .families
+                .bandwidth
+                .with_label_values(&[&self.route, "egress"]),
+        });
+        series.request_duration.observe(sample.total_seconds);
+        if let Some(up) = sample.upstream_seconds {
+            series.upstream_duration.observe(up);
+        }
+        series.ingress.inc_by(sample.ingress_bytes);
+        series.egress.inc_by(sample.egress_bytes);
+    }
+
+    fn count_request(&self, code: u16) {
+        if let Some(i) = FAST_CODES.iter().position(|c| *c == code) {
+            self.fast_codes[i]
                 .get_or_init(|| self.code_counter(code))
-                .inc(),
-            None => self.code_counter(code).inc(),
+                .inc();
+            return;
+        }
+        let mut others = self.other_codes.lock();
+        match others.iter().find(|(c, _)| *c == code) {
+            Some((_, counter)) => counter.inc(),
+            None => {
+                let counter = self.code_counter(code);
+                counter.inc();
+                others.push((code, counter));
+            }
         }
     }
 
     fn code_counter(&self, code: u16) -> IntCounter {
-        self.requests
+        self.families
+            .requests
             .with_label_values(&[&self.route, &self.upstream, &code.to_string()])
     }
 
-    fn codes_seen(&self) -> Vec<u16> {
-        // Codes outside the fast table are not tracked; removing them would need a scan of
-        // the family. They are rare (1xx, unusual 4xx/5xx), so the bound holds in practice.
-        FAST_CODES
+    /// Removes the request-count series this handle created (the route now points at
+    /// another upstream, or is gone).
+    pub fn forget_requests(&self) {
+        let fast = FAST_CODES
             .iter()
             .zip(self.fast_codes.iter())
             .filter(|(_, c)| c.get().is_some())
-            .map(|(code, _)| *code)
-            .collect()
+            .map(|(code, _)| *code);
+        let others: Vec<u16> = self.other_codes.lock().iter().map(|(c, _)| *c).collect();
+        for code in fast.chain(others) {
+            let _ = self.families.requests.remove_label_values(&[
+                &self.route,
+                &self.upstream,
+                &code.to_string(),
+            ]);
+        }
+    }
+
+    /// Removes every series of the route (it left the configuration).
+    pub fn forget_all(&self) {
+        self.forget_requests();
+        if self.series.get().is_some() {
+            for t in ["request", "upstream"] {
+                let _ = self
+                    .families
+                    .duration
+                    .remove_label_values(&[&self.route, t]);
+            }
+            for t in ["ingress", "egress"] {
+                let _ = self
+                    .families
+                    .bandwidth
+                    .remove_label_values(&[&self.route, t]);
+            }
+        }
     }
 }
 
@@ -215,15 +289,28 @@ impl RouteMetrics {
 mod tests {
     use super::*;
 
+    fn sample(status: u16) -> RequestSample {
+        RequestSample {
+            status,
+            total_seconds: 0.003,
+            upstream_seconds: Some(0.002),
+            ingress_bytes: 10,
+            egress_bytes: 20,
+        }
+    }
+
     #[test]
-    fn route_series_render_with_bounded_labels() {
+    fn series_appear_on_first_request_with_bounded_labels() {
         let m = Metrics::new().unwrap();
         let r = m.route("r1", "u1");
-        r.count_request(200);
-        r.count_request(200);
-        r.count_request(418);
-        r.request_duration.observe(0.003);
-        r.ingress.inc_by(10);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            !text.contains(r#"route="r1""#),
+            "no series before a request"
+        );
+        r.record(&sample(200));
+        r.record(&sample(200));
+        r.record(&sample(418));
         m.set_config_version(7);
         m.count_apply("admin", true);
         let text = String::from_utf8(m.render()).unwrap();
@@ -236,9 +323,27 @@ mod tests {
         );
         assert!(text.contains("portico_config_version 7"));
         assert!(text.contains(r#"portico_config_applies_total{result="ok",source="admin"} 1"#));
-        assert!(text.contains(r#"portico_bandwidth_bytes_total{route="r1",type="ingress"} 10"#));
-        m.forget_route(&r);
+        assert!(text.contains(r#"portico_bandwidth_bytes_total{route="r1",type="ingress"} 30"#));
+        assert!(text.contains(
+            r#"portico_http_request_duration_seconds_count{route="r1",type="upstream"} 3"#
+        ));
+    }
+
+    #[test]
+    fn forgetting_removes_exactly_what_was_created() {
+        let m = Metrics::new().unwrap();
+        let old = m.route("r1", "u1");
+        old.record(&sample(200));
+        old.record(&sample(418));
+        let new = m.route("r1", "u2");
+        new.record(&sample(200));
+        old.forget_requests();
         let text = String::from_utf8(m.render()).unwrap();
-        assert!(!text.contains(r#"code="200",route="r1""#));
+        assert!(!text.contains(r#"upstream="u1""#), "{text}");
+        assert!(text.contains(r#"code="200",route="r1",upstream="u2""#));
+        assert!(text.contains(r#"portico_bandwidth_bytes_total{route="r1",type="egress"} 60"#));
+        new.forget_all();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains(r#"route="r1""#), "{text}");
     }
 }

@@ -4,7 +4,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::ctx::RequestCtx;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestSample};
 
 /// Records the request's status, latency and bytes on its route's series.
 pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx, metrics: &Metrics) {
@@ -22,29 +22,23 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx, metrics: &
             &unmatched
         }
     };
-    series.count_request(status);
-    series
-        .request_duration
-        .observe(ctx.started.elapsed().as_secs_f64());
-    if let Some(d) = ctx.upstream_duration {
-        series.upstream_duration.observe(d.as_secs_f64());
-    }
     let req = session.req_header();
     let request_header_len: usize = req.method.as_str().len()
         + req.uri.path().len()
         + req.uri.query().map_or(0, |q| q.len() + 1)
         + 12
         + header_bytes(&req.headers);
-    series
-        .ingress
-        .inc_by((request_header_len + session.body_bytes_read()) as u64);
     let response_header_len = session
         .response_written()
         .map(|r| 17 + header_bytes(&r.headers))
         .unwrap_or(0);
-    series
-        .egress
-        .inc_by((response_header_len + session.body_bytes_sent()) as u64);
+    series.record(&RequestSample {
+        status,
+        total_seconds: ctx.started.elapsed().as_secs_f64(),
+        upstream_seconds: ctx.upstream_duration.map(|d| d.as_secs_f64()),
+        ingress_bytes: (request_header_len + session.body_bytes_read()) as u64,
+        egress_bytes: (response_header_len + session.body_bytes_sent()) as u64,
+    });
 }
 
 /// Bytes the headers take on the wire (`name: value\r\n` each, plus the blank line).

@@ -18,7 +18,7 @@ pub use disk::{DiskError, DiskStore};
 use disk::{DiskWrite, Record};
 
 use crate::config::{FieldError, ResourceKind, ResourceSet};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::snapshot::{self, Snapshot};
 use portico_plugins::PluginRegistry;
 
@@ -234,26 +234,18 @@ impl ConfigStore {
             persist(disk, &change, &next, revision)?;
         }
         writer.revision = revision;
-        let gone: Vec<_> = {
-            let keep: std::collections::HashSet<&str> =
-                snapshot.routes.iter().map(|r| r.id.as_str()).collect();
-            current
-                .snapshot
-                .routes
-                .iter()
-                .filter(|r| !keep.contains(r.id.as_str()))
-                .map(|r| Arc::clone(&r.metrics))
-                .collect()
-        };
+        let replaced = replaced_route_metrics(&current.snapshot, &snapshot);
         self.current.store(Arc::new(Current {
             resources: Arc::new(next),
             snapshot: Arc::new(snapshot),
         }));
         self.metrics.set_config_version(version);
-        for m in gone {
-            // A route that still exists under a new upstream keeps other series; only
-            // series of routes that left the snapshot are dropped.
-            self.metrics.forget_route(&m);
+        for (metrics, route_still_exists) in replaced {
+            if route_still_exists {
+                metrics.forget_requests();
+            } else {
+                metrics.forget_all();
+            }
         }
         Ok(Applied { version, created })
     }
@@ -263,6 +255,24 @@ impl ConfigStore {
         let writer = self.writer.lock();
         format!("{:020}", writer.revision + 1)
     }
+}
+
+/// Metric handles of `old` that `new` no longer uses, with whether their route still
+/// exists (then only its per-upstream request series go; latency and bandwidth stay).
+fn replaced_route_metrics(old: &Snapshot, new: &Snapshot) -> Vec<(Arc<RouteMetrics>, bool)> {
+    let kept: std::collections::HashMap<&str, &Arc<RouteMetrics>> = new
+        .routes
+        .iter()
+        .map(|r| (r.id.as_str(), &r.metrics))
+        .collect();
+    old.routes
+        .iter()
+        .filter_map(|r| match kept.get(r.id.as_str()) {
+            Some(m) if Arc::ptr_eq(m, &r.metrics) => None,
+            Some(_) => Some((Arc::clone(&r.metrics), true)),
+            None => Some((Arc::clone(&r.metrics), false)),
+        })
+        .collect()
 }
 
 /// Seconds since the epoch, for `create_time`/`update_time`.
