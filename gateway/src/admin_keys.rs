@@ -34,18 +34,8 @@ pub fn resolve(
     settings: &Settings,
     env_key: Option<String>,
 ) -> Result<ResolvedKeys, AdminKeyError> {
-    let mut keys = settings.admin.keys.clone();
+    let mut keys = with_env_override(&settings.admin.keys, env_key.as_deref());
     let mut generated = None;
-    if let Some(env_key) = env_key.filter(|k| !k.is_empty()) {
-        match keys.iter_mut().find(|k| k.role == Role::Admin) {
-            Some(k) => k.key = env_key,
-            None => keys.push(AdminKey {
-                name: "admin".into(),
-                key: env_key,
-                role: Role::Admin,
-            }),
-        }
-    }
     if keys.is_empty() {
         let path = settings.data_dir.join(GENERATED_KEY_FILE);
         keys.push(AdminKey {
@@ -55,15 +45,45 @@ pub fn resolve(
         });
         generated = Some(path);
     }
-    if !settings.admin_is_loopback() {
-        if let Some(k) = keys.iter().find(|k| k.key.len() < MIN_PUBLIC_KEY_LEN) {
-            return Err(AdminKeyError::ShortPublicKey {
-                listen: settings.admin.listen.clone(),
-                name: k.name.clone(),
-            });
-        }
+    if let Some(name) = short_key(settings, &keys) {
+        return Err(AdminKeyError::ShortPublicKey {
+            listen: settings.admin.listen.clone(),
+            name,
+        });
     }
     Ok(ResolvedKeys { keys, generated })
+}
+
+/// The name of a key too short for a non-loopback admin listener, if any.
+fn short_key(settings: &Settings, keys: &[AdminKey]) -> Option<String> {
+    if settings.admin_is_loopback() {
+        return None;
+    }
+    keys.iter()
+        .find(|k| k.key.chars().count() < MIN_PUBLIC_KEY_LEN)
+        .map(|k| k.name.clone())
+}
+
+/// For `portico -t`: the same check startup makes, with the environment override applied
+/// and without generating a key file (a generated key is always long enough).
+pub fn short_public_key(settings: &Settings, env_key: Option<&str>) -> Option<String> {
+    short_key(settings, &with_env_override(&settings.admin.keys, env_key))
+}
+
+/// `PORTICO_ADMIN_KEY` replaces the first admin-role key, or adds one.
+fn with_env_override(configured: &[AdminKey], env_key: Option<&str>) -> Vec<AdminKey> {
+    let mut keys = configured.to_vec();
+    if let Some(env_key) = env_key.filter(|k| !k.is_empty()) {
+        match keys.iter_mut().find(|k| k.role == Role::Admin) {
+            Some(k) => k.key = env_key.to_string(),
+            None => keys.push(AdminKey {
+                name: "admin".into(),
+                key: env_key.to_string(),
+                role: Role::Admin,
+            }),
+        }
+    }
+    keys
 }
 
 /// Reads the generated key, creating it (mode 0600) on first start.

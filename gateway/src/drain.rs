@@ -26,14 +26,17 @@ impl InFlight {
     /// After a shutdown signal: waits for listeners to close, then for the count to stay
     /// at zero briefly, then exits the process. Runs on its own thread; if requests are
     /// still running when `grace` ends, Pingora's own shutdown takes over.
-    pub fn exit_when_drained(&self, grace: Duration) {
+    ///
+    /// `start_after` delays the watch: on a graceful upgrade the new process needs a moment
+    /// to start accepting on the sockets it took over.
+    pub fn exit_when_drained(&self, grace: Duration, start_after: Duration) {
         let in_flight = self.clone();
         let spawned = std::thread::Builder::new()
             .name("portico-drain".into())
             .spawn(move || {
+                std::thread::sleep(start_after + Duration::from_millis(100));
                 let start = Instant::now();
                 let mut idle_since: Option<Instant> = None;
-                std::thread::sleep(Duration::from_millis(100));
                 while start.elapsed() < grace {
                     if in_flight.current() == 0 {
                         let since = *idle_since.get_or_insert_with(Instant::now);

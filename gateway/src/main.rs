@@ -16,6 +16,10 @@ struct Cli {
     /// Check the configuration (and the declarative resources it names), then exit.
     #[arg(short = 't', long = "test")]
     test: bool,
+    /// Take over the listening sockets of a running portico (zero-downtime binary
+    /// upgrade): start the new process with this flag, then send SIGQUIT to the old one.
+    #[arg(short = 'u', long = "upgrade")]
+    upgrade: bool,
 }
 
 fn main() -> ExitCode {
@@ -56,7 +60,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    match portico::server::run(settings) {
+    match portico::server::run(settings, cli.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portico: cannot start: {e}");

@@ -105,19 +105,25 @@ impl ShutdownSignalWatch for GracefulSignals {
             _ = int.recv() => ShutdownSignal::GracefulTerminate,
             _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
         };
-        if matches!(signal, ShutdownSignal::GracefulTerminate) {
-            tracing::info!(
-                in_flight = self.in_flight.current(),
-                "shutting down: no new connections; finishing requests in flight"
-            );
-            self.in_flight.exit_when_drained(self.grace);
-        }
+        // Pingora hands the sockets over on SIGQUIT and keeps accepting for 5 s so the new
+        // process can start; only then does this one stop accepting.
+        let start_after = match signal {
+            ShutdownSignal::GracefulUpgrade => std::time::Duration::from_secs(6),
+            _ => std::time::Duration::ZERO,
+        };
+        tracing::info!(
+            in_flight = self.in_flight.current(),
+            "shutting down: no new connections; finishing requests in flight"
+        );
+        self.in_flight.exit_when_drained(self.grace, start_after);
         signal
     }
 }
 
 /// Builds every service and runs until a shutdown signal; returns when drained.
-pub fn run(settings: Settings) -> Result<(), StartError> {
+/// `upgrade`: take over the listening sockets of a running instance (Pingora's graceful
+/// upgrade through `upgrade_sock`).
+pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     let errors = settings.check();
     if !errors.is_empty() {
         return Err(StartError::Settings(errors.join("; ")));
@@ -142,7 +148,11 @@ pub fn run(settings: Settings) -> Result<(), StartError> {
         upgrade_sock: format!("{data_dir}/portico_upgrade.sock"),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let in_flight = crate::drain::InFlight::default();
@@ -226,16 +236,13 @@ pub fn run(settings: Settings) -> Result<(), StartError> {
 /// error found, each with its path.
 pub fn check(settings: &Settings) -> Vec<String> {
     let mut errors = settings.check();
-    if !settings.admin_is_loopback() {
-        for k in &settings.admin.keys {
-            if k.key.len() < crate::settings::MIN_PUBLIC_KEY_LEN {
-                errors.push(format!(
-                    "admin.keys[name={}].key: shorter than {} characters on a non-loopback admin.listen",
-                    k.name,
-                    crate::settings::MIN_PUBLIC_KEY_LEN
-                ));
-            }
-        }
+    let env_key = admin_keys::env_key();
+    if let Some(name) = admin_keys::short_public_key(settings, env_key.as_deref()) {
+        errors.push(format!(
+            "admin.keys[name={name}].key: shorter than {} characters while admin.listen {} is not loopback",
+            crate::settings::MIN_PUBLIC_KEY_LEN,
+            settings.admin.listen
+        ));
     }
     let declarative = match settings.config_provider {
         ConfigProvider::Yaml => Some(&settings.yaml_config),

@@ -28,9 +28,24 @@ pub fn load(path: &Path) -> Result<Vec<(ResourceKind, String, Value)>, Vec<Field
     parse(&text)
 }
 
-/// Parses file contents; an empty document is an empty configuration.
+/// True when the file carries APISIX's end marker: a line `#END`. Without it the file
+/// may be half-written, so it is not applied.
+pub fn is_complete(text: &str) -> bool {
+    text.lines().any(|l| l.trim_end() == "#END")
+}
+
+/// Parses file contents; a document with only `#END` is an empty configuration.
 pub fn parse(text: &str) -> Result<Vec<(ResourceKind, String, Value)>, Vec<FieldError>> {
-    if text.trim().is_empty() || text.trim() == "#END" {
+    if !is_complete(text) {
+        return Err(vec![FieldError::new(
+            "",
+            "missing the `#END` line that ends an APISIX standalone file (a file without it may be half-written)",
+        )]);
+    }
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
         return Ok(Vec::new());
     }
     let doc: Value = serde_yaml::from_str(text)
@@ -55,16 +70,28 @@ pub struct YamlWatcher {
 impl BackgroundService for YamlWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut last = self.initial.clone();
+        let mut unreadable_logged = false;
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(text) = tokio::fs::read_to_string(&self.path).await else {
-                continue;
+            let text = match tokio::fs::read_to_string(&self.path).await {
+                Ok(text) => {
+                    unreadable_logged = false;
+                    text
+                }
+                Err(e) => {
+                    if !unreadable_logged {
+                        tracing::warn!(file = %self.path.display(), "cannot read yaml configuration, keeping the running one: {e}");
+                        unreadable_logged = true;
+                    }
+                    continue;
+                }
             };
-            if last.as_deref() == Some(text.as_str()) {
+            // A file still being written (no `#END` yet) is looked at again next tick.
+            if last.as_deref() == Some(text.as_str()) || !is_complete(&text) {
                 continue;
             }
             last = Some(text.clone());
@@ -114,11 +141,13 @@ mod tests {
 
     #[test]
     fn bad_files_name_the_problem() {
-        let e = parse("routes: [ {uri: /a} ]").unwrap_err();
+        let e = parse("routes: [ {uri: /a} ]\n#END").unwrap_err();
         assert_eq!(e[0].path, "routes[0].id");
-        let e = parse("routez: []").unwrap_err();
+        let e = parse("routez: []\n#END").unwrap_err();
         assert_eq!(e[0].path, "routez");
-        assert!(parse(": : :").is_err());
+        assert!(parse(": : :\n#END").is_err());
         assert!(parse("#END").unwrap().is_empty());
+        let e = parse("routes: []\n").unwrap_err();
+        assert!(e[0].message.contains("#END"));
     }
 }

@@ -1,13 +1,36 @@
-//! Portico upstream health state: the active prober and passive reports arrive with the
-//! health-check issue. The crate exists now so the dependency order is fixed from the
-//! start: `gateway` uses `healthcheck`; `healthcheck` never uses `gateway` or `plugins`.
+//! Portico upstream health state: active probes and passive reports, with
+//! lua-resty-healthcheck's semantics and APISIX's `checks` configuration.
 //!
-//! What is here today is the identity health state will be keyed by, so the gateway's
-//! balancer already asks "is this node acceptable?" through one predicate.
+//! - [`spec`]: the `checks` object (APISIX field names and defaults) and its validation;
+//! - [`state`]: the pure per-node state machine (four counters, thresholds, transitions);
+//! - [`registry`]: the long-lived [`HealthRegistry`] keyed by [`TargetKey`], kept outside
+//!   config snapshots so a swap that keeps a node keeps its health;
+//! - `active` / `probe`: the one prober task and a single probe.
+//!
+//! The dependency order is fixed: `gateway` uses `healthcheck`; `healthcheck` never uses
+//! `gateway` or `plugins`.
 
 #![forbid(unsafe_code)]
 
+mod active;
+mod probe;
+pub mod registry;
+#[cfg(test)]
+mod registry_tests;
+pub mod spec;
+pub mod state;
+
 use std::net::SocketAddr;
+
+pub use registry::{
+    Cause, HealthObserver, HealthRegistry, NodeHealth, NodeStatus, NoopObserver, Outcome,
+    TargetNode, UpstreamStatus, UpstreamTargets,
+};
+pub use spec::{
+    ActiveHealthy, ActiveSpec, ActiveUnhealthy, ChecksSpec, PassiveHealthy, PassiveSpec,
+    PassiveUnhealthy, ProbeKind,
+};
+pub use state::{Counters, NodeState, Observation, Thresholds, Transition};
 
 /// Stable identity of a health target: it survives config swaps as long as the upstream
 /// keeps the node.

@@ -21,18 +21,6 @@ impl AuthError {
     }
 }
 
-/// Finds the key of a request: the `X-API-KEY` header, else the `api_key` query arg.
-pub fn presented_key<'a>(header: Option<&'a str>, query: Option<&'a str>) -> Option<&'a str> {
-    header.filter(|k| !k.is_empty()).or_else(|| {
-        query?
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "api_key")
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_empty())
-    })
-}
-
 /// Checks a presented key against the configured keys for `method`.
 pub fn authorize(
     keys: &[AdminKey],
@@ -82,14 +70,6 @@ mod tests {
                 role: Role::Viewer,
             },
         ]
-    }
-
-    #[test]
-    fn header_then_query() {
-        assert_eq!(presented_key(Some("k"), Some("api_key=q")), Some("k"));
-        assert_eq!(presented_key(None, Some("a=1&api_key=q")), Some("q"));
-        assert_eq!(presented_key(None, Some("a=1")), None);
-        assert_eq!(presented_key(Some(""), None), None);
     }
 
     #[test]

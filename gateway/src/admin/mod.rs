@@ -34,6 +34,18 @@ pub struct AdminApi {
     pub keys: Vec<AdminKey>,
 }
 
+/// The percent-decoded value of query argument `name`, if present.
+pub(crate) fn query_arg<'a>(
+    query: Option<&'a str>,
+    name: &str,
+) -> Option<std::borrow::Cow<'a, str>> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| crate::vars::percent_decode(v))
+}
+
 /// Why a body could not be read.
 enum BodyError {
     TooLarge,
@@ -123,7 +135,11 @@ impl ServeHttp for AdminApi {
         let Some(rest) = path.strip_prefix(PREFIX) else {
             return reply::error(404, "404 Route Not Found");
         };
-        let presented = auth::presented_key(api_key.as_deref(), query.as_deref());
+        let query_key = query_arg(query.as_deref(), "api_key");
+        let presented = api_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .or(query_key.as_deref().filter(|k| !k.is_empty()));
         if let Err(e) = auth::authorize(&self.keys, presented, &method) {
             return reply::json(
                 401,

@@ -23,19 +23,13 @@ pub fn get_one(store: &ConfigStore, kind: ResourceKind, id: &str) -> Response<Ve
 
 /// `GET /{res}`: every entry, or one page with `page`/`page_size`.
 pub fn list(store: &ConfigStore, kind: ResourceKind, query: Option<&str>) -> Response<Vec<u8>> {
-    let arg = |name: &str| -> Option<&str> {
-        query?
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
-    };
-    let page = match arg("page").map(str::parse::<usize>) {
+    let arg = |name: &str| super::query_arg(query, name);
+    let page = match arg("page").map(|v| v.parse::<usize>()) {
         None => None,
         Some(Ok(p)) if p >= 1 => Some(p),
         Some(_) => return reply::error(400, "invalid page: must be an integer of at least 1"),
     };
-    let page_size = match arg("page_size").map(str::parse::<usize>) {
+    let page_size = match arg("page_size").map(|v| v.parse::<usize>()) {
         None => None,
         Some(Ok(s)) if (PAGE_SIZE_MIN..=PAGE_SIZE_MAX).contains(&s) => Some(s),
         Some(_) => {
@@ -189,10 +183,7 @@ pub async fn delete(
     id: &str,
     query: Option<&str>,
 ) -> Response<Vec<u8>> {
-    let force = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .any(|kv| kv == "force=true");
+    let force = super::query_arg(query, "force").is_some_and(|v| v == "true");
     let change = Change::Delete {
         kind,
         id: id.to_string(),

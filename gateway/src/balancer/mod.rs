@@ -20,9 +20,11 @@
 use std::net::SocketAddr;
 
 pub mod chash;
+pub mod priority;
 pub mod wrr;
 
 pub use chash::ChashRing;
+pub use priority::{PickerKind, PriorityPicker};
 pub use wrr::SmoothWrr;
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ pub struct UpstreamSpec {
     pub id: Option<Id>,
     #[serde(default, rename = "type")]
     pub kind: UpstreamType,
-    #[serde(default)]
     pub nodes: Nodes,
     #[serde(default)]
     pub hash_on: HashOn,
@@ -154,12 +153,6 @@ pub enum Nodes {
     Map(BTreeMap<String, u32>),
     /// `[{"host": "127.0.0.1", "port": 8080, "weight": 1}]`
     List(Vec<NodeSpec>),
-}
-
-impl Default for Nodes {
-    fn default() -> Self {
-        Nodes::List(Vec::new())
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -350,6 +343,12 @@ impl CheckSpec for UpstreamSpec {
             }
             if pool.size == 0 {
                 errors.push(FieldError::new("keepalive_pool.size", "must be at least 1"));
+            }
+            if pool.requests == 0 {
+                errors.push(FieldError::new(
+                    "keepalive_pool.requests",
+                    "must be at least 1",
+                ));
             }
         }
         if let Some(id) = &self.id {

@@ -32,7 +32,7 @@ pub fn select_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
                 format!("upstream {} has no node with weight > 0", upstream.id),
             )
         } else {
-            Error::explain(ConnectNoRoute, "no untried node left")
+            Error::explain(HTTPStatus(502), "no untried node left")
         });
     };
     let node = &upstream.nodes[index];

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balancer::{BalancerNode, Picker};
+use crate::balancer::{BalancerNode, PickerKind, PriorityPicker};
 use crate::config::{FieldError, ResourceSet, Scheme, UpstreamSpec, UpstreamType};
 use crate::hash_key::HashKey;
 use crate::metrics::Metrics;
@@ -18,6 +18,16 @@ use super::{NodeRuntime, RouteRuntime, Snapshot, Timeouts, UpstreamRuntime};
 #[derive(Debug)]
 pub struct BuildError(pub Vec<FieldError>);
 
+/// What a node whose host name does not resolve does to a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFailure {
+    /// Reject the change (admin writes, reloads): the user sees the error at once.
+    Reject,
+    /// Leave the node out and log it (startup): a DNS hiccup must not keep the gateway
+    /// from starting with everything else it has stored.
+    SkipNode,
+}
+
 /// Builds the snapshot for `set`. `prev` lends runtimes that did not change (their picker
 /// state and resolved addresses carry over) and route metric handles.
 pub fn build(
@@ -25,6 +35,7 @@ pub fn build(
     prev: Option<&Snapshot>,
     version: u64,
     metrics: &Metrics,
+    dns: DnsFailure,
 ) -> Result<Snapshot, BuildError> {
     let mut errors = Vec::new();
     let mut upstreams: BTreeMap<String, Arc<UpstreamRuntime>> = BTreeMap::new();
@@ -41,7 +52,7 @@ pub fn build(
             .cloned();
         let runtime = match reused {
             Some(r) => Some(r),
-            None => match compile_upstream(&identity, spec) {
+            None => match compile_upstream(&identity, spec, dns) {
                 Ok(r) => Some(Arc::new(r)),
                 Err(errs) => {
                     errors.extend(errs.into_iter().map(|e| e.under(&path)));
@@ -85,6 +96,7 @@ pub fn build(
         .unwrap_or_default();
     let mut routes = Vec::new();
     let mut match_specs = Vec::new();
+    let mut route_specs = Vec::new();
     for (id, entry) in &set.routes {
         let spec = &entry.spec;
         if spec.status == 0 {
@@ -123,6 +135,7 @@ pub fn build(
             }
             _ => metrics.route(id, upstream_label),
         };
+        route_specs.push(spec.as_ref());
         match_specs.push(RouteMatchSpec {
             uris: spec.all_uris(),
             hosts,
@@ -144,8 +157,12 @@ pub fn build(
         Err(router_errors) => {
             for e in router_errors {
                 let id = routes.get(e.route).map(|r| r.id.as_str()).unwrap_or("?");
+                let path = route_specs
+                    .get(e.route)
+                    .map(|spec| user_path(spec, &e.path))
+                    .unwrap_or(e.path);
                 errors.push(FieldError::new(
-                    format!("routes[id={id}].{}", e.path),
+                    format!("routes[id={id}].{path}"),
                     e.message,
                 ));
             }
@@ -163,10 +180,28 @@ pub fn build(
     }
 }
 
+/// The router sees `uri` + `uris` merged (likewise hosts, remote addresses); name the
+/// field the user actually wrote.
+fn user_path(spec: &crate::config::RouteSpec, path: &str) -> String {
+    for (single, plural, used_single) in [
+        ("uri", "uris", spec.uri.is_some()),
+        ("host", "hosts", spec.host.is_some()),
+        ("remote_addr", "remote_addrs", spec.remote_addr.is_some()),
+    ] {
+        if let Some(rest) = path.strip_prefix(&format!("{plural}[0]")) {
+            if used_single {
+                return format!("{single}{rest}");
+            }
+        }
+    }
+    path.to_string()
+}
+
 /// Compiles one upstream: resolves node addresses and builds its picker.
 pub fn compile_upstream(
     identity: &str,
     spec: &Arc<UpstreamSpec>,
+    dns: DnsFailure,
 ) -> Result<UpstreamRuntime, Vec<FieldError>> {
     let addrs = spec.nodes.normalise(spec.scheme)?;
     let mut errors = Vec::new();
@@ -191,9 +226,18 @@ pub fn compile_upstream(
                     host_header,
                     sni: n.host.clone(),
                     weight: n.weight,
+                    priority: n.priority,
                 });
             }
-            Err(msg) => errors.push(FieldError::new("nodes", msg)),
+            Err(msg) => match dns {
+                DnsFailure::Reject => errors.push(FieldError::new("nodes", msg)),
+                DnsFailure::SkipNode => {
+                    tracing::warn!(
+                        upstream = identity,
+                        "node left out until the next change: {msg}"
+                    )
+                }
+            },
         }
     }
     let hash_key = match (spec.kind, spec.key.as_deref()) {
@@ -216,10 +260,12 @@ pub fn compile_upstream(
             weight: n.weight,
         })
         .collect();
-    let picker = match spec.kind {
-        UpstreamType::Roundrobin => Picker::round_robin(&balancer_nodes),
-        UpstreamType::Chash => Picker::chash(&balancer_nodes),
+    let kind = match spec.kind {
+        UpstreamType::Roundrobin => PickerKind::RoundRobin,
+        UpstreamType::Chash => PickerKind::Chash,
     };
+    let priorities: Vec<i32> = nodes.iter().map(|n| n.priority).collect();
+    let picker = PriorityPicker::new(kind, &balancer_nodes, &priorities);
     let retries = match spec.retries {
         Some(r) => r as usize,
         None => nodes.len().saturating_sub(1),

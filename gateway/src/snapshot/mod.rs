@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use build::{build, BuildError};
+pub use build::{build, BuildError, DnsFailure};
 
-use crate::balancer::Picker;
+use crate::balancer::PriorityPicker;
 use crate::config::{PassHost, UpstreamSpec};
 use crate::hash_key::HashKey;
 use crate::metrics::RouteMetrics;
@@ -73,7 +73,7 @@ pub struct UpstreamRuntime {
     /// Identity: the upstream id, or `route:ID` / `service:ID` for inline upstreams.
     pub id: String,
     pub nodes: Box<[NodeRuntime]>,
-    pub picker: Picker,
+    pub picker: PriorityPicker,
     /// Set for `chash` upstreams.
     pub hash_key: Option<HashKey>,
     /// Attempts after the first one.
@@ -99,4 +99,6 @@ pub struct NodeRuntime {
     /// For TLS: the SNI name (the configured host).
     pub sni: String,
     pub weight: u32,
+    /// Higher-priority nodes take the traffic; lower ones are backups.
+    pub priority: i32,
 }

@@ -19,7 +19,7 @@ use disk::{DiskWrite, Record};
 
 use crate::config::{FieldError, ResourceKind, ResourceSet};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::{self, DnsFailure, Snapshot};
 use portico_plugins::PluginRegistry;
 
 /// What a change came from; a label of `portico_config_applies_total`.
@@ -157,7 +157,7 @@ impl ConfigStore {
         metrics: Arc<Metrics>,
         read_only: bool,
     ) -> Result<ConfigStore, ApplyError> {
-        let snapshot = match snapshot::build(&set, None, 1, &metrics) {
+        let snapshot = match snapshot::build(&set, None, 1, &metrics, DnsFailure::SkipNode) {
             Ok(s) => s,
             Err(e) => {
                 metrics.count_apply(ApplySource::Startup.label(), false);
@@ -225,8 +225,14 @@ impl ConfigStore {
         let revision = writer.revision + 1;
         let (next, created) = next_set(&current.resources, &change, revision, &self.plugins)?;
         let version = current.snapshot.version + 1;
-        let snapshot = snapshot::build(&next, Some(&current.snapshot), version, &self.metrics)
-            .map_err(|e| ApplyError::Invalid(e.0))?;
+        let snapshot = snapshot::build(
+            &next,
+            Some(&current.snapshot),
+            version,
+            &self.metrics,
+            DnsFailure::Reject,
+        )
+        .map_err(|e| ApplyError::Invalid(relative_to_change(&change, e.0)))?;
         if dry_run {
             return Ok(Applied { version, created });
         }
@@ -255,6 +261,24 @@ impl ConfigStore {
         let writer = self.writer.lock();
         format!("{:020}", writer.revision + 1)
     }
+}
+
+/// Errors of a single-resource write name fields of that resource without the
+/// `routes[id=1].` prefix, as the object's own validation errors do.
+fn relative_to_change(change: &Change, errors: Vec<FieldError>) -> Vec<FieldError> {
+    let Change::Put { kind, id, .. } = change else {
+        return errors;
+    };
+    let prefix = format!("{}[id={id}].", kind.segment());
+    errors
+        .into_iter()
+        .map(|mut e| {
+            if let Some(rest) = e.path.strip_prefix(&prefix) {
+                e.path = rest.to_string();
+            }
+            e
+        })
+        .collect()
 }
 
 /// Metric handles of `old` that `new` no longer uses, with whether their route still

@@ -245,3 +245,37 @@ fn unchanged_upstream_runtime_is_reused_across_swaps() {
     ));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn single_put_errors_name_the_field_the_user_wrote() {
+    let (s, dir) = store();
+    let e = s
+        .apply(
+            put(
+                ResourceKind::Routes,
+                "r",
+                json!({"uri": "no-slash", "upstream": {"nodes": {}}}),
+            ),
+            ApplySource::Admin,
+        )
+        .unwrap_err();
+    let ApplyError::Invalid(errors) = e else {
+        panic!("expected a validation error")
+    };
+    assert_eq!(errors[0].path, "uri", "{errors:?}");
+    let e = s
+        .apply(
+            put(
+                ResourceKind::Routes,
+                "r",
+                json!({"uris": ["/a", "bad"], "upstream": {"nodes": {}}}),
+            ),
+            ApplySource::Admin,
+        )
+        .unwrap_err();
+    let ApplyError::Invalid(errors) = e else {
+        panic!("expected a validation error")
+    };
+    assert_eq!(errors[0].path, "uris[1]", "{errors:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
