@@ -9,9 +9,11 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
+use std::collections::BTreeSet;
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from 1 ms to 60 s (APISIX's default shape).
@@ -29,6 +31,11 @@ pub struct Metrics {
     config_applies: IntCounterVec,
     /// Series for requests that matched no route (`route=""`).
     unmatched: Arc<RouteMetrics>,
+    node_healthy: IntGaugeVec,
+    health_transitions: IntCounterVec,
+    all_unhealthy: IntCounterVec,
+    /// (upstream, node) pairs that have a `node_healthy` series, to drop removed nodes.
+    health_series: Mutex<BTreeSet<(String, String)>>,
 }
 
 /// Errors registering metrics; only possible with a programming error (duplicate names).
@@ -70,6 +77,30 @@ impl Metrics {
             ),
             &["source", "result"],
         )?;
+        let node_healthy = IntGaugeVec::new(
+            Opts::new(
+                "portico_upstream_node_healthy",
+                "1 when health checks consider the node healthy, 0 when not",
+            ),
+            &["upstream", "node"],
+        )?;
+        let health_transitions = IntCounterVec::new(
+            Opts::new(
+                "portico_upstream_health_transitions_total",
+                "Node health transitions by upstream, node and new state",
+            ),
+            &["upstream", "node", "to"],
+        )?;
+        let all_unhealthy = IntCounterVec::new(
+            Opts::new(
+                "portico_upstream_all_unhealthy_total",
+                "Requests balanced over all nodes because every node was unhealthy",
+            ),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(node_healthy.clone()))?;
+        registry.register(Box::new(health_transitions.clone()))?;
+        registry.register(Box::new(all_unhealthy.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(bandwidth.clone()))?;
@@ -96,6 +127,10 @@ impl Metrics {
             config_version,
             config_applies,
             unmatched,
+            node_healthy,
+            health_transitions,
+            all_unhealthy,
+            health_series: Mutex::new(BTreeSet::new()),
         }))
     }
 
@@ -128,6 +163,43 @@ impl Metrics {
         self.config_applies
             .with_label_values(&[source, if ok { "ok" } else { "rejected" }])
             .inc();
+    }
+
+    /// A node changed health.
+    pub fn health_transition(&self, upstream: &str, node: &str, healthy: bool) {
+        let to = if healthy { "healthy" } else { "unhealthy" };
+        self.health_transitions
+            .with_label_values(&[upstream, node, to])
+            .inc();
+        self.node_healthy
+            .with_label_values(&[upstream, node])
+            .set(i64::from(healthy));
+    }
+
+    /// After a swap: one `node_healthy` series per checked node, none for removed nodes.
+    pub fn sync_node_health(&self, nodes: Vec<(String, String, bool)>) {
+        let mut series = self.health_series.lock();
+        let now: BTreeSet<(String, String)> = nodes
+            .iter()
+            .map(|(u, n, _)| (u.clone(), n.clone()))
+            .collect();
+        for (u, n) in series.difference(&now) {
+            let _ = self.node_healthy.remove_label_values(&[u, n]);
+            for to in ["healthy", "unhealthy"] {
+                let _ = self.health_transitions.remove_label_values(&[u, n, to]);
+            }
+        }
+        for (u, n, healthy) in &nodes {
+            self.node_healthy
+                .with_label_values(&[u, n])
+                .set(i64::from(*healthy));
+        }
+        *series = now;
+    }
+
+    /// Every node of `upstream` was unhealthy, so a request went to any of them.
+    pub fn count_all_unhealthy(&self, upstream: &str) {
+        self.all_unhealthy.with_label_values(&[upstream]).inc();
     }
 
     /// The text exposition format, as served on `GET /metrics`.

@@ -12,12 +12,14 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApi;
 use crate::admin_keys::{self, ResolvedKeys};
+use crate::health::{HealthEvents, HealthProber};
 use crate::metrics::Metrics;
 use crate::metrics_service::MetricsEndpoint;
 use crate::proxy::Gateway;
 use crate::settings::{ConfigProvider, Settings};
-use crate::store::{ConfigStore, DiskStore};
+use crate::store::{ConfigStore, DiskStore, StoreDeps};
 use crate::yaml_provider::{self, YamlWatcher};
+use portico_healthcheck::HealthRegistry;
 use portico_plugins::PluginRegistry;
 
 /// Why the gateway could not start.
@@ -40,13 +42,12 @@ pub enum StartError {
 /// Builds the resource store for the configured provider.
 fn open_store(
     settings: &Settings,
-    plugins: Arc<PluginRegistry>,
-    metrics: Arc<Metrics>,
+    deps: StoreDeps,
 ) -> Result<(Arc<ConfigStore>, Option<String>), StartError> {
     match settings.config_provider {
         ConfigProvider::Admin => {
             let disk = DiskStore::open(&settings.data_dir)?;
-            let store = ConfigStore::open(disk, plugins, metrics)?;
+            let store = ConfigStore::open(disk, deps)?;
             if let Some(seed) = &settings.seed_config {
                 if store.revision() == 0 {
                     let items = yaml_provider::load(seed).map_err(|e| StartError::Yaml {
@@ -75,7 +76,7 @@ fn open_store(
             let text = std::fs::read_to_string(path).map_err(|e| yaml_err(e.to_string()))?;
             let items =
                 yaml_provider::parse(&text).map_err(|e| yaml_err(crate::config::describe(&e)))?;
-            let store = ConfigStore::declarative(items, plugins, metrics)?;
+            let store = ConfigStore::declarative(items, deps)?;
             Ok((Arc::new(store), Some(text)))
         }
     }
@@ -136,8 +137,15 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         );
     }
     let metrics = Metrics::new()?;
-    let plugins = Arc::new(PluginRegistry::builtin());
-    let (store, yaml_text) = open_store(&settings, plugins, Arc::clone(&metrics))?;
+    let health = HealthRegistry::new(Arc::new(HealthEvents {
+        metrics: Arc::clone(&metrics),
+    }));
+    let deps = StoreDeps {
+        plugins: Arc::new(PluginRegistry::builtin()),
+        metrics: Arc::clone(&metrics),
+        health: Arc::clone(&health),
+    };
+    let (store, yaml_text) = open_store(&settings, deps)?;
 
     let data_dir = settings.data_dir.display().to_string();
     let conf = ServerConf {
@@ -160,6 +168,7 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
         in_flight: in_flight.clone(),
+        health: Arc::clone(store.health()),
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -198,9 +207,13 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         settings.metrics.listen
     );
 
+    let mut prober = background_service("portico health checks", HealthProber { registry: health });
+    prober.threads = Some(1);
+
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(metrics_svc);
+    server.add_service(prober);
     if let Some(text) = yaml_text {
         let mut watcher = background_service(
             "portico yaml watcher",
@@ -254,7 +267,12 @@ pub fn check(settings: &Settings) -> Vec<String> {
             Err(errs) => errors.extend(errs.iter().map(|e| format!("{path}: {e}"))),
             Ok(items) => {
                 let checked = Metrics::new().map_err(|e| e.to_string()).and_then(|m| {
-                    ConfigStore::declarative(items, Arc::new(PluginRegistry::builtin()), m)
+                    let deps = StoreDeps {
+                        plugins: Arc::new(PluginRegistry::builtin()),
+                        metrics: m,
+                        health: HealthRegistry::new(Arc::new(portico_healthcheck::NoopObserver)),
+                    };
+                    ConfigStore::declarative(items, deps)
                         .map(|_| ())
                         .map_err(|e| match e {
                             crate::store::ApplyError::Invalid(errs) => errs

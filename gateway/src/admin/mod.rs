@@ -6,6 +6,7 @@
 
 mod auth;
 mod configs;
+mod healthcheck;
 mod patch;
 mod reply;
 mod resources;
@@ -28,6 +29,8 @@ use crate::store::ConfigStore;
 pub const MAX_BODY: usize = 1536 * 1024;
 
 const PREFIX: &str = "/apisix/admin";
+/// The control-API path of health-check status (APISIX serves it on its control port).
+const HEALTHCHECK_PREFIX: &str = "/v1/healthcheck";
 
 pub struct AdminApi {
     pub store: Arc<ConfigStore>,
@@ -132,7 +135,11 @@ impl ServeHttp for AdminApi {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
 
-        let Some(rest) = path.strip_prefix(PREFIX) else {
+        let (rest, healthcheck) = if let Some(rest) = path.strip_prefix(PREFIX) {
+            (rest, false)
+        } else if let Some(rest) = path.strip_prefix(HEALTHCHECK_PREFIX) {
+            (rest, true)
+        } else {
             return reply::error(404, "404 Route Not Found");
         };
         let query_key = query_arg(query.as_deref(), "api_key");
@@ -145,6 +152,13 @@ impl ServeHttp for AdminApi {
                 401,
                 &serde_json::json!({"error_msg": "failed to check token", "description": e.description()}),
             );
+        }
+        if healthcheck {
+            if method != "GET" {
+                return reply::error(405, format!("method {method} is not allowed here"));
+            }
+            let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+            return healthcheck::get(self.store.health(), &segments);
         }
         let body = match read_body(session).await {
             Ok(b) => b,

@@ -67,9 +67,22 @@ fn nodes_normalise_from_both_shapes() {
 }
 
 #[test]
-fn checks_are_rejected_until_supported() {
-    let e = upstream(json!({"nodes": {}, "checks": {"active": {}}})).unwrap_err();
-    assert_eq!(e[0].path, "checks");
+fn checks_parse_with_apisix_defaults_and_bad_values_name_their_path() {
+    let u = upstream(json!({"nodes": {}, "checks": {"active": {"type": "tcp"}}})).unwrap();
+    let active = u.checks.unwrap().active.unwrap();
+    assert_eq!(active.healthy.successes, 2);
+    assert_eq!(active.unhealthy.tcp_failures, 2);
+    let e = upstream(json!({"nodes": {}, "checks": {"passive": {}}})).unwrap_err();
+    assert!(e.iter().any(|e| e.path == "checks.active"), "{e:?}");
+    let e = upstream(json!({"nodes": {}, "checks": {"active": {"healthy": {"successes": 0}}}}))
+        .unwrap_err();
+    assert!(
+        e.iter()
+            .any(|e| e.path == "checks.active.healthy.successes"),
+        "{e:?}"
+    );
+    let e = upstream(json!({"nodes": {}, "checks": {"active": {"bogus": 1}}})).unwrap_err();
+    assert!(e[0].path.starts_with("checks.active"), "{e:?}");
 }
 
 #[test]

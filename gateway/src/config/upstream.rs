@@ -37,9 +37,9 @@ pub struct UpstreamSpec {
     pub upstream_host: Option<String>,
     #[serde(default)]
     pub keepalive_pool: Option<KeepalivePool>,
-    /// Health checks arrive with the health-check issue; until then a clear 400.
+    /// Active and passive health checks (APISIX's `checks` object).
     #[serde(default)]
-    pub checks: Option<Value>,
+    pub checks: Option<portico_healthcheck::ChecksSpec>,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -294,11 +294,10 @@ fn check_host(host: &str) -> Result<(), String> {
 impl CheckSpec for UpstreamSpec {
     fn check(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        if self.checks.is_some() {
-            errors.push(FieldError::new(
-                "checks",
-                "health checks are not supported yet; remove `checks`",
-            ));
+        if let Some(checks) = &self.checks {
+            errors.extend(checks.validate().into_iter().map(|(path, message)| {
+                FieldError::new(super::join_path("checks", &path), message)
+            }));
         }
         if let Err(e) = self.nodes.normalise(self.scheme) {
             errors.extend(e);

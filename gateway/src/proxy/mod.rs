@@ -34,6 +34,8 @@ pub struct Gateway {
     pub store: Arc<ConfigStore>,
     pub metrics: Arc<Metrics>,
     pub in_flight: crate::drain::InFlight,
+    /// Where passive health reports go.
+    pub health: Arc<portico_healthcheck::HealthRegistry>,
 }
 
 #[async_trait]
@@ -53,7 +55,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        upstream::select_peer(ctx)
+        upstream::select_peer(ctx, &self.metrics)
     }
 
     fn fail_to_connect(
@@ -63,7 +65,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
-        upstream::on_connect_failure(ctx, e)
+        upstream::on_connect_failure(&self.health, ctx, e)
     }
 
     fn error_while_proxy(
@@ -74,7 +76,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        upstream::on_proxy_error(session, ctx, e, client_reused)
+        upstream::on_proxy_error(&self.health, session, ctx, e, client_reused)
     }
 
     async fn upstream_request_filter(
@@ -89,10 +91,10 @@ impl ProxyHttp for Gateway {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream::on_response_header(ctx);
+        upstream::on_response_header(&self.health, ctx, upstream_response.status.as_u16());
         Ok(())
     }
 

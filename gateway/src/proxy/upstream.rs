@@ -10,11 +10,14 @@ use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::RetryType;
 
+use portico_healthcheck::{HealthRegistry, Outcome};
+
 use super::ctx::RequestCtx;
+use crate::metrics::Metrics;
 use crate::snapshot::{Timeouts, UpstreamRuntime};
 
 /// Picks the node for this attempt and builds its peer.
-pub fn select_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+pub fn select_peer(ctx: &mut RequestCtx, metrics: &Metrics) -> Result<Box<HttpPeer>> {
     let route = ctx
         .route
         .clone()
@@ -25,7 +28,17 @@ pub fn select_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         .ok_or_else(|| Error::explain(HTTPStatus(503), "route has no upstream"))?;
     let key = ctx.hash_key.as_deref().unwrap_or("").as_bytes();
     let tried = &ctx.tried;
-    let Some(index) = upstream.picker.pick(key, |i| !tried.contains(&i)) else {
+    let mut picked = upstream
+        .picker
+        .pick(key, |i| !tried.contains(&i) && upstream.is_healthy(i));
+    if picked.is_none() && upstream.all_unhealthy() {
+        // APISIX: with every node unhealthy, balance over all of them rather than none.
+        picked = upstream.picker.pick(key, |i| !tried.contains(&i));
+        if picked.is_some() {
+            metrics.count_all_unhealthy(&upstream.id);
+        }
+    }
+    let Some(index) = picked else {
         return Err(if ctx.tried.is_empty() {
             Error::explain(
                 HTTPStatus(503),
@@ -71,15 +84,40 @@ pub fn may_retry(ctx: &RequestCtx) -> bool {
             return false;
         }
     }
-    upstream
-        .nodes
-        .iter()
-        .enumerate()
-        .any(|(i, n)| n.weight > 0 && !ctx.tried.contains(&i))
+    let all_unhealthy = upstream.all_unhealthy();
+    upstream.nodes.iter().enumerate().any(|(i, n)| {
+        n.weight > 0 && !ctx.tried.contains(&i) && (all_unhealthy || upstream.is_healthy(i))
+    })
+}
+
+/// Passive health check: reports the outcome of the current attempt on its node.
+fn report(health_registry: &HealthRegistry, ctx: &RequestCtx, outcome: Outcome) {
+    let Some(upstream) = ctx.route.as_ref().and_then(|r| r.upstream.as_ref()) else {
+        return;
+    };
+    let (Some(health), Some(i)) = (&upstream.health, ctx.tried.last()) else {
+        return;
+    };
+    if let Some(node) = health.nodes.get(*i) {
+        health_registry.report(node, &health.spec, outcome);
+    }
+}
+
+/// How a failed attempt counts for passive health checks.
+fn outcome_of(e: &Error) -> Outcome {
+    match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout => Outcome::Timeout,
+        _ => Outcome::TcpFailure,
+    }
 }
 
 /// Connect failures are always safe to retry: nothing reached the upstream.
-pub fn on_connect_failure(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+pub fn on_connect_failure(
+    health: &HealthRegistry,
+    ctx: &mut RequestCtx,
+    mut e: Box<Error>,
+) -> Box<Error> {
+    report(health, ctx, outcome_of(&e));
     e.set_retry(may_retry(ctx));
     e
 }
@@ -95,6 +133,7 @@ const MAX_STALE_RETRIES: u8 = 2;
 /// errors `ReusedOnly`) says nothing about the node: that retry may go to the same node
 /// and does not use up one of the upstream's `retries`.
 pub fn on_proxy_error(
+    health: &HealthRegistry,
     session: &mut Session,
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
@@ -103,6 +142,9 @@ pub fn on_proxy_error(
     let replayable =
         session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
     if !replayable || ctx.response_started {
+        if !ctx.response_started {
+            report(health, ctx, outcome_of(&e));
+        }
         e.set_retry(false);
         return e;
     }
@@ -113,12 +155,15 @@ pub fn on_proxy_error(
         e.set_retry(true);
         return e;
     }
+    report(health, ctx, outcome_of(&e));
     e.set_retry(may_retry(ctx));
     e
 }
 
-/// The upstream's response header arrived: record the upstream time, stop retrying.
-pub fn on_response_header(ctx: &mut RequestCtx) {
+/// The upstream's response header arrived: record the upstream time, stop retrying,
+/// report the status for passive health checks.
+pub fn on_response_header(health: &HealthRegistry, ctx: &mut RequestCtx, status: u16) {
+    report(health, ctx, Outcome::Status(status));
     ctx.response_started = true;
     ctx.upstream_duration = ctx.attempt_started.map(|t| t.elapsed());
 }

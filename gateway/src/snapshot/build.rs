@@ -12,7 +12,9 @@ use crate::hash_key::HashKey;
 use crate::metrics::Metrics;
 use crate::router::{RouteMatchSpec, Router};
 
-use super::{NodeRuntime, RouteRuntime, Snapshot, Timeouts, UpstreamRuntime};
+use portico_healthcheck::HealthRegistry;
+
+use super::{NodeRuntime, RouteRuntime, Snapshot, Timeouts, UpstreamHealth, UpstreamRuntime};
 
 /// Every problem that stopped a build, with resource-qualified paths.
 #[derive(Debug)]
@@ -30,13 +32,21 @@ pub enum DnsFailure {
 
 /// Builds the snapshot for `set`. `prev` lends runtimes that did not change (their picker
 /// state and resolved addresses carry over) and route metric handles.
+/// What a build needs besides the resources.
+pub struct BuildContext<'a> {
+    pub metrics: &'a Metrics,
+    /// Node health lives here, outside any snapshot.
+    pub health: &'a HealthRegistry,
+    pub dns: DnsFailure,
+}
+
 pub fn build(
     set: &ResourceSet,
     prev: Option<&Snapshot>,
     version: u64,
-    metrics: &Metrics,
-    dns: DnsFailure,
+    cx: &BuildContext<'_>,
 ) -> Result<Snapshot, BuildError> {
+    let metrics = cx.metrics;
     let mut errors = Vec::new();
     let mut upstreams: BTreeMap<String, Arc<UpstreamRuntime>> = BTreeMap::new();
 
@@ -52,7 +62,7 @@ pub fn build(
             .cloned();
         let runtime = match reused {
             Some(r) => Some(r),
-            None => match compile_upstream(&identity, spec, dns) {
+            None => match compile_upstream(&identity, spec, cx) {
                 Ok(r) => Some(Arc::new(r)),
                 Err(errs) => {
                     errors.extend(errs.into_iter().map(|e| e.under(&path)));
@@ -201,7 +211,7 @@ fn user_path(spec: &crate::config::RouteSpec, path: &str) -> String {
 pub fn compile_upstream(
     identity: &str,
     spec: &Arc<UpstreamSpec>,
-    dns: DnsFailure,
+    cx: &BuildContext<'_>,
 ) -> Result<UpstreamRuntime, Vec<FieldError>> {
     let addrs = spec.nodes.normalise(spec.scheme)?;
     let mut errors = Vec::new();
@@ -229,7 +239,7 @@ pub fn compile_upstream(
                     priority: n.priority,
                 });
             }
-            Err(msg) => match dns {
+            Err(msg) => match cx.dns {
                 DnsFailure::Reject => errors.push(FieldError::new("nodes", msg)),
                 DnsFailure::SkipNode => {
                     tracing::warn!(
@@ -266,6 +276,13 @@ pub fn compile_upstream(
     };
     let priorities: Vec<i32> = nodes.iter().map(|n| n.priority).collect();
     let picker = PriorityPicker::new(kind, &balancer_nodes, &priorities);
+    let health = spec.checks.as_ref().map(|checks| UpstreamHealth {
+        spec: Arc::new(checks.clone()),
+        nodes: nodes
+            .iter()
+            .map(|n| cx.health.node(identity, n.addr))
+            .collect(),
+    });
     let retries = match spec.retries {
         Some(r) => r as usize,
         None => nodes.len().saturating_sub(1),
@@ -292,6 +309,7 @@ pub fn compile_upstream(
             .as_ref()
             .map(|p| Duration::from_secs_f64(p.idle_timeout)),
         nodes: nodes.into_boxed_slice(),
+        health,
         spec: Arc::clone(spec),
     })
 }

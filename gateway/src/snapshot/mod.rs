@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use build::{build, BuildError, DnsFailure};
+pub use build::{build, BuildContext, BuildError, DnsFailure};
 
 use crate::balancer::PriorityPicker;
 use crate::config::{PassHost, UpstreamSpec};
@@ -85,8 +85,36 @@ pub struct UpstreamRuntime {
     pub pass_host: PassHost,
     pub upstream_host: Option<String>,
     pub idle_timeout: Option<Duration>,
+    /// Health state of the nodes, when the upstream has `checks`.
+    pub health: Option<UpstreamHealth>,
     /// The spec this was built from, to reuse the runtime when a swap leaves it unchanged.
     pub spec: Arc<UpstreamSpec>,
+}
+
+/// Handles into the long-lived health registry, one per node (same index as `nodes`).
+/// The state itself lives outside the snapshot, so a swap that keeps a node keeps it.
+pub struct UpstreamHealth {
+    pub spec: Arc<portico_healthcheck::ChecksSpec>,
+    pub nodes: Box<[Arc<portico_healthcheck::NodeHealth>]>,
+}
+
+impl UpstreamRuntime {
+    /// Whether node `i` may take traffic as far as health checks are concerned.
+    pub fn is_healthy(&self, i: usize) -> bool {
+        match &self.health {
+            Some(h) => h.nodes.get(i).is_none_or(|n| n.is_healthy()),
+            None => true,
+        }
+    }
+
+    /// True when health checks mark every node unhealthy: then traffic goes to all nodes,
+    /// as APISIX does, rather than to none.
+    pub fn all_unhealthy(&self) -> bool {
+        match &self.health {
+            Some(h) => !h.nodes.is_empty() && h.nodes.iter().all(|n| !n.is_healthy()),
+            None => false,
+        }
+    }
 }
 
 /// One node of an upstream.

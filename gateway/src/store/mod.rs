@@ -19,7 +19,8 @@ use disk::{DiskWrite, Record};
 
 use crate::config::{FieldError, ResourceKind, ResourceSet};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::snapshot::{self, DnsFailure, Snapshot};
+use crate::snapshot::{self, BuildContext, DnsFailure, Snapshot};
+use portico_healthcheck::HealthRegistry;
 use portico_plugins::PluginRegistry;
 
 /// What a change came from; a label of `portico_config_applies_total`.
@@ -98,11 +99,21 @@ struct Writer {
     disk: Option<DiskStore>,
 }
 
+/// What the store builds snapshots with.
+#[derive(Clone)]
+pub struct StoreDeps {
+    pub plugins: Arc<PluginRegistry>,
+    pub metrics: Arc<Metrics>,
+    /// Node health, outside every snapshot; reconciled after each swap.
+    pub health: Arc<HealthRegistry>,
+}
+
 pub struct ConfigStore {
     current: ArcSwap<Current>,
     writer: Mutex<Writer>,
     plugins: Arc<PluginRegistry>,
     metrics: Arc<Metrics>,
+    health: Arc<HealthRegistry>,
     read_only: bool,
 }
 
@@ -110,11 +121,10 @@ impl ConfigStore {
     /// A store backed by `disk`: loads every persisted resource through the same
     /// validation and build as any change. Fails if a stored resource no longer validates
     /// rather than silently starting without it.
-    pub fn open(
-        disk: DiskStore,
-        plugins: Arc<PluginRegistry>,
-        metrics: Arc<Metrics>,
-    ) -> Result<ConfigStore, ApplyError> {
+    pub fn open(disk: DiskStore, deps: StoreDeps) -> Result<ConfigStore, ApplyError> {
+        let StoreDeps {
+            plugins, metrics, ..
+        } = deps.clone();
         let loaded = disk.load()?;
         let mut set = ResourceSet::default();
         let mut errors = Vec::new();
@@ -136,28 +146,36 @@ impl ConfigStore {
             return Err(ApplyError::Invalid(errors));
         }
         let revision = loaded.revision.max(set.max_index());
-        ConfigStore::start(set, Some(disk), revision, plugins, metrics, false)
+        ConfigStore::start(set, Some(disk), revision, deps, false)
     }
 
     /// A read-only store whose resources come from a declarative source (yaml provider).
     pub fn declarative(
         items: Vec<(ResourceKind, String, Value)>,
-        plugins: Arc<PluginRegistry>,
-        metrics: Arc<Metrics>,
+        deps: StoreDeps,
     ) -> Result<ConfigStore, ApplyError> {
-        let set = set_from_items(items, &ResourceSet::default(), 1, &plugins)?;
-        ConfigStore::start(set, None, 1, plugins, metrics, true)
+        let set = set_from_items(items, &ResourceSet::default(), 1, &deps.plugins)?;
+        ConfigStore::start(set, None, 1, deps, true)
     }
 
     fn start(
         set: ResourceSet,
         disk: Option<DiskStore>,
         revision: u64,
-        plugins: Arc<PluginRegistry>,
-        metrics: Arc<Metrics>,
+        deps: StoreDeps,
         read_only: bool,
     ) -> Result<ConfigStore, ApplyError> {
-        let snapshot = match snapshot::build(&set, None, 1, &metrics, DnsFailure::SkipNode) {
+        let StoreDeps {
+            plugins,
+            metrics,
+            health,
+        } = deps;
+        let cx = BuildContext {
+            metrics: &metrics,
+            health: &health,
+            dns: DnsFailure::SkipNode,
+        };
+        let snapshot = match snapshot::build(&set, None, 1, &cx) {
             Ok(s) => s,
             Err(e) => {
                 metrics.count_apply(ApplySource::Startup.label(), false);
@@ -166,6 +184,7 @@ impl ConfigStore {
         };
         metrics.count_apply(ApplySource::Startup.label(), true);
         metrics.set_config_version(1);
+        crate::health::reconcile(&health, &metrics, &snapshot);
         Ok(ConfigStore {
             current: ArcSwap::from_pointee(Current {
                 resources: Arc::new(set),
@@ -174,6 +193,7 @@ impl ConfigStore {
             writer: Mutex::new(Writer { revision, disk }),
             plugins,
             metrics,
+            health,
             read_only,
         })
     }
@@ -181,6 +201,11 @@ impl ConfigStore {
     /// The snapshot for one request. Call once per request and keep the `Arc`.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(&self.current.load().snapshot)
+    }
+
+    /// The health registry, for `/v1/healthcheck`.
+    pub fn health(&self) -> &Arc<HealthRegistry> {
+        &self.health
     }
 
     /// The desired state, for admin reads.
@@ -225,14 +250,13 @@ impl ConfigStore {
         let revision = writer.revision + 1;
         let (next, created) = next_set(&current.resources, &change, revision, &self.plugins)?;
         let version = current.snapshot.version + 1;
-        let snapshot = snapshot::build(
-            &next,
-            Some(&current.snapshot),
-            version,
-            &self.metrics,
-            DnsFailure::Reject,
-        )
-        .map_err(|e| ApplyError::Invalid(relative_to_change(&change, e.0)))?;
+        let cx = BuildContext {
+            metrics: &self.metrics,
+            health: &self.health,
+            dns: DnsFailure::Reject,
+        };
+        let snapshot = snapshot::build(&next, Some(&current.snapshot), version, &cx)
+            .map_err(|e| ApplyError::Invalid(relative_to_change(&change, e.0)))?;
         if dry_run {
             return Ok(Applied { version, created });
         }
@@ -241,11 +265,13 @@ impl ConfigStore {
         }
         writer.revision = revision;
         let replaced = replaced_route_metrics(&current.snapshot, &snapshot);
+        let snapshot = Arc::new(snapshot);
         self.current.store(Arc::new(Current {
             resources: Arc::new(next),
-            snapshot: Arc::new(snapshot),
+            snapshot: Arc::clone(&snapshot),
         }));
         self.metrics.set_config_version(version);
+        crate::health::reconcile(&self.health, &self.metrics, &snapshot);
         for (metrics, route_still_exists) in replaced {
             if route_still_exists {
                 metrics.forget_requests();

@@ -11,13 +11,18 @@ fn store() -> (ConfigStore, std::path::PathBuf) {
         rand::random::<u64>()
     ));
     let disk = DiskStore::open(&dir).unwrap();
-    let s = ConfigStore::open(
-        disk,
-        Arc::new(PluginRegistry::builtin()),
-        Metrics::new().unwrap(),
-    )
-    .unwrap();
+    let s = ConfigStore::open(disk, deps()).unwrap();
     (s, dir)
+}
+
+fn deps() -> StoreDeps {
+    StoreDeps {
+        plugins: Arc::new(PluginRegistry::builtin()),
+        metrics: Metrics::new().unwrap(),
+        health: portico_healthcheck::HealthRegistry::new(Arc::new(
+            portico_healthcheck::NoopObserver,
+        )),
+    }
 }
 
 fn put(kind: ResourceKind, id: &str, value: Value) -> Change {
@@ -190,12 +195,7 @@ fn replace_all_is_all_or_nothing_and_persists() {
     assert_eq!(s.resources().total(), 2);
     drop(s);
     let disk = DiskStore::open(&dir).unwrap();
-    let reopened = ConfigStore::open(
-        disk,
-        Arc::new(PluginRegistry::builtin()),
-        Metrics::new().unwrap(),
-    )
-    .unwrap();
+    let reopened = ConfigStore::open(disk, deps()).unwrap();
     assert_eq!(reopened.resources().total(), 2);
     assert_eq!(reopened.snapshot().routes.len(), 1);
     assert!(reopened.revision() >= 1);
