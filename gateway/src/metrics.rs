@@ -36,6 +36,9 @@ pub struct Metrics {
     all_unhealthy: IntCounterVec,
     /// (upstream, node) pairs that have a `node_healthy` series, to drop removed nodes.
     health_series: Mutex<BTreeSet<(String, String)>>,
+    lua_errors: IntCounterVec,
+    /// `portico_lua_duration_seconds{phase}`, one resolved series per phase.
+    lua_duration: Vec<Histogram>,
 }
 
 /// Errors registering metrics; only possible with a programming error (duplicate names).
@@ -98,6 +101,29 @@ impl Metrics {
             ),
             &["upstream"],
         )?;
+        let lua_errors = IntCounterVec::new(
+            Opts::new(
+                "portico_lua_errors_total",
+                "Lua functions that failed, by plugin, phase and kind (error, timeout, memory)",
+            ),
+            &["plugin", "phase", "kind"],
+        )?;
+        let lua_duration_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "portico_lua_duration_seconds",
+                "Time spent running one phase's Lua functions for one request",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+            ]),
+            &["phase"],
+        )?;
+        let lua_duration = portico_plugins::Phase::ALL
+            .iter()
+            .map(|p| lua_duration_vec.with_label_values(&[p.name()]))
+            .collect();
+        registry.register(Box::new(lua_errors.clone()))?;
+        registry.register(Box::new(lua_duration_vec))?;
         registry.register(Box::new(node_healthy.clone()))?;
         registry.register(Box::new(health_transitions.clone()))?;
         registry.register(Box::new(all_unhealthy.clone()))?;
@@ -131,6 +157,8 @@ impl Metrics {
             health_transitions,
             all_unhealthy,
             health_series: Mutex::new(BTreeSet::new()),
+            lua_errors,
+            lua_duration,
         }))
     }
 
@@ -200,6 +228,20 @@ impl Metrics {
     /// Every node of `upstream` was unhealthy, so a request went to any of them.
     pub fn count_all_unhealthy(&self, upstream: &str) {
         self.all_unhealthy.with_label_values(&[upstream]).inc();
+    }
+
+    /// A Lua function failed.
+    pub fn count_lua_error(&self, plugin: &str, phase: portico_plugins::Phase, kind: &str) {
+        self.lua_errors
+            .with_label_values(&[plugin, phase.name(), kind])
+            .inc();
+    }
+
+    /// Time one request spent in one phase's Lua.
+    pub fn observe_lua_phase(&self, phase: portico_plugins::Phase, seconds: f64) {
+        if let Some(h) = self.lua_duration.get(phase as usize) {
+            h.observe(seconds);
+        }
     }
 
     /// The text exposition format, as served on `GET /metrics`.

@@ -140,8 +140,9 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     let health = HealthRegistry::new(Arc::new(HealthEvents {
         metrics: Arc::clone(&metrics),
     }));
+    let plugins = PluginRegistry::new(settings.lua.limits()).map_err(StartError::Settings)?;
     let deps = StoreDeps {
-        plugins: Arc::new(PluginRegistry::builtin()),
+        plugins: Arc::new(plugins),
         metrics: Arc::clone(&metrics),
         health: Arc::clone(&health),
     };
@@ -150,6 +151,8 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     let data_dir = settings.data_dir.display().to_string();
     let conf = ServerConf {
         threads: settings.threads,
+        // One Lua VM per worker thread: a connection stays on the thread it arrived on.
+        work_stealing: false,
         grace_period_seconds: Some(settings.shutdown_grace_seconds),
         graceful_shutdown_timeout_seconds: Some(5),
         pid_file: format!("{data_dir}/portico.pid"),
@@ -169,6 +172,10 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         metrics: Arc::clone(&metrics),
         in_flight: in_flight.clone(),
         health: Arc::clone(store.health()),
+        lua: Arc::new(portico_plugins::lua::WorkerVms::new(
+            settings.lua.limits(),
+            settings.threads,
+        )),
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

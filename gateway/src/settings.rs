@@ -36,6 +36,35 @@ pub struct Settings {
     pub threads: usize,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
+    pub lua: LuaSettings,
+}
+
+/// Limits of the Lua runtime (one VM per proxy worker thread).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LuaSettings {
+    /// Longest uninterrupted run of Lua code (a slice between yields) before it is stopped.
+    pub max_slice_ms: u64,
+    /// Memory cap of each VM.
+    pub max_memory_mb: usize,
+}
+
+impl Default for LuaSettings {
+    fn default() -> Self {
+        LuaSettings {
+            max_slice_ms: 100,
+            max_memory_mb: 128,
+        }
+    }
+}
+
+impl LuaSettings {
+    pub fn limits(&self) -> portico_plugins::lua::LuaLimits {
+        portico_plugins::lua::LuaLimits {
+            max_slice: std::time::Duration::from_millis(self.max_slice_ms),
+            max_memory: self.max_memory_mb.saturating_mul(1024 * 1024),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -50,6 +79,7 @@ impl Default for Settings {
             seed_config: None,
             threads: 2,
             shutdown_grace_seconds: 10,
+            lua: LuaSettings::default(),
         }
     }
 }
@@ -206,6 +236,12 @@ impl Settings {
         }
         if self.threads == 0 {
             errors.push("threads: must be at least 1".to_string());
+        }
+        if self.lua.max_slice_ms == 0 {
+            errors.push("lua.max_slice_ms: must be at least 1".to_string());
+        }
+        if self.lua.max_memory_mb < 4 {
+            errors.push("lua.max_memory_mb: must be at least 4".to_string());
         }
         errors
     }

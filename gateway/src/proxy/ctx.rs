@@ -28,6 +28,10 @@ pub struct RequestCtx {
     pub response_started: bool,
     /// Status of a response the gateway wrote itself (404, 502, ...).
     pub local_status: Option<u16>,
+    /// The request's Lua VM and state, from its first Lua phase on.
+    pub lua: Option<super::lua::LuaCtx>,
+    /// The response goes through body filters (sent chunked).
+    pub body_filtered: bool,
     /// Keeps the request counted as in flight (graceful shutdown waits for it).
     _in_flight: InFlightGuard,
 }
@@ -46,6 +50,8 @@ impl RequestCtx {
             stale_retries: 0,
             response_started: false,
             local_status: None,
+            lua: None,
+            body_filtered: false,
             _in_flight: in_flight,
         }
     }

@@ -14,7 +14,9 @@
 
 pub mod ctx;
 pub mod error;
+pub mod local;
 pub mod log;
+pub mod lua;
 pub mod request;
 pub mod upstream;
 
@@ -28,6 +30,7 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::metrics::Metrics;
 use crate::store::ConfigStore;
 pub use ctx::RequestCtx;
+use portico_plugins::Phase;
 
 /// The data plane: reads one snapshot per request from the store.
 pub struct Gateway {
@@ -36,6 +39,17 @@ pub struct Gateway {
     pub in_flight: crate::drain::InFlight,
     /// Where passive health reports go.
     pub health: Arc<portico_healthcheck::HealthRegistry>,
+    /// One Lua VM per proxy worker thread.
+    pub lua: Arc<portico_plugins::lua::WorkerVms>,
+}
+
+impl Gateway {
+    fn lua_env(&self) -> lua::LuaEnv<'_> {
+        lua::LuaEnv {
+            workers: &self.lua,
+            metrics: &self.metrics,
+        }
+    }
 }
 
 #[async_trait]
@@ -47,7 +61,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        request::route_request(session, ctx).await
+        request::route_request(session, ctx, &self.lua_env()).await
     }
 
     async fn upstream_peer(
@@ -85,7 +99,37 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        request::prepare_upstream_request(session, upstream_request, ctx)
+        request::prepare_upstream_request(session, upstream_request, ctx)?;
+        match lua::run_phase(session, ctx, Phase::BeforeProxy, &self.lua_env()).await {
+            lua::PhaseResult::Failed => {
+                return Error::e_explain(HTTPStatus(500), "before_proxy Lua failed")
+            }
+            lua::PhaseResult::Respond { status, .. } => {
+                return Error::e_explain(HTTPStatus(status), "before_proxy Lua answered")
+            }
+            lua::PhaseResult::Continue => {}
+        }
+        lua::apply_request_changes(ctx, &session.req_header().headers, upstream_request)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        lua::filter_response_header(session, ctx, upstream_response, &self.lua_env()).map(|_| ())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        lua::filter_body(session, ctx, body, end_of_stream, &self.lua_env());
+        Ok(None)
     }
 
     async fn upstream_response_filter(
@@ -108,6 +152,17 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.lua.is_some() || !lua::chain(ctx).phase(Phase::Log).is_empty() {
+            if let Some(l) = &ctx.lua {
+                let status = session
+                    .response_written()
+                    .map(|r| r.status.as_u16())
+                    .or(ctx.local_status)
+                    .unwrap_or(0);
+                l.req.lock().status = status;
+            }
+            let _ = lua::run_phase(session, ctx, Phase::Log, &self.lua_env()).await;
+        }
         log::record(session, e, ctx, &self.metrics);
     }
 }

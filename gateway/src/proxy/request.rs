@@ -8,8 +8,11 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::ctx::RequestCtx;
+use super::local;
+use super::lua::{self, LuaEnv, PhaseResult};
 use crate::config::PassHost;
 use crate::vars::RequestView;
+use portico_plugins::Phase;
 
 /// Builds the read-only view of the downstream request the router and hash keys use.
 pub fn request_view<'a>(session: &'a Session, host: &'a str) -> RequestView<'a> {
@@ -51,9 +54,13 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// Matches the request to a route. Writes the 404/503 itself when there is nothing to
-/// proxy to (returns `Ok(true)`: the response is sent).
-pub async fn route_request(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+/// Matches the request to a route and runs its `rewrite` and `access` phases. Writes the
+/// response itself (returns `Ok(true)`) when there is nothing to proxy to or Lua answered.
+pub async fn route_request(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    env: &LuaEnv<'_>,
+) -> Result<bool> {
     let host = request_host(session);
     let (route, hash_key) = {
         let view = request_view(session, &host);
@@ -75,18 +82,47 @@ pub async fn route_request(session: &mut Session, ctx: &mut RequestCtx) -> Resul
         (route, hash_key)
     };
     let Some(route) = route else {
-        respond_json(session, ctx, 404, r#"{"error_msg":"404 Route Not Found"}"#).await?;
+        respond_json(
+            session,
+            ctx,
+            404,
+            r#"{"error_msg":"404 Route Not Found"}"#,
+            env,
+        )
+        .await?;
         return Ok(true);
     };
     let has_upstream = route.upstream.is_some();
     ctx.route = Some(Arc::clone(&route));
     ctx.hash_key = hash_key;
+    for phase in [Phase::Rewrite, Phase::Access] {
+        match lua::run_phase(session, ctx, phase, env).await {
+            PhaseResult::Continue => {}
+            PhaseResult::Respond { status, body } => {
+                local::respond_from_lua(session, ctx, status, body, env).await?;
+                return Ok(true);
+            }
+            PhaseResult::Failed => {
+                local::respond(
+                    session,
+                    ctx,
+                    500,
+                    "text/html",
+                    local::default_page(500),
+                    env,
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
+    }
     if !has_upstream {
         respond_json(
             session,
             ctx,
             503,
             r#"{"error_msg":"missing upstream configuration in Route or Service"}"#,
+            env,
         )
         .await?;
         return Ok(true);
@@ -94,25 +130,16 @@ pub async fn route_request(session: &mut Session, ctx: &mut RequestCtx) -> Resul
     Ok(false)
 }
 
-/// Writes a complete JSON response with Content-Length (keep-alive is preserved).
+/// Writes a complete JSON response the gateway generates (keep-alive is preserved).
 pub async fn respond_json(
     session: &mut Session,
     ctx: &mut RequestCtx,
     status: u16,
     body: &'static str,
+    env: &LuaEnv<'_>,
 ) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    header.insert_header(http::header::SERVER, crate::SERVER_NAME)?;
-    ctx.local_status = Some(status);
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-        .await?;
-    Ok(())
+    let body = Bytes::from_static(body.as_bytes());
+    local::respond(session, ctx, status, "application/json", body, env).await
 }
 
 /// Sets Host per `pass_host` and the forwarding headers users expect from nginx/APISIX.

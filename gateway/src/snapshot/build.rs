@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::router::{RouteMatchSpec, Router};
 
 use portico_healthcheck::HealthRegistry;
+use portico_plugins::{PluginChain, PluginInstance, PluginRegistry};
 
 use super::{NodeRuntime, RouteRuntime, Snapshot, Timeouts, UpstreamHealth, UpstreamRuntime};
 
@@ -35,6 +36,7 @@ pub enum DnsFailure {
 /// What a build needs besides the resources.
 pub struct BuildContext<'a> {
     pub metrics: &'a Metrics,
+    pub plugins: &'a PluginRegistry,
     /// Node health lives here, outside any snapshot.
     pub health: &'a HealthRegistry,
     pub dns: DnsFailure,
@@ -101,6 +103,21 @@ pub fn build(
         service_upstreams.insert(id.as_str(), up);
     }
 
+    let mut instances = PluginInstances {
+        registry: cx.plugins,
+        prev: prev.map(|p| &p.plugin_instances),
+        built: HashMap::new(),
+    };
+    let mut global = Vec::new();
+    for (id, entry) in &set.global_rules {
+        global.extend(instances.build(
+            &entry.spec.plugins,
+            &format!("global_rules[id={id}].plugins"),
+            &mut errors,
+        ));
+    }
+    let global_chain = Arc::new(PluginChain::build(&global, &[]));
+
     let prev_routes: HashMap<&str, &Arc<RouteRuntime>> = prev
         .map(|p| p.routes.iter().map(|r| (r.id.as_str(), r)).collect())
         .unwrap_or_default();
@@ -136,6 +153,23 @@ pub fn build(
                 hosts = s.spec.hosts.clone().unwrap_or_default();
             }
         }
+        // A route's own plugin overrides its service's plugin of the same name (APISIX).
+        let mut plugin_confs = service
+            .and_then(|s| s.spec.plugins.clone())
+            .unwrap_or_default();
+        for (name, conf) in spec.plugins.iter().flatten() {
+            plugin_confs.insert(name.clone(), conf.clone());
+        }
+        let local = instances.build(
+            &plugin_confs,
+            &format!("routes[id={id}].plugins"),
+            &mut errors,
+        );
+        let chain = if global.is_empty() && local.is_empty() {
+            Arc::clone(&global_chain)
+        } else {
+            Arc::new(PluginChain::build(&global, &local))
+        };
         let upstream_label = upstream.as_ref().map(|u| u.id.as_str()).unwrap_or("");
         let route_metrics = match prev_routes.get(id.as_str()) {
             Some(old)
@@ -159,6 +193,7 @@ pub fn build(
             upstream,
             timeouts: spec.timeout.as_ref().map(Timeouts::from_spec),
             metrics: route_metrics,
+            chain,
         }));
     }
 
@@ -185,8 +220,50 @@ pub fn build(
             router,
             routes,
             upstreams,
+            global_chain,
+            plugin_instances: instances.built,
         }),
         _ => Err(BuildError(errors)),
+    }
+}
+
+/// Builds plugin instances, reusing the previous snapshot's for an unchanged
+/// (name, configuration): their Lua is compiled and validated once, not per apply.
+struct PluginInstances<'a> {
+    registry: &'a PluginRegistry,
+    prev: Option<&'a HashMap<String, Arc<PluginInstance>>>,
+    built: HashMap<String, Arc<PluginInstance>>,
+}
+
+impl PluginInstances<'_> {
+    fn build(
+        &mut self,
+        confs: &serde_json::Map<String, serde_json::Value>,
+        path: &str,
+        errors: &mut Vec<FieldError>,
+    ) -> Vec<Arc<PluginInstance>> {
+        let mut out = Vec::new();
+        for (name, conf) in confs {
+            let key = format!("{name}\u{0}{conf}");
+            let found = self
+                .built
+                .get(&key)
+                .or_else(|| self.prev.and_then(|p| p.get(&key)))
+                .cloned();
+            let instance = match found {
+                Some(i) => i,
+                None => match self.registry.build(name, conf) {
+                    Ok(i) => Arc::new(i),
+                    Err(e) => {
+                        errors.push(FieldError::new(format!("{path}.{name}"), e.to_string()));
+                        continue;
+                    }
+                },
+            };
+            self.built.insert(key, Arc::clone(&instance));
+            out.push(instance);
+        }
+        out
     }
 }
 

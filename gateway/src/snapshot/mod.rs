@@ -18,6 +18,7 @@ use crate::config::{PassHost, UpstreamSpec};
 use crate::hash_key::HashKey;
 use crate::metrics::RouteMetrics;
 use crate::router::Router;
+use portico_plugins::{PluginChain, PluginInstance};
 
 /// The whole running configuration.
 pub struct Snapshot {
@@ -29,6 +30,10 @@ pub struct Snapshot {
     /// Every upstream runtime by identity (standalone ids, `route:ID`/`service:ID` for
     /// inline ones), for reuse across swaps and for visibility.
     pub upstreams: std::collections::BTreeMap<String, Arc<UpstreamRuntime>>,
+    /// Plugins of the global rules alone: what a request that matched no route runs.
+    pub global_chain: Arc<PluginChain>,
+    /// Every built plugin instance by (name, configuration), reused by the next build.
+    pub plugin_instances: std::collections::HashMap<String, Arc<PluginInstance>>,
 }
 
 /// A compiled route.
@@ -40,6 +45,8 @@ pub struct RouteRuntime {
     /// The route's `timeout`, which overrides the upstream's.
     pub timeouts: Option<Timeouts>,
     pub metrics: Arc<RouteMetrics>,
+    /// Global rules' plugins, then the route's (and its service's), per phase.
+    pub chain: Arc<PluginChain>,
 }
 
 /// Connect/send/read timeouts.

@@ -172,6 +172,7 @@ impl ConfigStore {
         } = deps;
         let cx = BuildContext {
             metrics: &metrics,
+            plugins: &plugins,
             health: &health,
             dns: DnsFailure::SkipNode,
         };
@@ -252,6 +253,7 @@ impl ConfigStore {
         let version = current.snapshot.version + 1;
         let cx = BuildContext {
             metrics: &self.metrics,
+            plugins: &self.plugins,
             health: &self.health,
             dns: DnsFailure::Reject,
         };

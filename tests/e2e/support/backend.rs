@@ -1,20 +1,23 @@
 //! A real HTTP/1.1 backend on loopback: keep-alive, answers every request with
 //! a JSON echo of what it received, counts hits, can answer a fixed status or
 //! delay its answer, and can be stopped (listener and every open connection
-//! closed) to play a dead node.
+//! closed) to play a dead node, and restarted on the same port. `start_tls`
+//! serves the same over TLS with a self-signed certificate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Clone, Debug)]
 struct Behaviour {
@@ -26,12 +29,15 @@ struct Shared {
     name: String,
     hits: AtomicUsize,
     connections: AtomicUsize,
+    /// Requests received per path (without the query string).
+    paths: Mutex<HashMap<String, usize>>,
     behaviour: Mutex<Behaviour>,
 }
 
 pub struct Backend {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -44,19 +50,45 @@ impl Backend {
 
     /// A backend answering `status` after `delay`.
     pub fn start_with(name: &str, status: u16, delay: Duration) -> Backend {
+        Self::start_inner(name, status, delay, None)
+    }
+
+    /// An HTTPS backend (self-signed certificate for `localhost` / `127.0.0.1`,
+    /// `tls_cert_path()` / `tls_key_path()`) answering 200 immediately.
+    pub fn start_tls(name: &str) -> Backend {
+        Self::start_inner(name, 200, Duration::ZERO, Some(tls_acceptor()))
+    }
+
+    fn start_inner(name: &str, status: u16, delay: Duration, tls: Option<TlsAcceptor>) -> Backend {
         let listener = StdListener::bind("127.0.0.1:0").expect("bind backend");
-        listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("backend addr");
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             hits: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            paths: Mutex::new(HashMap::new()),
             behaviour: Mutex::new(Behaviour { status, delay }),
         });
+        let mut b = Backend {
+            addr,
+            shared,
+            tls,
+            shutdown: None,
+            thread: None,
+        };
+        b.serve(listener);
+        b
+    }
+
+    /// Serves on `listener` from a new thread (the backend must be stopped).
+    fn serve(&mut self, listener: StdListener) {
+        assert!(self.thread.is_none(), "backend already running");
+        listener.set_nonblocking(true).expect("nonblocking");
         let (tx, rx) = oneshot::channel::<()>();
-        let sh = shared.clone();
+        let sh = self.shared.clone();
+        let tls = self.tls.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("backend-{name}"))
+            .name(format!("backend-{}", self.shared.name))
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -70,7 +102,21 @@ impl Backend {
                                 continue;
                             };
                             sh.connections.fetch_add(1, Ordering::SeqCst);
-                            tokio::spawn(serve_conn(stream, sh.clone()));
+                            let _ = stream.set_nodelay(true);
+                            match &tls {
+                                None => {
+                                    tokio::spawn(serve_conn(stream, sh.clone()));
+                                }
+                                Some(acceptor) => {
+                                    let acceptor = acceptor.clone();
+                                    let sh = sh.clone();
+                                    tokio::spawn(async move {
+                                        if let Ok(s) = acceptor.accept(stream).await {
+                                            serve_conn(s, sh).await;
+                                        }
+                                    });
+                                }
+                            }
                         }
                     };
                     tokio::select! {
@@ -83,12 +129,31 @@ impl Backend {
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
             .expect("spawn backend thread");
-        Backend {
-            addr,
-            shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
+        self.shutdown = Some(tx);
+        self.thread = Some(thread);
+    }
+
+    /// Starts a stopped backend again on the SAME port (same name, behaviour
+    /// and counters). Retries the bind for a while: the port may briefly be
+    /// unavailable after the stop.
+    pub fn restart(&mut self) {
+        assert!(self.thread.is_none(), "restart: backend is still running");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let listener = loop {
+            match StdListener::bind(self.addr) {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "restart backend {} on {}: {e}",
+                        self.shared.name,
+                        self.addr
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        self.serve(listener);
     }
 
     pub fn name(&self) -> &str {
@@ -111,6 +176,17 @@ impl Backend {
     /// Requests received (counted when the request head has been read).
     pub fn hits(&self) -> usize {
         self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests received on `path` (the query string is not part of it).
+    pub fn path_hits(&self, path: &str) -> usize {
+        self.shared
+            .paths
+            .lock()
+            .expect("lock")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// TCP connections accepted so far.
@@ -152,7 +228,35 @@ pub fn dead_addr() -> String {
     addr.to_string()
 }
 
-async fn read_line(r: &mut BufReader<TcpStream>) -> io::Result<Option<String>> {
+/// The self-signed certificate the TLS backend serves (CN/SAN `localhost`, `127.0.0.1`).
+pub fn tls_cert_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../healthcheck/src/testdata/cert.pem")
+}
+
+pub fn tls_key_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../healthcheck/src/testdata/key.pem")
+}
+
+fn tls_acceptor() -> TlsAcceptor {
+    let cert_pem = std::fs::read(tls_cert_path()).expect("read test cert");
+    let key_pem = std::fs::read(tls_key_path()).expect("read test key");
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parse test cert");
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .expect("parse test key")
+        .expect("a private key in key.pem");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server cert");
+    TlsAcceptor::from(Arc::new(config))
+}
+
+async fn read_line<S: AsyncRead + Unpin>(r: &mut BufReader<S>) -> io::Result<Option<String>> {
     let mut buf = Vec::new();
     let n = r.read_until(b'\n', &mut buf).await?;
     if n == 0 {
@@ -168,14 +272,16 @@ fn eof() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "eof")
 }
 
-async fn serve_conn(stream: TcpStream, sh: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(stream: S, sh: Arc<Shared>) {
     let mut r = BufReader::new(stream);
     while let Ok(true) = serve_one(&mut r, &sh).await {}
 }
 
 /// Serves one request; `Ok(true)` when the connection may be reused.
-async fn serve_one(r: &mut BufReader<TcpStream>, sh: &Shared) -> io::Result<bool> {
+async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
+    r: &mut BufReader<S>,
+    sh: &Shared,
+) -> io::Result<bool> {
     let Some(request_line) = read_line(r).await? else {
         return Ok(false);
     };
@@ -198,6 +304,10 @@ async fn serve_one(r: &mut BufReader<TcpStream>, sh: &Shared) -> io::Result<bool
         }
     }
     sh.hits.fetch_add(1, Ordering::SeqCst);
+    {
+        let path = target.split('?').next().unwrap_or("").to_owned();
+        *sh.paths.lock().expect("lock").entry(path).or_default() += 1;
+    }
     let get = |name: &str| {
         headers
             .iter()

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod gateway;
+pub mod health;
 pub mod http;
 pub mod prom;
 

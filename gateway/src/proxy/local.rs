@@ -1,0 +1,83 @@
+//! Responses the gateway writes itself (no route, no upstream, a Lua exit, a Lua
+//! failure). They go through the route's `header_filter` and `body_filter` like proxied
+//! responses, and carry a Content-Length so the connection stays reusable.
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::ctx::RequestCtx;
+use super::lua::{self, LuaEnv};
+
+/// nginx's default page for an error status with no body.
+pub fn default_page(status: u16) -> Bytes {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    Bytes::from(format!(
+        "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}</h1></center>\r\n<hr><center>portico</center>\r\n</body>\r\n</html>\r\n"
+    ))
+}
+
+/// Writes a complete response: status, `content_type`, headers Lua set, the filters.
+pub async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    env: &LuaEnv<'_>,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    header.insert_header(http::header::SERVER, crate::SERVER_NAME)?;
+    if let Some(extra) = lua::lua_response_headers(ctx) {
+        for name in extra.keys() {
+            header.remove_header(name);
+            for v in extra.get_all(name) {
+                header.append_header(name.clone(), v.clone())?;
+            }
+        }
+    }
+    let body_filters = lua::filter_response_header(session, ctx, &mut header, env)?;
+    let mut body = Some(body);
+    if body_filters {
+        lua::filter_body(session, ctx, &mut body, true, env);
+    }
+    let body = body.unwrap_or_default();
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    ctx.local_status = Some(header.status.as_u16());
+    session
+        .write_response_header(Box::new(header), body.is_empty())
+        .await?;
+    if !body.is_empty() {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Answers as a Lua function asked (`ngx.exit`, `return status, body`): its body, or its
+/// `ngx.say` output, or nginx's default page for an error status.
+pub async fn respond_from_lua(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    body: Option<Vec<u8>>,
+    env: &LuaEnv<'_>,
+) -> Result<()> {
+    let json = body
+        .as_ref()
+        .is_some_and(|b| b.first() == Some(&b'{') || b.first() == Some(&b'['));
+    let mut body = lua::take_output(ctx, body);
+    let mut content_type = if json {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    if body.is_empty() && status >= 400 {
+        body = default_page(status);
+        content_type = "text/html";
+    }
+    respond(session, ctx, status, content_type, body, env).await
+}

@@ -1,0 +1,308 @@
+//! Running the request's plugin chain at each OpenResty phase, and carrying what Lua
+//! changed back into the request, the upstream request and the response.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use portico_plugins::lua::{CallOutcome, ConnVars, LuaRequest, LuaVm, SharedRequest, WorkerVms};
+use portico_plugins::{Phase, PluginChain};
+
+use super::ctx::RequestCtx;
+use crate::metrics::Metrics;
+
+/// The request's VM and Lua-side state, kept from its first Lua phase to its last.
+pub struct LuaCtx {
+    pub vm: Arc<LuaVm>,
+    pub req: SharedRequest,
+}
+
+/// What the hooks need to run Lua.
+pub struct LuaEnv<'a> {
+    pub workers: &'a WorkerVms,
+    pub metrics: &'a Metrics,
+}
+
+/// How a phase ended.
+#[derive(Debug)]
+pub enum PhaseResult {
+    Continue,
+    /// Answer now with this status; `body: None` means the output buffered by `ngx.say`.
+    Respond {
+        status: u16,
+        body: Option<Vec<u8>>,
+    },
+    /// A function failed in a phase where that fails the request (500).
+    Failed,
+}
+
+/// The chain this request runs: its route's, or the global rules' when none matched.
+pub fn chain(ctx: &RequestCtx) -> Arc<PluginChain> {
+    match &ctx.route {
+        Some(r) => Arc::clone(&r.chain),
+        None => Arc::clone(&ctx.snap.global_chain),
+    }
+}
+
+/// The Lua view of the downstream request, made at the first Lua phase.
+fn lua_request(session: &Session) -> LuaRequest {
+    let req = session.req_header();
+    let client = session.client_addr().and_then(|a| a.as_inet());
+    let server = session.server_addr().and_then(|a| a.as_inet());
+    let host = super::request::request_host(session);
+    let conn = ConnVars {
+        hostname: host.clone(),
+        host,
+        scheme: "http",
+        remote_addr: client.map(|a| a.ip().to_string()).unwrap_or_default(),
+        remote_port: client.map(|a| a.port().to_string()).unwrap_or_default(),
+        server_addr: server.map(|a| a.ip().to_string()).unwrap_or_default(),
+        server_port: server.map(|a| a.port().to_string()).unwrap_or_default(),
+    };
+    LuaRequest::new(
+        req.method.as_str().to_string(),
+        req.uri.path().to_string(),
+        req.uri.query().map(str::to_string),
+        req.headers.clone(),
+        conn,
+    )
+}
+
+fn ensure<'c>(
+    session: &Session,
+    ctx: &'c mut RequestCtx,
+    env: &LuaEnv<'_>,
+) -> Result<&'c LuaCtx, ()> {
+    if ctx.lua.is_none() {
+        let vm = env.workers.current().map_err(|e| {
+            tracing::error!("{e}");
+        })?;
+        ctx.lua = Some(LuaCtx {
+            vm,
+            req: lua_request(session).shared(),
+        });
+    }
+    ctx.lua.as_ref().ok_or(())
+}
+
+/// Runs the functions of a phase that may yield (rewrite, access, before_proxy, log).
+pub async fn run_phase(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    phase: Phase,
+    env: &LuaEnv<'_>,
+) -> PhaseResult {
+    let chain = chain(ctx);
+    let entries = chain.phase(phase);
+    if entries.is_empty() {
+        return PhaseResult::Continue;
+    }
+    let Ok(lua) = ensure(session, ctx, env) else {
+        return failed(phase);
+    };
+    let started = Instant::now();
+    lua.req.lock().phase = phase;
+    let mut result = PhaseResult::Continue;
+    for entry in entries {
+        lua.req.lock().plugin = entry.plugin;
+        match lua.vm.call(&entry.function, &lua.req).await {
+            Ok(CallOutcome::Continue) => {}
+            Ok(CallOutcome::Respond { status, body }) => {
+                if phase == Phase::Log {
+                    continue;
+                }
+                result = PhaseResult::Respond { status, body };
+                break;
+            }
+            Err(e) => {
+                report(env, entry.plugin, phase, &e);
+                if phase.fails_request() {
+                    result = PhaseResult::Failed;
+                    break;
+                }
+            }
+        }
+    }
+    env.metrics
+        .observe_lua_phase(phase, started.elapsed().as_secs_f64());
+    result
+}
+
+/// Runs the functions of a phase that must not yield (header_filter, body_filter).
+/// Failures are logged and the response goes on, as in OpenResty.
+pub fn run_sync_phase(session: &Session, ctx: &mut RequestCtx, phase: Phase, env: &LuaEnv<'_>) {
+    let chain = chain(ctx);
+    let entries = chain.phase(phase);
+    if entries.is_empty() {
+        return;
+    }
+    let Ok(lua) = ensure(session, ctx, env) else {
+        return;
+    };
+    let started = Instant::now();
+    lua.req.lock().phase = phase;
+    for entry in entries {
+        lua.req.lock().plugin = entry.plugin;
+        if let Err(e) = lua.vm.call_sync(&entry.function, &lua.req) {
+            report(env, entry.plugin, phase, &e);
+        }
+    }
+    env.metrics
+        .observe_lua_phase(phase, started.elapsed().as_secs_f64());
+}
+
+fn failed(phase: Phase) -> PhaseResult {
+    if phase.fails_request() {
+        PhaseResult::Failed
+    } else {
+        PhaseResult::Continue
+    }
+}
+
+fn report(env: &LuaEnv<'_>, plugin: &str, phase: Phase, e: &portico_plugins::lua::LuaFailure) {
+    env.metrics.count_lua_error(plugin, phase, e.kind());
+    tracing::error!(
+        plugin,
+        phase = phase.name(),
+        kind = e.kind(),
+        "Lua failed: {e}"
+    );
+}
+
+/// The body of a Lua-generated response: the returned body, else the `ngx.say` output.
+pub fn take_output(ctx: &RequestCtx, body: Option<Vec<u8>>) -> Bytes {
+    match body {
+        Some(b) => Bytes::from(b),
+        None => ctx
+            .lua
+            .as_ref()
+            .map(|l| Bytes::from(std::mem::take(&mut l.req.lock().output)))
+            .unwrap_or_default(),
+    }
+}
+
+/// Headers Lua set with `ngx.header` before answering itself.
+pub fn lua_response_headers(ctx: &RequestCtx) -> Option<http::HeaderMap> {
+    ctx.lua
+        .as_ref()
+        .map(|l| l.req.lock().response_headers.clone())
+}
+
+/// Runs `header_filter` on a response header (proxied or local) and writes back what
+/// Lua changed. Returns whether the route has body filters (the length may change).
+pub fn filter_response_header(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    header: &mut ResponseHeader,
+    env: &LuaEnv<'_>,
+) -> Result<bool> {
+    let chain = chain(ctx);
+    let has_header_filter = !chain.phase(Phase::HeaderFilter).is_empty();
+    let has_body_filter = !chain.phase(Phase::BodyFilter).is_empty();
+    if !has_header_filter && !has_body_filter {
+        return Ok(false);
+    }
+    if has_header_filter {
+        if let Ok(lua) = ensure(session, ctx, env) {
+            let mut r = lua.req.lock();
+            r.status = header.status.as_u16();
+            r.response_headers = header.headers.clone();
+            r.response_changed = false;
+        }
+        run_sync_phase(session, ctx, Phase::HeaderFilter, env);
+        if let Some(lua) = &ctx.lua {
+            let r = lua.req.lock();
+            if r.response_changed {
+                if r.status != header.status.as_u16() {
+                    header.set_status(r.status)?;
+                }
+                let old: Vec<http::HeaderName> = header.headers.keys().cloned().collect();
+                for name in old {
+                    if !r.response_headers.contains_key(&name) {
+                        header.remove_header(&name);
+                    }
+                }
+                for name in r.response_headers.keys() {
+                    header.remove_header(name);
+                    for v in r.response_headers.get_all(name) {
+                        header.append_header(name.clone(), v.clone())?;
+                    }
+                }
+            }
+        }
+    }
+    if has_body_filter {
+        // The body may change size: send it chunked, as OpenResty does.
+        header.remove_header(&http::header::CONTENT_LENGTH);
+        ctx.body_filtered = true;
+    }
+    Ok(has_body_filter)
+}
+
+/// Runs `body_filter` on one chunk.
+pub fn filter_body(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    body: &mut Option<Bytes>,
+    eof: bool,
+    env: &LuaEnv<'_>,
+) {
+    if !ctx.body_filtered || chain(ctx).phase(Phase::BodyFilter).is_empty() {
+        return;
+    }
+    if let Ok(lua) = ensure(session, ctx, env) {
+        let mut r = lua.req.lock();
+        r.chunk = Some(body.take().unwrap_or_default());
+        r.eof = eof;
+    }
+    run_sync_phase(session, ctx, Phase::BodyFilter, env);
+    if let Some(lua) = &ctx.lua {
+        *body = lua.req.lock().chunk.take();
+    }
+}
+
+/// Applies what Lua changed in the request (method, uri, args, headers) to the request
+/// that goes upstream.
+pub fn apply_request_changes(
+    ctx: &RequestCtx,
+    original: &http::HeaderMap,
+    upstream: &mut RequestHeader,
+) -> Result<()> {
+    let Some(lua) = &ctx.lua else {
+        return Ok(());
+    };
+    let r = lua.req.lock();
+    if !r.request_changed {
+        return Ok(());
+    }
+    if r.method != upstream.method.as_str() {
+        let method = http::Method::from_bytes(r.method.as_bytes())
+            .or_err(InternalError, "Lua set an invalid method")?;
+        upstream.set_method(method);
+    }
+    let path_and_query = match &r.args {
+        Some(a) => format!("{}?{a}", r.uri),
+        None => r.uri.clone(),
+    };
+    if upstream.uri.path_and_query().map(|p| p.as_str()) != Some(path_and_query.as_str()) {
+        let uri = http::Uri::builder()
+            .path_and_query(path_and_query)
+            .build()
+            .or_err(InternalError, "Lua set an invalid uri")?;
+        upstream.set_uri(uri);
+    }
+    for name in original.keys() {
+        if !r.headers.contains_key(name) {
+            upstream.remove_header(name);
+        }
+    }
+    for name in r.headers.keys() {
+        upstream.remove_header(name);
+        for v in r.headers.get_all(name) {
+            upstream.append_header(name.clone(), v.clone())?;
+        }
+    }
+    Ok(())
+}

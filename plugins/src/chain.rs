@@ -1,0 +1,83 @@
+//! The functions one request runs, per phase, in order: global rules first, then the
+//! route's (and its service's) plugins, each group by descending priority (APISIX).
+
+use std::sync::Arc;
+
+use crate::lua::CompiledFunction;
+use crate::phase::Phase;
+use crate::registry::PluginInstance;
+
+/// One function of a chain, with the plugin it belongs to (for logs and metrics).
+#[derive(Debug, Clone)]
+pub struct ChainEntry {
+    pub plugin: &'static str,
+    pub function: Arc<CompiledFunction>,
+}
+
+/// Built at apply time; read by every request of a route.
+#[derive(Debug, Default)]
+pub struct PluginChain {
+    phases: [Vec<ChainEntry>; Phase::ALL.len()],
+}
+
+impl PluginChain {
+    /// `global` runs before `local` in every phase; within each, higher priority first.
+    pub fn build(global: &[Arc<PluginInstance>], local: &[Arc<PluginInstance>]) -> PluginChain {
+        let mut chain = PluginChain::default();
+        for group in [global, local] {
+            let mut sorted: Vec<&Arc<PluginInstance>> = group.iter().collect();
+            sorted.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(b.name)));
+            for inst in sorted {
+                let slot = &mut chain.phases[inst.phase as usize];
+                slot.extend(inst.functions.iter().map(|f| ChainEntry {
+                    plugin: inst.name,
+                    function: Arc::clone(f),
+                }));
+            }
+        }
+        chain
+    }
+
+    /// The functions of `phase`, in run order.
+    pub fn phase(&self, phase: Phase) -> &[ChainEntry] {
+        &self.phases[phase as usize]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.phases.iter().all(Vec::is_empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lua::compile;
+
+    fn inst(name: &'static str, priority: i32, phase: Phase) -> Arc<PluginInstance> {
+        Arc::new(PluginInstance {
+            name,
+            priority,
+            phase,
+            functions: vec![Arc::new(
+                compile(name, "return function() end", None).unwrap(),
+            )],
+        })
+    }
+
+    #[test]
+    fn global_first_then_priority() {
+        let global = [inst("g", -5, Phase::Access)];
+        let local = [
+            inst("post", -2000, Phase::Access),
+            inst("pre", 10000, Phase::Access),
+            inst("log", 1, Phase::Log),
+        ];
+        let c = PluginChain::build(&global, &local);
+        let order: Vec<&str> = c.phase(Phase::Access).iter().map(|e| e.plugin).collect();
+        assert_eq!(order, vec!["g", "pre", "post"]);
+        assert_eq!(c.phase(Phase::Log).len(), 1);
+        assert!(c.phase(Phase::Rewrite).is_empty());
+        assert!(!c.is_empty());
+        assert!(PluginChain::build(&[], &[]).is_empty());
+    }
+}

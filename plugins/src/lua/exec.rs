@@ -1,0 +1,182 @@
+//! Running a compiled function for a request.
+
+use std::future::Future;
+
+use mlua::{MultiValue, Table, Value};
+use parking_lot::Mutex;
+
+use super::compile::CompiledFunction;
+use super::request::SharedRequest;
+use super::signal::{self, Exit};
+use super::vm::{LuaLimits, LuaVm};
+use super::LuaFailure;
+
+/// What a function asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Done (or `ngx.exit(ngx.OK)`): go on with the next function and phase.
+    Continue,
+    /// `ngx.exit(status)`, `ngx.redirect`, or APISIX's `return status, body`: answer now.
+    /// `body` is the returned body; without one, the output buffered by `ngx.say`/`print`.
+    Respond { status: u16, body: Option<Vec<u8>> },
+}
+
+impl LuaVm {
+    /// The request's `ngx.ctx` table (created on first use), passed as `ctx`.
+    fn ctx_table(&self, req: &SharedRequest) -> Result<Table, LuaFailure> {
+        let mut r = req.lock();
+        if let Some(t) = &r.ctx {
+            return Ok(t.clone());
+        }
+        let t = self
+            .lua
+            .create_table()
+            .map_err(|e| LuaFailure::from_error(&e))?;
+        r.ctx = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Runs `f(conf, ngx.ctx)` as a coroutine that may yield. Every resume is one slice:
+    /// the VM knows which request it serves and the CPU budget runs only while Lua does.
+    pub async fn call(
+        &self,
+        f: &CompiledFunction,
+        req: &SharedRequest,
+    ) -> Result<CallOutcome, LuaFailure> {
+        let (func, conf) = self.function(f)?;
+        let ctx = self.ctx_table(req)?;
+        let mut fut = Box::pin(func.call_async::<MultiValue>((conf, ctx)));
+        let result = std::future::poll_fn(|cx| {
+            self.enter(Some(req));
+            let r = fut.as_mut().poll(cx);
+            self.leave();
+            r
+        })
+        .await;
+        outcome(&self.lua, result)
+    }
+
+    /// Runs `f(conf, ngx.ctx)` to completion without yielding (header and body filters).
+    pub fn call_sync(
+        &self,
+        f: &CompiledFunction,
+        req: &SharedRequest,
+    ) -> Result<CallOutcome, LuaFailure> {
+        let (func, conf) = self.function(f)?;
+        let ctx = self.ctx_table(req)?;
+        self.enter(Some(req));
+        let result = func.call::<MultiValue>((conf, ctx));
+        self.leave();
+        outcome(&self.lua, result)
+    }
+}
+
+fn outcome(lua: &mlua::Lua, result: mlua::Result<MultiValue>) -> Result<CallOutcome, LuaFailure> {
+    match result {
+        Ok(values) => {
+            let mut it = values.into_iter();
+            let status = match it.next() {
+                Some(Value::Integer(i)) => i,
+                Some(Value::Number(n)) => n as i64,
+                _ => return Ok(CallOutcome::Continue),
+            };
+            let body = match it.next() {
+                None | Some(Value::Nil) => None,
+                Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
+                Some(v @ Value::Table(_)) => Some(lua_to_json(lua, &v).to_string().into_bytes()),
+                Some(other) => Some(other.to_string().unwrap_or_default().into_bytes()),
+            };
+            Ok(respond(status, body))
+        }
+        Err(e) => match signal::find::<Exit>(&e) {
+            Some(Exit(code)) => Ok(respond(code, None)),
+            None => Err(LuaFailure::from_error(&e)),
+        },
+    }
+}
+
+/// OpenResty's meaning of an exit code: ≥ 200 answers with it; `ngx.ERROR` answers
+/// 500; `ngx.OK` and other small codes just end this handler.
+fn respond(code: i64, body: Option<Vec<u8>>) -> CallOutcome {
+    match code {
+        200..=999 => CallOutcome::Respond {
+            status: code as u16,
+            body,
+        },
+        -1 => CallOutcome::Respond { status: 500, body },
+        _ => CallOutcome::Continue,
+    }
+}
+
+/// A Lua value as JSON, the way APISIX's `core.response.exit` encodes a table body.
+pub fn lua_to_json(lua: &mlua::Lua, v: &Value) -> serde_json::Value {
+    let _ = lua;
+    to_json(v, 0)
+}
+
+fn to_json(v: &Value, depth: usize) -> serde_json::Value {
+    use serde_json::Value as J;
+    if depth > 100 {
+        return J::Null;
+    }
+    match v {
+        Value::Nil => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => J::from(*i),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => J::from(*n as i64),
+        Value::Number(n) => serde_json::Number::from_f64(*n)
+            .map(J::Number)
+            .unwrap_or(J::Null),
+        Value::String(s) => J::String(s.to_string_lossy()),
+        Value::Table(t) => {
+            let len = t.raw_len();
+            let count = t.clone().pairs::<Value, Value>().count();
+            if len > 0 && count == len {
+                J::Array(
+                    t.clone()
+                        .sequence_values::<Value>()
+                        .filter_map(|v| v.ok())
+                        .map(|v| to_json(&v, depth + 1))
+                        .collect(),
+                )
+            } else {
+                let mut map = serde_json::Map::new();
+                for (k, v) in t.clone().pairs::<Value, Value>().flatten() {
+                    let key = match &k {
+                        Value::String(s) => s.to_string_lossy(),
+                        other => other.to_string().unwrap_or_default(),
+                    };
+                    map.insert(key, to_json(&v, depth + 1));
+                }
+                J::Object(map)
+            }
+        }
+        _ => J::Null,
+    }
+}
+
+/// Checks code at apply time in a VM of its own: the outer chunk must run (within the
+/// budget) and return a function. Nothing from this VM reaches a request.
+pub struct Validator {
+    vm: Mutex<LuaVm>,
+}
+
+impl Validator {
+    pub fn new(limits: LuaLimits) -> mlua::Result<Validator> {
+        Ok(Validator {
+            vm: Mutex::new(LuaVm::new(limits, (0, 1))?),
+        })
+    }
+
+    /// `Err` is a message naming the code and the problem.
+    pub fn check(&self, f: &CompiledFunction) -> Result<(), String> {
+        let vm = self.vm.lock();
+        vm.forget(f.id);
+        let r = vm
+            .function(f)
+            .map(|_| ())
+            .map_err(|e| e.message().to_string());
+        vm.forget(f.id);
+        r
+    }
+}

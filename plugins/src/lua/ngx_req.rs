@@ -1,0 +1,643 @@
+//! The request-bound half of the `ngx` API. Every function finds its request through the
+//! VM's current-request slot, which the executor sets around each resume of a request's
+//! coroutine, so requests interleaved on one VM never see each other.
+
+use std::sync::Arc;
+
+use mlua::{Lua, MultiValue, Table, Value, Variadic};
+use parking_lot::Mutex;
+
+use super::request::SharedRequest;
+use super::signal::Exit;
+use crate::phase::Phase;
+
+/// The request whose Lua is running on this VM right now.
+#[derive(Default)]
+pub struct CurrentRequest(Mutex<Option<SharedRequest>>);
+
+impl CurrentRequest {
+    pub fn set(&self, req: Option<SharedRequest>) {
+        *self.0.lock() = req;
+    }
+
+    /// The running request, or a Lua error when called outside a request (in the outer
+    /// chunk of a plugin, which runs when the code is loaded).
+    pub fn get(&self) -> mlua::Result<SharedRequest> {
+        self.0.lock().clone().ok_or_else(|| {
+            mlua::Error::runtime("API disabled in the context of this code: no request is running")
+        })
+    }
+}
+
+fn err(msg: impl Into<String>) -> mlua::Error {
+    mlua::Error::runtime(msg.into())
+}
+
+/// Renders the arguments of `ngx.say`/`ngx.print` as OpenResty does: strings, numbers,
+/// booleans, `nil`/`ngx.null`, and (nested) arrays of those.
+fn render(out: &mut Vec<u8>, v: &Value) -> mlua::Result<()> {
+    match v {
+        Value::String(s) => out.extend_from_slice(&s.as_bytes()),
+        Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Number(n) => out.extend_from_slice(format_number(*n).as_bytes()),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Nil => out.extend_from_slice(b"nil"),
+        Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
+        Value::Table(t) => {
+            for item in t.clone().sequence_values::<Value>() {
+                render(out, &item?)?;
+            }
+        }
+        other => {
+            return Err(err(format!(
+                "bad argument to 'say': {} not allowed",
+                other.type_name()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Numbers print as LuaJIT prints them: integral values without a fraction (`5`, not `5.0`).
+pub fn format_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else if n.is_nan() {
+        "nan".into()
+    } else if n.is_infinite() {
+        if n > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
+    } else {
+        format!("{n}")
+    }
+}
+
+fn lua_string_list(v: Value) -> mlua::Result<Vec<String>> {
+    Ok(match v {
+        Value::Nil => Vec::new(),
+        Value::String(s) => vec![s.to_str()?.to_string()],
+        Value::Integer(i) => vec![i.to_string()],
+        Value::Number(n) => vec![format_number(n)],
+        Value::Boolean(b) => vec![b.to_string()],
+        Value::Table(t) => t
+            .sequence_values::<Value>()
+            .map(|v| lua_string_list(v?).map(|l| l.join("")))
+            .collect::<mlua::Result<Vec<_>>>()?,
+        other => return Err(err(format!("bad header value: {}", other.type_name()))),
+    })
+}
+
+/// A header map as the Lua table OpenResty returns: lowercase names, repeated headers as
+/// arrays, and a metatable so `h["X-Foo"]` and `h.x_foo` find `x-foo`.
+fn headers_table(lua: &Lua, headers: &http::HeaderMap, max: usize) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    for (i, name) in headers.keys().enumerate() {
+        if max > 0 && i >= max {
+            break;
+        }
+        let values: Vec<String> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        if values.len() == 1 {
+            t.raw_set(name.as_str(), values[0].as_str())?;
+        } else {
+            t.raw_set(name.as_str(), values)?;
+        }
+    }
+    let mt = lua.create_table()?;
+    mt.raw_set(
+        "__index",
+        lua.create_function(|_, (t, k): (Table, String)| {
+            t.raw_get::<Value>(k.replace('_', "-").to_ascii_lowercase())
+        })?,
+    )?;
+    t.set_metatable(Some(mt))?;
+    Ok(t)
+}
+
+/// Parses a query string into OpenResty's args table (repeated keys → arrays, bare → true).
+fn args_table(lua: &Lua, query: Option<&str>, max: usize) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    for (n, kv) in query
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        if max > 0 && n >= max {
+            break;
+        }
+        let (k, v) = match kv.split_once('=') {
+            Some((k, v)) => (unescape(k), Value::String(lua.create_string(unescape(v))?)),
+            None => (unescape(kv), Value::Boolean(true)),
+        };
+        match t.raw_get::<Value>(k.as_str())? {
+            Value::Nil => t.raw_set(k, v)?,
+            Value::Table(list) => list.raw_push(v)?,
+            prev => t.raw_set(k, vec![prev, v])?,
+        }
+    }
+    Ok(t)
+}
+
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Encodes a Lua args table as a query string (keys sorted for a stable result).
+fn encode_args(t: &Table) -> mlua::Result<String> {
+    let mut pairs: Vec<(String, Value)> = Vec::new();
+    for kv in t.pairs::<String, Value>() {
+        pairs.push(kv?);
+    }
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut parts = Vec::new();
+    for (k, v) in pairs {
+        match v {
+            Value::Boolean(true) => parts.push(escape(&k)),
+            Value::Boolean(false) => {}
+            Value::Table(list) => {
+                for item in list.sequence_values::<Value>() {
+                    for s in lua_string_list(item?)? {
+                        parts.push(format!("{}={}", escape(&k), escape(&s)));
+                    }
+                }
+            }
+            other => {
+                for s in lua_string_list(other)? {
+                    parts.push(format!("{}={}", escape(&k), escape(&s)));
+                }
+            }
+        }
+    }
+    Ok(parts.join("&"))
+}
+
+/// Installs `ngx.req`, the dynamic fields of `ngx` (`var`, `ctx`, `status`, `header`,
+/// `arg`), output and control functions, into `ngx` (the real table behind the
+/// read-only proxy users see). Returns the metatable functions for the proxy.
+pub fn install(
+    lua: &Lua,
+    ngx: &Table,
+    current: Arc<CurrentRequest>,
+    worker: (usize, usize),
+) -> mlua::Result<()> {
+    // ngx.req
+    let req = lua.create_table()?;
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "get_method",
+        lua.create_function(move |_, ()| Ok(cur.get()?.lock().method.clone()))?,
+    )?;
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "set_method",
+        lua.create_function(move |_, m: Value| {
+            let r = cur.get()?;
+            let mut r = r.lock();
+            r.method = match m {
+                Value::String(s) => s.to_str()?.to_ascii_uppercase(),
+                Value::Integer(i) => method_name(i)?,
+                Value::Number(n) => method_name(n as i64)?,
+                other => return Err(err(format!("bad method: {}", other.type_name()))),
+            };
+            r.request_changed = true;
+            Ok(())
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "get_uri_args",
+        lua.create_function(move |lua, max: Option<usize>| {
+            let args = cur.get()?.lock().args.clone();
+            args_table(lua, args.as_deref(), max.unwrap_or(100))
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "get_headers",
+        lua.create_function(move |lua, (max, _raw): (Option<usize>, Option<bool>)| {
+            let r = cur.get()?;
+            let r = r.lock();
+            headers_table(lua, &r.headers, max.unwrap_or(100))
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "set_header",
+        lua.create_function(move |_, (name, value): (String, Value)| {
+            let values = lua_string_list(value)?;
+            cur.get()?
+                .lock()
+                .set_request_header(&name, &values)
+                .map_err(err)
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "clear_header",
+        lua.create_function(move |_, name: String| {
+            cur.get()?
+                .lock()
+                .set_request_header(&name, &[])
+                .map_err(err)
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "set_uri",
+        lua.create_function(move |_, (uri, _jump): (String, Option<bool>)| {
+            if uri.is_empty() {
+                return Err(err("attempt to use zero-length uri"));
+            }
+            let r = cur.get()?;
+            let mut r = r.lock();
+            r.uri = uri;
+            r.request_changed = true;
+            Ok(())
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "set_uri_args",
+        lua.create_function(move |_, args: Value| {
+            let query = match args {
+                Value::String(s) => s.to_str()?.to_string(),
+                Value::Table(t) => encode_args(&t)?,
+                other => {
+                    return Err(err(format!(
+                        "bad argument #1 to 'set_uri_args' (string or table expected, got {})",
+                        other.type_name()
+                    )))
+                }
+            };
+            let r = cur.get()?;
+            let mut r = r.lock();
+            r.args = (!query.is_empty()).then_some(query);
+            r.request_changed = true;
+            Ok(())
+        })?,
+    )?;
+    req.raw_set("read_body", lua.create_function(|_, ()| Ok(()))?)?;
+    req.raw_set("http_version", lua.create_function(|_, ()| Ok(1.1))?)?;
+    req.raw_set("start_time", {
+        let cur = Arc::clone(&current);
+        lua.create_function(move |_, ()| {
+            let r = cur.get()?;
+            let elapsed = r.lock().started.elapsed().as_secs_f64();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            Ok(((now - elapsed) * 1000.0).floor() / 1000.0)
+        })?
+    })?;
+    ngx.raw_set("req", req)?;
+
+    // ngx.var
+    let var = lua.create_table()?;
+    let var_mt = lua.create_table()?;
+    let cur = Arc::clone(&current);
+    var_mt.raw_set(
+        "__index",
+        lua.create_function(move |_, (_t, name): (Table, String)| {
+            Ok(cur.get()?.lock().var(&name))
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    var_mt.raw_set(
+        "__newindex",
+        lua.create_function(move |_, (_t, name, value): (Table, String, Value)| {
+            let value = match value {
+                Value::Nil => None,
+                v => Some(lua_string_list(v)?.join("")),
+            };
+            cur.get()?.lock().set_var(&name, value).map_err(err)
+        })?,
+    )?;
+    var_mt.raw_set("__metatable", "ngx.var")?;
+    var.set_metatable(Some(var_mt))?;
+    ngx.raw_set("var", var)?;
+
+    // ngx.header
+    let header = lua.create_table()?;
+    let header_mt = lua.create_table()?;
+    let cur = Arc::clone(&current);
+    header_mt.raw_set(
+        "__index",
+        lua.create_function(move |lua, (_t, name): (Table, String)| {
+            let r = cur.get()?;
+            let r = r.lock();
+            let Ok(name) = super::request::header_name(&name) else {
+                return Ok(Value::Nil);
+            };
+            let values: Vec<String> = r
+                .response_headers
+                .get_all(&name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            Ok(match values.len() {
+                0 => Value::Nil,
+                1 => Value::String(lua.create_string(&values[0])?),
+                _ => Value::Table(lua.create_sequence_from(values)?),
+            })
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    header_mt.raw_set(
+        "__newindex",
+        lua.create_function(move |_, (_t, name, value): (Table, String, Value)| {
+            let values = lua_string_list(value)?;
+            let r = cur.get()?;
+            let mut r = r.lock();
+            if matches!(r.phase, Phase::BodyFilter | Phase::Log) {
+                return Err(err(
+                    "attempt to set ngx.header.HEADER after sending out response headers",
+                ));
+            }
+            r.set_response_header(&name, &values).map_err(err)
+        })?,
+    )?;
+    header_mt.raw_set("__metatable", "ngx.header")?;
+    header.set_metatable(Some(header_mt))?;
+    ngx.raw_set("header", header)?;
+
+    // ngx.arg (body_filter)
+    let arg = lua.create_table()?;
+    let arg_mt = lua.create_table()?;
+    let cur = Arc::clone(&current);
+    arg_mt.raw_set(
+        "__index",
+        lua.create_function(move |lua, (_t, i): (Table, i64)| {
+            let r = cur.get()?;
+            let r = r.lock();
+            Ok(match i {
+                1 => match &r.chunk {
+                    Some(c) => Value::String(lua.create_string(c)?),
+                    None => Value::String(lua.create_string("")?),
+                },
+                2 => Value::Boolean(r.eof),
+                _ => Value::Nil,
+            })
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    arg_mt.raw_set(
+        "__newindex",
+        lua.create_function(move |_, (_t, i, v): (Table, i64, Value)| {
+            let r = cur.get()?;
+            let mut r = r.lock();
+            match (i, v) {
+                (1, Value::Nil) => r.chunk = Some(bytes::Bytes::new()),
+                (1, v) => r.chunk = Some(bytes::Bytes::from(lua_string_list(v)?.join(""))),
+                (2, v) => r.eof = !matches!(v, Value::Nil | Value::Boolean(false)),
+                _ => return Err(err("ngx.arg: only [1] (chunk) and [2] (eof) may be set")),
+            }
+            Ok(())
+        })?,
+    )?;
+    arg.set_metatable(Some(arg_mt))?;
+    ngx.raw_set("arg", arg)?;
+
+    // output and control
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "say",
+        lua.create_function(move |_, args: Variadic<Value>| {
+            let r = cur.get()?;
+            let mut r = r.lock();
+            for a in args.iter() {
+                render(&mut r.output, a)?;
+            }
+            r.output.push(b'\n');
+            Ok(1)
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "print",
+        lua.create_function(move |_, args: Variadic<Value>| {
+            let r = cur.get()?;
+            let mut r = r.lock();
+            for a in args.iter() {
+                render(&mut r.output, a)?;
+            }
+            Ok(1)
+        })?,
+    )?;
+    ngx.raw_set("flush", lua.create_function(|_, _: MultiValue| Ok(1))?)?;
+    ngx.raw_set("eof", lua.create_function(|_, ()| Ok(1))?)?;
+    ngx.raw_set(
+        "exit",
+        lua.create_function(|_, code: i64| -> mlua::Result<()> {
+            Err(mlua::Error::external(Exit(code)))
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "redirect",
+        lua.create_function(move |_, (uri, status): (String, Option<i64>)| -> mlua::Result<()> {
+            let status = status.unwrap_or(302);
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                return Err(err(format!("only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed, got {status}")));
+            }
+            cur.get()?.lock().set_response_header("location", &[uri]).map_err(err)?;
+            Err(mlua::Error::external(Exit(status)))
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "get_phase",
+        lua.create_function(move |_, ()| {
+            Ok(cur.get().map(|r| r.lock().phase.name()).unwrap_or("init"))
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "log",
+        lua.create_function(move |_, (level, args): (i64, Variadic<Value>)| {
+            let mut msg = Vec::new();
+            for a in args.iter() {
+                render(&mut msg, a)?;
+            }
+            let msg = String::from_utf8_lossy(&msg);
+            let plugin = cur.get().map(|r| r.lock().plugin).unwrap_or("");
+            match level {
+                0..=4 => tracing::error!(plugin, "{msg}"),
+                5 => tracing::warn!(plugin, "{msg}"),
+                6 | 7 => tracing::info!(plugin, "{msg}"),
+                _ => tracing::debug!(plugin, "{msg}"),
+            }
+            Ok(())
+        })?,
+    )?;
+
+    // ngx.worker
+    let w = lua.create_table()?;
+    w.raw_set("id", lua.create_function(move |_, ()| Ok(worker.0))?)?;
+    w.raw_set("count", lua.create_function(move |_, ()| Ok(worker.1))?)?;
+    w.raw_set("pid", lua.create_function(|_, ()| Ok(std::process::id()))?)?;
+    w.raw_set("exiting", lua.create_function(|_, ()| Ok(false))?)?;
+    ngx.raw_set("worker", w)?;
+    Ok(())
+}
+
+/// The dynamic fields of `ngx` (`ngx.ctx`, `ngx.status`): a getter and a setter for the
+/// proxy table users see.
+pub fn dynamic_fields(
+    lua: &Lua,
+    current: Arc<CurrentRequest>,
+) -> mlua::Result<(mlua::Function, mlua::Function)> {
+    let cur = Arc::clone(&current);
+    let get = lua.create_function(
+        move |lua, (_t, key): (Value, String)| -> mlua::Result<Value> {
+            match key.as_str() {
+                "ctx" => {
+                    let r = cur.get()?;
+                    let mut r = r.lock();
+                    if r.ctx.is_none() {
+                        r.ctx = Some(lua.create_table()?);
+                    }
+                    Ok(r.ctx.clone().map(Value::Table).unwrap_or(Value::Nil))
+                }
+                "status" => {
+                    let r = cur.get()?;
+                    let status = r.lock().status;
+                    Ok(Value::Integer(status.into()))
+                }
+                _ => Ok(Value::Nil),
+            }
+        },
+    )?;
+    let cur = current;
+    let set = lua.create_function(
+        move |_, (_t, key, value): (Value, String, Value)| -> mlua::Result<()> {
+            match key.as_str() {
+                "ctx" => match value {
+                    Value::Table(t) => {
+                        cur.get()?.lock().ctx = Some(t);
+                        Ok(())
+                    }
+                    _ => Err(err("ngx.ctx must be a table")),
+                },
+                "status" => {
+                    let code = match value {
+                        Value::Integer(i) => i,
+                        Value::Number(n) => n as i64,
+                        other => return Err(err(format!("bad ngx.status: {}", other.type_name()))),
+                    };
+                    let r = cur.get()?;
+                    let mut r = r.lock();
+                    if matches!(r.phase, Phase::BodyFilter | Phase::Log) {
+                        return Err(err(
+                            "attempt to set ngx.status after sending out response headers",
+                        ));
+                    }
+                    r.status = u16::try_from(code)
+                        .ok()
+                        .filter(|c| (100..=999).contains(c))
+                        .ok_or_else(|| err(format!("bad ngx.status {code}")))?;
+                    r.response_changed = true;
+                    Ok(())
+                }
+                other => Err(err(format!(
+                    "the ngx table is read-only (assigning ngx.{other}); use a local or ngx.ctx"
+                ))),
+            }
+        },
+    )?;
+    Ok((get, set))
+}
+
+/// `ngx.balancer`: override the node of this attempt, or allow more tries.
+pub fn balancer_module(lua: &Lua, current: Arc<CurrentRequest>) -> mlua::Result<Table> {
+    let m = lua.create_table()?;
+    let cur = Arc::clone(&current);
+    m.raw_set(
+        "set_current_peer",
+        lua.create_function(move |_, (host, port): (String, Option<u16>)| {
+            let r = cur.get()?;
+            let mut r = r.lock();
+            if r.phase != Phase::Balancer {
+                return Err(err("API disabled in the current context: set_current_peer works in the balancer phase"));
+            }
+            let (host, port) = match port {
+                Some(p) => (host, p),
+                None => match host.rsplit_once(':') {
+                    Some((h, p)) => (h.to_string(), p.parse().map_err(|_| err("bad port"))?),
+                    None => (host, 80),
+                },
+            };
+            r.balancer_peer = Some((host, port));
+            Ok(true)
+        })?,
+    )?;
+    let cur = current;
+    m.raw_set(
+        "set_more_tries",
+        lua.create_function(move |_, n: u32| {
+            cur.get()?.lock().balancer_more_tries = Some(n);
+            Ok(true)
+        })?,
+    )?;
+    m.raw_set(
+        "set_timeouts",
+        lua.create_function(|_, _: MultiValue| Ok(true))?,
+    )?;
+    Ok(m)
+}
+
+fn method_name(code: i64) -> mlua::Result<String> {
+    Ok(match code {
+        2 => "GET",
+        4 => "HEAD",
+        8 => "POST",
+        16 => "PUT",
+        32 => "DELETE",
+        512 => "OPTIONS",
+        16384 => "PATCH",
+        32768 => "TRACE",
+        _ => return Err(err(format!("unsupported HTTP method: {code}"))),
+    }
+    .to_string())
+}

@@ -1,0 +1,280 @@
+//! The request as Lua sees it: plain data the gateway fills before a phase and reads
+//! back after it. Keeping this boundary plain data is what lets the plugins crate run
+//! OpenResty snippets without depending on the gateway or on Pingora's session.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use parking_lot::Mutex;
+
+use crate::phase::Phase;
+
+/// Shared between the gateway and the Lua functions of one request.
+pub type SharedRequest = Arc<Mutex<LuaRequest>>;
+
+/// Variables the gateway provides (`ngx.var.*` beyond the request line and headers).
+#[derive(Debug, Clone, Default)]
+pub struct ConnVars {
+    pub host: String,
+    pub hostname: String,
+    pub scheme: &'static str,
+    pub remote_addr: String,
+    pub remote_port: String,
+    pub server_addr: String,
+    pub server_port: String,
+}
+
+/// Everything Lua can read or change about one request.
+#[derive(Debug)]
+pub struct LuaRequest {
+    pub phase: Phase,
+    /// The plugin whose function is running (for `ngx.log` and error reports).
+    pub plugin: &'static str,
+    pub method: String,
+    /// `ngx.var.uri`: the path, without the query.
+    pub uri: String,
+    /// `ngx.var.args`: the raw query string.
+    pub args: Option<String>,
+    /// Request headers; `ngx.req.set_header` changes them (for the upstream request).
+    pub headers: HeaderMap,
+    pub conn: ConnVars,
+    /// Variables set with `ngx.var.NAME = value` (nginx `set $NAME`).
+    pub user_vars: BTreeMap<String, String>,
+    pub started: Instant,
+    /// `ngx.var.upstream_addr`, once a node was chosen.
+    pub upstream_addr: Option<String>,
+    /// Set when Lua changed the method, uri, args or headers.
+    pub request_changed: bool,
+
+    /// `ngx.status`: the response status (0 = not set yet).
+    pub status: u16,
+    /// Response headers: in `header_filter` the real ones; before that, headers for a
+    /// response the Lua code generates itself.
+    pub response_headers: HeaderMap,
+    /// Set when Lua changed `ngx.status` or `ngx.header`.
+    pub response_changed: bool,
+    /// `ngx.say`/`ngx.print` output not yet sent.
+    pub output: Vec<u8>,
+
+    /// `ngx.arg[1]`/`ngx.arg[2]` in `body_filter`.
+    pub chunk: Option<Bytes>,
+    pub eof: bool,
+
+    /// `ngx.balancer.set_current_peer(host, port)`.
+    pub balancer_peer: Option<(String, u16)>,
+    /// `ngx.balancer.set_more_tries(n)`.
+    pub balancer_more_tries: Option<u32>,
+
+    /// The `ngx.ctx` table, created on first use and kept for every phase.
+    pub ctx: Option<mlua::Table>,
+}
+
+impl LuaRequest {
+    pub fn new(
+        method: String,
+        uri: String,
+        args: Option<String>,
+        headers: HeaderMap,
+        conn: ConnVars,
+    ) -> LuaRequest {
+        LuaRequest {
+            phase: Phase::Rewrite,
+            plugin: "",
+            method,
+            uri,
+            args,
+            headers,
+            conn,
+            user_vars: BTreeMap::new(),
+            started: Instant::now(),
+            upstream_addr: None,
+            request_changed: false,
+            status: 0,
+            response_headers: HeaderMap::new(),
+            response_changed: false,
+            output: Vec::new(),
+            chunk: None,
+            eof: false,
+            balancer_peer: None,
+            balancer_more_tries: None,
+            ctx: None,
+        }
+    }
+
+    pub fn shared(self) -> SharedRequest {
+        Arc::new(Mutex::new(self))
+    }
+
+    /// `ngx.var.NAME`. `None` is Lua `nil`.
+    pub fn var(&self, name: &str) -> Option<String> {
+        let v = match name {
+            "uri" => self.uri.clone(),
+            "request_uri" => match &self.args {
+                Some(a) => format!("{}?{a}", self.uri),
+                None => self.uri.clone(),
+            },
+            "args" | "query_string" => return self.args.clone(),
+            "is_args" => if self.args.is_some() { "?" } else { "" }.to_string(),
+            "request_method" => self.method.clone(),
+            "host" => self.conn.host.clone(),
+            "hostname" => self.conn.hostname.clone(),
+            "scheme" => self.conn.scheme.to_string(),
+            "remote_addr" => self.conn.remote_addr.clone(),
+            "remote_port" => self.conn.remote_port.clone(),
+            "server_addr" => self.conn.server_addr.clone(),
+            "server_port" => self.conn.server_port.clone(),
+            "upstream_addr" => return self.upstream_addr.clone(),
+            "status" => {
+                return (self.status > 0).then(|| self.status.to_string());
+            }
+            "request_time" => format!("{:.3}", self.started.elapsed().as_secs_f64()),
+            "content_type" => return self.header("content-type"),
+            "content_length" => return self.header("content-length"),
+            "http_cookie" => return self.header("cookie"),
+            _ => {
+                if let Some(h) = name.strip_prefix("http_") {
+                    return self.header(&h.replace('_', "-"));
+                }
+                if let Some(a) = name.strip_prefix("arg_") {
+                    return self.arg(a);
+                }
+                if let Some(c) = name.strip_prefix("cookie_") {
+                    return self.cookie(c);
+                }
+                return self.user_vars.get(name).cloned();
+            }
+        };
+        Some(v)
+    }
+
+    /// `ngx.var.NAME = value`: nginx lets `args` and user variables change; built-in
+    /// read-only variables raise an error, as in OpenResty.
+    pub fn set_var(&mut self, name: &str, value: Option<String>) -> Result<(), String> {
+        match name {
+            "args" | "query_string" => {
+                self.args = value.filter(|v| !v.is_empty());
+                self.request_changed = true;
+                Ok(())
+            }
+            "uri" | "request_uri" | "request_method" | "host" | "hostname" | "scheme"
+            | "remote_addr" | "remote_port" | "server_addr" | "server_port" | "status"
+            | "request_time" | "upstream_addr" | "is_args" => {
+                Err(format!("variable \"{name}\" not changeable"))
+            }
+            _ if name.starts_with("http_")
+                || name.starts_with("arg_")
+                || name.starts_with("cookie_") =>
+            {
+                Err(format!("variable \"{name}\" not changeable"))
+            }
+            _ => {
+                match value {
+                    Some(v) => self.user_vars.insert(name.to_string(), v),
+                    None => self.user_vars.remove(name),
+                };
+                Ok(())
+            }
+        }
+    }
+
+    /// First value of a request header, as a string.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    fn arg(&self, name: &str) -> Option<String> {
+        self.args.as_deref()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| v.to_string())
+        })
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .find_map(|h| {
+                h.to_str().ok()?.split(';').find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    (k == name).then(|| v.to_string())
+                })
+            })
+    }
+
+    /// Sets (or with `None` removes) a request header.
+    pub fn set_request_header(&mut self, name: &str, values: &[String]) -> Result<(), String> {
+        let name = header_name(name)?;
+        self.headers.remove(&name);
+        for v in values {
+            self.headers.append(name.clone(), header_value(v)?);
+        }
+        self.request_changed = true;
+        Ok(())
+    }
+
+    /// Sets (or with an empty list removes) a response header.
+    pub fn set_response_header(&mut self, name: &str, values: &[String]) -> Result<(), String> {
+        let name = header_name(name)?;
+        self.response_headers.remove(&name);
+        for v in values {
+            self.response_headers.append(name.clone(), header_value(v)?);
+        }
+        self.response_changed = true;
+        Ok(())
+    }
+}
+
+/// OpenResty normalises header names given to `ngx.header`/`set_header`: `_` becomes `-`.
+pub fn header_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.replace('_', "-").to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("invalid header name \"{name}\""))
+}
+
+fn header_value(v: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(v).map_err(|_| format!("invalid header value \"{}\"", v.escape_debug()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> LuaRequest {
+        let mut h = HeaderMap::new();
+        h.insert("x-user", HeaderValue::from_static("alice"));
+        h.insert("cookie", HeaderValue::from_static("a=1; sid=s9"));
+        LuaRequest::new(
+            "GET".into(),
+            "/p".into(),
+            Some("x=1&y=2".into()),
+            h,
+            ConnVars::default(),
+        )
+    }
+
+    #[test]
+    fn vars_resolve_like_nginx() {
+        let r = req();
+        assert_eq!(r.var("uri").as_deref(), Some("/p"));
+        assert_eq!(r.var("request_uri").as_deref(), Some("/p?x=1&y=2"));
+        assert_eq!(r.var("arg_y").as_deref(), Some("2"));
+        assert_eq!(r.var("http_x_user").as_deref(), Some("alice"));
+        assert_eq!(r.var("cookie_sid").as_deref(), Some("s9"));
+        assert_eq!(r.var("status"), None);
+        assert_eq!(r.var("nope"), None);
+    }
+
+    #[test]
+    fn only_changeable_vars_change() {
+        let mut r = req();
+        assert!(r.set_var("uri", Some("/x".into())).is_err());
+        r.set_var("args", Some("z=3".into())).unwrap();
+        assert_eq!(r.var("arg_z").as_deref(), Some("3"));
+        r.set_var("my_var", Some("v".into())).unwrap();
+        assert_eq!(r.var("my_var").as_deref(), Some("v"));
+    }
+}

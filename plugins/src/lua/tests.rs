@@ -1,0 +1,273 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+
+use super::*;
+use crate::phase::Phase;
+
+fn limits() -> LuaLimits {
+    LuaLimits {
+        max_slice: Duration::from_millis(50),
+        max_memory: 32 * 1024 * 1024,
+    }
+}
+
+fn vm() -> LuaVm {
+    LuaVm::new(limits(), (0, 1)).unwrap()
+}
+
+fn req() -> SharedRequest {
+    let mut h = HeaderMap::new();
+    h.insert("x-user", "alice".parse().unwrap());
+    LuaRequest::new(
+        "GET".into(),
+        "/p".into(),
+        Some("a=1&b=two".into()),
+        h,
+        ConnVars::default(),
+    )
+    .shared()
+}
+
+fn func(src: &str) -> CompiledFunction {
+    compile("test", src, None).unwrap()
+}
+
+fn run(vm: &LuaVm, src: &str, r: &SharedRequest) -> Result<CallOutcome, LuaFailure> {
+    futures_block(vm.call(&func(src), r))
+}
+
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let e = compile(
+        "routes[1].plugins.serverless-pre-function.functions[0]",
+        "return function()\n  local x = = 1\nend",
+        None,
+    )
+    .unwrap_err();
+    assert!(e.contains("functions[0]") && e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn code_must_return_a_function() {
+    let v = Validator::new(limits()).unwrap();
+    assert!(v.check(&func("return function() end")).is_ok());
+    let e = v.check(&func("return 42")).unwrap_err();
+    assert!(
+        e.contains("must return a function") && e.contains("number"),
+        "{e}"
+    );
+    let e = v.check(&func("error('boom')")).unwrap_err();
+    assert!(e.contains("boom"), "{e}");
+    let e = v.check(&func("while true do end")).unwrap_err();
+    assert!(e.contains("max_slice_ms"), "{e}");
+}
+
+#[test]
+fn request_api_reads_and_changes_the_request() {
+    let vm = vm();
+    let r = req();
+    let out = run(
+        &vm,
+        r#"return function(conf, ctx)
+            ngx.req.set_header("X-Added", "yes")
+            ngx.req.clear_header("x-user")
+            local args = ngx.req.get_uri_args()
+            ngx.say(ngx.var.uri, " ", ngx.var.arg_b, " ", args.a, " ", ngx.req.get_method(), " ", 10/2)
+            ngx.header["X-Resp"] = "r"
+            ngx.status = 201
+        end"#,
+        &r,
+    )
+    .unwrap();
+    assert_eq!(out, CallOutcome::Continue);
+    let r = r.lock();
+    assert_eq!(String::from_utf8_lossy(&r.output), "/p two 1 GET 5\n");
+    assert_eq!(r.headers.get("x-added").unwrap(), "yes");
+    assert!(r.headers.get("x-user").is_none());
+    assert!(r.request_changed && r.response_changed);
+    assert_eq!(r.status, 201);
+    assert_eq!(r.response_headers.get("x-resp").unwrap(), "r");
+}
+
+#[test]
+fn exit_and_return_answer_the_request() {
+    let vm = vm();
+    assert_eq!(
+        run(&vm, "return function() ngx.exit(403) end", &req()).unwrap(),
+        CallOutcome::Respond {
+            status: 403,
+            body: None
+        }
+    );
+    assert_eq!(
+        run(&vm, "return function() ngx.exit(ngx.OK) end", &req()).unwrap(),
+        CallOutcome::Continue
+    );
+    assert_eq!(
+        run(
+            &vm,
+            "return function() return 401, {message = 'no'} end",
+            &req()
+        )
+        .unwrap(),
+        CallOutcome::Respond {
+            status: 401,
+            body: Some(br#"{"message":"no"}"#.to_vec())
+        }
+    );
+    let r = req();
+    assert_eq!(
+        run(&vm, "return function() ngx.redirect('/login') end", &r).unwrap(),
+        CallOutcome::Respond {
+            status: 302,
+            body: None
+        }
+    );
+    assert_eq!(r.lock().response_headers.get("location").unwrap(), "/login");
+}
+
+#[test]
+fn ctx_lives_for_the_request_and_upvalues_for_the_worker() {
+    let vm = vm();
+    let counter = func(
+        "local n = 0\nreturn function(conf, ctx) n = n + 1; ngx.ctx.seen = n; ctx.other = 'x' end",
+    );
+    let reader = func("return function() ngx.say(ngx.ctx.seen, ngx.ctx.other) end");
+    let r1 = req();
+    futures_block(vm.call(&counter, &r1)).unwrap();
+    r1.lock().phase = Phase::Log;
+    futures_block(vm.call(&reader, &r1)).unwrap();
+    assert_eq!(String::from_utf8_lossy(&r1.lock().output), "1x\n");
+    let r2 = req();
+    futures_block(vm.call(&counter, &r2)).unwrap();
+    futures_block(vm.call(&reader, &r2)).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r2.lock().output),
+        "2x\n",
+        "upvalue kept, ctx per request"
+    );
+}
+
+#[test]
+fn globals_do_not_leak_and_libraries_are_read_only() {
+    let vm = vm();
+    let e = run(&vm, "return function() leaked = 1 end", &req()).unwrap_err();
+    assert!(e.message().contains("writing a global variable"), "{e}");
+    let e = run(&vm, "return function() string.upper = nil end", &req()).unwrap_err();
+    assert!(e.message().contains("readonly"), "{e}");
+    let e = run(&vm, "return function() ngx.say = nil end", &req()).unwrap_err();
+    assert!(e.message().contains("read-only"), "{e}");
+    let e = run(&vm, "return function() return require('os') end", &req()).unwrap_err();
+    assert!(e.message().contains("not found"), "{e}");
+    for name in ["io", "getfenv", "setfenv"] {
+        let out = run(
+            &vm,
+            &format!("return function() if {name} ~= nil then return 500 end end"),
+            &req(),
+        )
+        .unwrap();
+        assert_eq!(out, CallOutcome::Continue, "{name} must be absent");
+    }
+    let out = run(
+        &vm,
+        "return function() if os.execute ~= nil then return 500 end end",
+        &req(),
+    )
+    .unwrap();
+    assert_eq!(out, CallOutcome::Continue);
+}
+
+#[test]
+fn runaway_code_is_stopped_and_the_vm_stays_usable() {
+    let vm = vm();
+    for src in [
+        "return function() while true do end end",
+        "local function f(n) return f(n + 1) + 1 end return function() f(1) end",
+        "return function() local s = string.rep('a', 30) .. 'b'; while true do string.find(s, '(a*)*b') end end",
+    ] {
+        let started = Instant::now();
+        let e = run(&vm, src, &req()).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2), "{src}: stopped late");
+        assert!(matches!(e, LuaFailure::Timeout(_) | LuaFailure::Error(_)), "{src}: {e:?}");
+    }
+    let e = run(&vm, "return function() while true do end end", &req()).unwrap_err();
+    assert_eq!(e.kind(), "timeout");
+    let out = run(&vm, "return function() return 200, 'alive' end", &req()).unwrap();
+    assert_eq!(
+        out,
+        CallOutcome::Respond {
+            status: 200,
+            body: Some(b"alive".to_vec())
+        }
+    );
+}
+
+#[test]
+fn memory_bombs_fail_the_call_not_the_vm() {
+    let vm = vm();
+    let e = run(&vm, "return function() local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end end", &req()).unwrap_err();
+    assert!(
+        matches!(e, LuaFailure::Memory(_) | LuaFailure::Timeout(_)),
+        "{e:?}"
+    );
+    let e = run(
+        &vm,
+        "return function() local s = string.rep('a', 1e9) end",
+        &req(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), "memory", "{e:?}");
+    let out = run(&vm, "return function() return 200, 'alive' end", &req()).unwrap();
+    assert_eq!(
+        out,
+        CallOutcome::Respond {
+            status: 200,
+            body: Some(b"alive".to_vec())
+        }
+    );
+}
+
+#[test]
+fn body_filter_sees_and_replaces_chunks_synchronously() {
+    let vm = vm();
+    let r = req();
+    {
+        let mut g = r.lock();
+        g.phase = Phase::BodyFilter;
+        g.chunk = Some(bytes::Bytes::from_static(b"hello"));
+        g.eof = true;
+    }
+    let f = func(
+        "return function() if ngx.arg[2] then ngx.arg[1] = string.upper(ngx.arg[1]) .. '!' end end",
+    );
+    assert_eq!(vm.call_sync(&f, &r).unwrap(), CallOutcome::Continue);
+    assert_eq!(r.lock().chunk.as_deref(), Some(&b"HELLO!"[..]));
+}
+
+#[test]
+fn many_requests_share_one_vm_safely() {
+    let vm = Arc::new(vm());
+    let f = func("return function() ngx.ctx.id = ngx.var.arg_a; ngx.say(ngx.ctx.id) end");
+    for i in 0..50 {
+        let r = LuaRequest::new(
+            "GET".into(),
+            "/".into(),
+            Some(format!("a={i}")),
+            HeaderMap::new(),
+            ConnVars::default(),
+        )
+        .shared();
+        futures_block(vm.call(&f, &r)).unwrap();
+        assert_eq!(String::from_utf8_lossy(&r.lock().output), format!("{i}\n"));
+    }
+}

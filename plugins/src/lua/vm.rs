@@ -1,0 +1,286 @@
+//! One Luau VM per proxy worker thread: sandboxed, CPU-budgeted, memory-capped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlua::chunk::ChunkMode;
+use mlua::{Function, Lua, Table, Value, VmState};
+use parking_lot::Mutex;
+
+use super::compile::CompiledFunction;
+use super::ngx_req::{self, CurrentRequest};
+use super::request::SharedRequest;
+use super::signal::SliceTimeout;
+use super::LuaFailure;
+
+/// Limits from the static config (`lua.max_slice_ms`, `lua.max_memory_mb`).
+#[derive(Debug, Clone, Copy)]
+pub struct LuaLimits {
+    /// Longest uninterrupted run of Lua (a slice between yields).
+    pub max_slice: Duration,
+    /// Memory cap of one VM.
+    pub max_memory: usize,
+}
+
+impl Default for LuaLimits {
+    fn default() -> Self {
+        LuaLimits {
+            max_slice: Duration::from_millis(100),
+            max_memory: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// Functions loaded into this VM, by compiled-function id. Keeping the function keeps
+/// its upvalues, so state a plugin keeps in locals of its outer chunk persists across
+/// the requests this worker serves (APISIX serverless semantics).
+struct Loaded {
+    func: Function,
+    conf: Value,
+    last_used: u64,
+}
+
+/// Bound on cached functions per VM; least recently used ones go first.
+const MAX_LOADED: usize = 4096;
+
+pub struct LuaVm {
+    pub(super) lua: Lua,
+    pub(super) current: Arc<CurrentRequest>,
+    /// Nanoseconds since `epoch` when the running slice must stop; 0 = no slice running.
+    deadline: Arc<AtomicU64>,
+    epoch: Instant,
+    limits: LuaLimits,
+    /// The read-only globals every plugin environment falls back to.
+    globals: Table,
+    loaded: Mutex<(u64, HashMap<u64, Loaded>)>,
+}
+
+impl LuaVm {
+    /// Creates a sandboxed VM. `worker` is (id, count) for `ngx.worker`.
+    pub fn new(limits: LuaLimits, worker: (usize, usize)) -> mlua::Result<LuaVm> {
+        let lua = Lua::new();
+        let current = Arc::new(CurrentRequest::default());
+        let deadline = Arc::new(AtomicU64::new(0));
+        let epoch = Instant::now();
+
+        let globals = lua.globals();
+        // No file, process or introspection access: Luau has no `io`, and only a harmless
+        // `os`; `debug` keeps `traceback` for xpcall handlers; environment swapping would
+        // let one plugin reach another's globals.
+        let debug = lua.create_table()?;
+        if let Ok(Value::Table(d)) = globals.raw_get::<Value>("debug") {
+            debug.raw_set("traceback", d.raw_get::<Value>("traceback")?)?;
+        }
+        globals.raw_set("debug", debug)?;
+        for name in ["getfenv", "setfenv", "newproxy"] {
+            globals.raw_set(name, Value::Nil)?;
+        }
+
+        let ngx = lua.create_table()?;
+        super::ngx_lib::install(&lua, &ngx)?;
+        ngx_req::install(&lua, &ngx, Arc::clone(&current), worker)?;
+        let (get, set) = ngx_req::dynamic_fields(&lua, Arc::clone(&current))?;
+        let dynamic = lua.create_table()?;
+        dynamic.raw_set("__index", get)?;
+        dynamic.raw_set("__metatable", "ngx")?;
+        ngx.set_metatable(Some(dynamic))?;
+        // Users see an empty proxy: every assignment reaches `__newindex` (only
+        // `ngx.status` and `ngx.ctx` may be assigned), every read falls through to `ngx`.
+        let proxy = lua.create_table()?;
+        let proxy_mt = lua.create_table()?;
+        proxy_mt.raw_set("__index", ngx.clone())?;
+        proxy_mt.raw_set("__newindex", set)?;
+        proxy_mt.raw_set("__metatable", "ngx")?;
+        proxy.set_metatable(Some(proxy_mt))?;
+        globals.raw_set("ngx", proxy.clone())?;
+
+        let balancer = ngx_req::balancer_module(&lua, Arc::clone(&current))?;
+        let require = lua.create_function(move |lua, name: String| -> mlua::Result<Value> {
+            match name.as_str() {
+                "ngx" => Ok(Value::Table(proxy.clone())),
+                "ngx.balancer" => Ok(Value::Table(balancer.clone())),
+                _ => match super::ngx_lib::builtin_module(lua, &name)? {
+                    Some(m) => Ok(m),
+                    None => Err(mlua::Error::runtime(format!(
+                        "module '{name}' not found: Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx and ngx.balancer"
+                    ))),
+                },
+            }
+        })?;
+        globals.raw_set("require", require)?;
+        let cur = Arc::clone(&current);
+        globals.raw_set(
+            "print",
+            lua.create_function(move |_, args: mlua::Variadic<Value>| {
+                let text: Vec<String> = args
+                    .iter()
+                    .map(|v| v.to_string().unwrap_or_default())
+                    .collect();
+                let plugin = cur.get().map(|r| r.lock().plugin).unwrap_or("");
+                tracing::info!(plugin, "{}", text.join("\t"));
+                Ok(())
+            })?,
+        )?;
+
+        lua.sandbox(true)?;
+        let dl = Arc::clone(&deadline);
+        let budget_ms = limits.max_slice.as_millis() as u64;
+        lua.set_interrupt(move |_| {
+            let d = dl.load(Ordering::Relaxed);
+            if d != 0 && epoch.elapsed().as_nanos() as u64 > d {
+                return Err(mlua::Error::external(SliceTimeout(budget_ms)));
+            }
+            Ok(VmState::Continue)
+        });
+        lua.set_memory_limit(limits.max_memory)?;
+        Ok(LuaVm {
+            lua,
+            current,
+            deadline,
+            epoch,
+            limits,
+            globals,
+            loaded: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// Starts a slice for `req` (or for loading code when `None`): Lua calls on this VM
+    /// now belong to it, and the CPU budget runs.
+    pub(super) fn enter(&self, req: Option<&SharedRequest>) {
+        self.current.set(req.cloned());
+        let limit = self.epoch.elapsed() + self.limits.max_slice;
+        self.deadline
+            .store(limit.as_nanos().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// Ends the slice.
+    pub(super) fn leave(&self) {
+        self.deadline.store(0, Ordering::Relaxed);
+        self.current.set(None);
+    }
+
+    /// The function for `compiled`, loading it (running its outer chunk once) on first
+    /// use in this VM.
+    pub(super) fn function(
+        &self,
+        compiled: &CompiledFunction,
+    ) -> Result<(Function, Value), LuaFailure> {
+        {
+            let mut guard = self.loaded.lock();
+            let (clock, map) = &mut *guard;
+            *clock += 1;
+            if let Some(l) = map.get_mut(&compiled.id) {
+                l.last_used = *clock;
+                return Ok((l.func.clone(), l.conf.clone()));
+            }
+        }
+        self.enter(None);
+        let loaded = self.load(compiled);
+        self.leave();
+        let (func, conf) = loaded.map_err(|e| LuaFailure::from_error(&e))?;
+        let mut guard = self.loaded.lock();
+        let (clock, map) = &mut *guard;
+        if map.len() >= MAX_LOADED {
+            if let Some(oldest) = map.iter().min_by_key(|(_, l)| l.last_used).map(|(k, _)| *k) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(
+            compiled.id,
+            Loaded {
+                func: func.clone(),
+                conf: conf.clone(),
+                last_used: *clock,
+            },
+        );
+        Ok((func, conf))
+    }
+
+    /// Runs the outer chunk in its own environment and returns the function it returns.
+    fn load(&self, compiled: &CompiledFunction) -> mlua::Result<(Function, Value)> {
+        let env = self.lua.create_table()?;
+        let env_mt = self.lua.create_table()?;
+        env_mt.raw_set("__index", self.globals.clone())?;
+        env.set_metatable(Some(env_mt.clone()))?;
+        let chunk = self
+            .lua
+            .load(&compiled.bytecode[..])
+            .set_mode(ChunkMode::Binary)
+            .set_name(compiled.label.as_str())
+            .set_environment(env);
+        let func = match chunk.call::<Value>(())? {
+            Value::Function(f) => f,
+            other => {
+                return Err(mlua::Error::runtime(format!(
+                    "{}: the code must return a function, it returned a {}",
+                    compiled.label,
+                    lua_type_name(&other)
+                )))
+            }
+        };
+        // After loading, a new global is an error: it would be shared by every request
+        // this worker serves. Locals and ngx.ctx are the ways to keep state.
+        let label = compiled.label.clone();
+        env_mt.raw_set(
+            "__newindex",
+            self.lua.create_function(move |_, (_t, k): (Value, Value)| -> mlua::Result<()> {
+                Err(mlua::Error::runtime(format!(
+                    "{label}: writing a global variable ({}) is not allowed; use a local or ngx.ctx",
+                    k.to_string().unwrap_or_default()
+                )))
+            })?,
+        )?;
+        let conf = match &compiled.conf {
+            Some(json) => json_to_lua(&self.lua, json)?,
+            None => Value::Nil,
+        };
+        Ok((func, conf))
+    }
+
+    /// Drops a loaded function (the validator loads each check afresh).
+    pub(super) fn forget(&self, id: u64) {
+        self.loaded.lock().1.remove(&id);
+    }
+
+    /// Bytes of memory the VM uses now.
+    pub fn used_memory(&self) -> usize {
+        self.lua.used_memory()
+    }
+}
+
+/// Lua's own name for a value's type (mlua splits numbers into integer and number).
+pub fn lua_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Integer(_) => "number",
+        other => other.type_name(),
+    }
+}
+
+/// Converts plugin configuration JSON into a Lua value (`null` → `ngx.null`).
+pub fn json_to_lua(lua: &Lua, v: &serde_json::Value) -> mlua::Result<Value> {
+    Ok(match v {
+        serde_json::Value::Null => Value::NULL,
+        serde_json::Value::Bool(b) => Value::Boolean(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i as _),
+            None => Value::Number(n.as_f64().unwrap_or(0.0)),
+        },
+        serde_json::Value::String(s) => Value::String(lua.create_string(s)?),
+        serde_json::Value::Array(items) => {
+            let t = lua.create_table()?;
+            for item in items {
+                t.raw_push(json_to_lua(lua, item)?)?;
+            }
+            Value::Table(t)
+        }
+        serde_json::Value::Object(map) => {
+            let t = lua.create_table()?;
+            for (k, item) in map {
+                t.raw_set(k.as_str(), json_to_lua(lua, item)?)?;
+            }
+            Value::Table(t)
+        }
+    })
+}
