@@ -45,6 +45,7 @@ impl LuaVm {
     ) -> Result<CallOutcome, LuaFailure> {
         let (func, conf) = self.function(f)?;
         let ctx = self.ctx_table(req)?;
+        super::ngx_lib::refresh_time(&self.lua);
         let mut fut = Box::pin(func.call_async::<MultiValue>((conf, ctx)));
         let result = std::future::poll_fn(|cx| {
             self.enter(Some(req));
@@ -64,6 +65,7 @@ impl LuaVm {
     ) -> Result<CallOutcome, LuaFailure> {
         let (func, conf) = self.function(f)?;
         let ctx = self.ctx_table(req)?;
+        super::ngx_lib::refresh_time(&self.lua);
         self.enter(Some(req));
         let result = func.call::<MultiValue>((conf, ctx));
         self.leave();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mlua::{Lua, MultiValue, Table, Value, Variadic};
 use parking_lot::Mutex;
 
+use super::ngx_lib::codec;
 use super::request::SharedRequest;
 use super::signal::Exit;
 use crate::phase::Phase;
@@ -120,96 +121,21 @@ fn headers_table(lua: &Lua, headers: &http::HeaderMap, max: usize) -> mlua::Resu
     Ok(t)
 }
 
-/// Parses a query string into OpenResty's args table (repeated keys → arrays, bare → true).
-fn args_table(lua: &Lua, query: Option<&str>, max: usize) -> mlua::Result<Table> {
+/// A table whose reads and writes go to `get`/`set` (`ngx.var`, `ngx.header`, `ngx.arg`):
+/// it stays empty, so every access reaches the metamethods.
+fn proxy_table(
+    lua: &Lua,
+    get: mlua::Function,
+    set: mlua::Function,
+    name: &str,
+) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    for (n, kv) in query
-        .unwrap_or("")
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .enumerate()
-    {
-        if max > 0 && n >= max {
-            break;
-        }
-        let (k, v) = match kv.split_once('=') {
-            Some((k, v)) => (unescape(k), Value::String(lua.create_string(unescape(v))?)),
-            None => (unescape(kv), Value::Boolean(true)),
-        };
-        match t.raw_get::<Value>(k.as_str())? {
-            Value::Nil => t.raw_set(k, v)?,
-            Value::Table(list) => list.raw_push(v)?,
-            prev => t.raw_set(k, vec![prev, v])?,
-        }
-    }
+    let mt = lua.create_table()?;
+    mt.raw_set("__index", get)?;
+    mt.raw_set("__newindex", set)?;
+    mt.raw_set("__metatable", name)?;
+    t.set_metatable(Some(mt))?;
     Ok(t)
-}
-
-fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Encodes a Lua args table as a query string (keys sorted for a stable result).
-fn encode_args(t: &Table) -> mlua::Result<String> {
-    let mut pairs: Vec<(String, Value)> = Vec::new();
-    for kv in t.pairs::<String, Value>() {
-        pairs.push(kv?);
-    }
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut parts = Vec::new();
-    for (k, v) in pairs {
-        match v {
-            Value::Boolean(true) => parts.push(escape(&k)),
-            Value::Boolean(false) => {}
-            Value::Table(list) => {
-                for item in list.sequence_values::<Value>() {
-                    for s in lua_string_list(item?)? {
-                        parts.push(format!("{}={}", escape(&k), escape(&s)));
-                    }
-                }
-            }
-            other => {
-                for s in lua_string_list(other)? {
-                    parts.push(format!("{}={}", escape(&k), escape(&s)));
-                }
-            }
-        }
-    }
-    Ok(parts.join("&"))
 }
 
 /// Installs `ngx.req`, the dynamic fields of `ngx` (`var`, `ctx`, `status`, `header`,
@@ -249,7 +175,7 @@ pub fn install(
         "get_uri_args",
         lua.create_function(move |lua, max: Option<usize>| {
             let args = cur.get()?.lock().args.clone();
-            args_table(lua, args.as_deref(), max.unwrap_or(100))
+            codec::decode_args(lua, args.unwrap_or_default().as_bytes(), max.unwrap_or(100))
         })?,
     )?;
     let cur = Arc::clone(&current);
@@ -299,10 +225,12 @@ pub fn install(
     let cur = Arc::clone(&current);
     req.raw_set(
         "set_uri_args",
-        lua.create_function(move |_, args: Value| {
+        lua.create_function(move |lua, args: Value| {
             let query = match args {
                 Value::String(s) => s.to_str()?.to_string(),
-                Value::Table(t) => encode_args(&t)?,
+                Value::Table(t) => {
+                    String::from_utf8_lossy(&codec::encode_args(lua, &t)?).into_owned()
+                }
                 other => {
                     return Err(err(format!(
                         "bad argument #1 to 'set_uri_args' (string or table expected, got {})",
@@ -334,110 +262,77 @@ pub fn install(
     ngx.raw_set("req", req)?;
 
     // ngx.var
-    let var = lua.create_table()?;
-    let var_mt = lua.create_table()?;
     let cur = Arc::clone(&current);
-    var_mt.raw_set(
-        "__index",
-        lua.create_function(move |_, (_t, name): (Table, String)| {
-            Ok(cur.get()?.lock().var(&name))
-        })?,
-    )?;
+    let get = lua
+        .create_function(move |_, (_t, name): (Table, String)| Ok(cur.get()?.lock().var(&name)))?;
     let cur = Arc::clone(&current);
-    var_mt.raw_set(
-        "__newindex",
-        lua.create_function(move |_, (_t, name, value): (Table, String, Value)| {
-            let value = match value {
-                Value::Nil => None,
-                v => Some(lua_string_list(v)?.join("")),
-            };
-            cur.get()?.lock().set_var(&name, value).map_err(err)
-        })?,
-    )?;
-    var_mt.raw_set("__metatable", "ngx.var")?;
-    var.set_metatable(Some(var_mt))?;
-    ngx.raw_set("var", var)?;
+    let set = lua.create_function(move |_, (_t, name, value): (Table, String, Value)| {
+        let value = match value {
+            Value::Nil => None,
+            v => Some(lua_string_list(v)?.join("")),
+        };
+        cur.get()?.lock().set_var(&name, value).map_err(err)
+    })?;
+    ngx.raw_set("var", proxy_table(lua, get, set, "ngx.var")?)?;
 
     // ngx.header
-    let header = lua.create_table()?;
-    let header_mt = lua.create_table()?;
     let cur = Arc::clone(&current);
-    header_mt.raw_set(
-        "__index",
-        lua.create_function(move |lua, (_t, name): (Table, String)| {
-            let r = cur.get()?;
-            let r = r.lock();
-            let Ok(name) = super::request::header_name(&name) else {
-                return Ok(Value::Nil);
-            };
-            let values: Vec<String> = r
-                .response_headers
-                .get_all(&name)
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .collect();
-            Ok(match values.len() {
-                0 => Value::Nil,
-                1 => Value::String(lua.create_string(&values[0])?),
-                _ => Value::Table(lua.create_sequence_from(values)?),
-            })
-        })?,
-    )?;
+    let get = lua.create_function(move |lua, (_t, name): (Table, String)| {
+        let r = cur.get()?;
+        let r = r.lock();
+        let Ok(name) = super::request::header_name(&name) else {
+            return Ok(Value::Nil);
+        };
+        let values: Vec<String> = r
+            .response_headers
+            .get_all(&name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        Ok(match values.len() {
+            0 => Value::Nil,
+            1 => Value::String(lua.create_string(&values[0])?),
+            _ => Value::Table(lua.create_sequence_from(values)?),
+        })
+    })?;
     let cur = Arc::clone(&current);
-    header_mt.raw_set(
-        "__newindex",
-        lua.create_function(move |_, (_t, name, value): (Table, String, Value)| {
-            let values = lua_string_list(value)?;
-            let r = cur.get()?;
-            let mut r = r.lock();
-            if matches!(r.phase, Phase::BodyFilter | Phase::Log) {
-                return Err(err(
-                    "attempt to set ngx.header.HEADER after sending out response headers",
-                ));
-            }
-            r.set_response_header(&name, &values).map_err(err)
-        })?,
-    )?;
-    header_mt.raw_set("__metatable", "ngx.header")?;
-    header.set_metatable(Some(header_mt))?;
-    ngx.raw_set("header", header)?;
+    let set = lua.create_function(move |_, (_t, name, value): (Table, String, Value)| {
+        let values = lua_string_list(value)?;
+        let r = cur.get()?;
+        let mut r = r.lock();
+        if matches!(r.phase, Phase::BodyFilter | Phase::Log) {
+            return Err(err(
+                "attempt to set ngx.header.HEADER after sending out response headers",
+            ));
+        }
+        r.set_response_header(&name, &values).map_err(err)
+    })?;
+    ngx.raw_set("header", proxy_table(lua, get, set, "ngx.header")?)?;
 
     // ngx.arg (body_filter)
-    let arg = lua.create_table()?;
-    let arg_mt = lua.create_table()?;
     let cur = Arc::clone(&current);
-    arg_mt.raw_set(
-        "__index",
-        lua.create_function(move |lua, (_t, i): (Table, i64)| {
-            let r = cur.get()?;
-            let r = r.lock();
-            Ok(match i {
-                1 => match &r.chunk {
-                    Some(c) => Value::String(lua.create_string(c)?),
-                    None => Value::String(lua.create_string("")?),
-                },
-                2 => Value::Boolean(r.eof),
-                _ => Value::Nil,
-            })
-        })?,
-    )?;
+    let get = lua.create_function(move |lua, (_t, i): (Table, i64)| {
+        let r = cur.get()?;
+        let r = r.lock();
+        Ok(match i {
+            1 => Value::String(lua.create_string(r.chunk.as_deref().unwrap_or_default())?),
+            2 => Value::Boolean(r.eof),
+            _ => Value::Nil,
+        })
+    })?;
     let cur = Arc::clone(&current);
-    arg_mt.raw_set(
-        "__newindex",
-        lua.create_function(move |_, (_t, i, v): (Table, i64, Value)| {
-            let r = cur.get()?;
-            let mut r = r.lock();
-            match (i, v) {
-                (1, Value::Nil) => r.chunk = Some(bytes::Bytes::new()),
-                (1, v) => r.chunk = Some(bytes::Bytes::from(lua_string_list(v)?.join(""))),
-                (2, v) => r.eof = !matches!(v, Value::Nil | Value::Boolean(false)),
-                _ => return Err(err("ngx.arg: only [1] (chunk) and [2] (eof) may be set")),
-            }
-            Ok(())
-        })?,
-    )?;
-    arg.set_metatable(Some(arg_mt))?;
-    ngx.raw_set("arg", arg)?;
+    let set = lua.create_function(move |_, (_t, i, v): (Table, i64, Value)| {
+        let r = cur.get()?;
+        let mut r = r.lock();
+        match (i, v) {
+            (1, Value::Nil) => r.chunk = Some(bytes::Bytes::new()),
+            (1, v) => r.chunk = Some(bytes::Bytes::from(lua_string_list(v)?.join(""))),
+            (2, v) => r.eof = !matches!(v, Value::Nil | Value::Boolean(false)),
+            _ => return Err(err("ngx.arg: only [1] (chunk) and [2] (eof) may be set")),
+        }
+        Ok(())
+    })?;
+    ngx.raw_set("arg", proxy_table(lua, get, set, "ngx.arg")?)?;
 
     // output and control
     let cur = Arc::clone(&current);

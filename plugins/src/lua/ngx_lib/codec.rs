@@ -142,7 +142,7 @@ fn push_arg(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
 
 /// `ngx.encode_args`. Keys are sorted (OpenResty uses table order, which is
 /// unspecified) so the output is deterministic.
-fn encode_args(lua: &Lua, t: &Table) -> mlua::Result<Vec<u8>> {
+pub(crate) fn encode_args(lua: &Lua, t: &Table) -> mlua::Result<Vec<u8>> {
     let mut entries: Vec<(Vec<u8>, Value)> = Vec::new();
     for pair in t.pairs::<Value, Value>() {
         let (k, v) = pair?;

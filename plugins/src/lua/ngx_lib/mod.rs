@@ -8,7 +8,7 @@
 
 mod bit;
 mod cjson;
-mod codec;
+pub(crate) mod codec;
 mod digest;
 mod re;
 mod time;
