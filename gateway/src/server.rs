@@ -140,7 +140,12 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     let health = HealthRegistry::new(Arc::new(HealthEvents {
         metrics: Arc::clone(&metrics),
     }));
-    let plugins = PluginRegistry::new(settings.lua.limits()).map_err(StartError::Settings)?;
+    let dicts = Arc::new(
+        portico_plugins::lua::SharedDicts::from_config(&settings.lua.shared_dicts)
+            .map_err(StartError::Settings)?,
+    );
+    let plugins =
+        PluginRegistry::new(settings.lua.limits(), &dicts).map_err(StartError::Settings)?;
     let deps = StoreDeps {
         plugins: Arc::new(plugins),
         metrics: Arc::clone(&metrics),
@@ -175,6 +180,7 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         lua: Arc::new(portico_plugins::lua::WorkerVms::new(
             settings.lua.limits(),
             settings.threads,
+            dicts,
         )),
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -274,8 +280,12 @@ pub fn check(settings: &Settings) -> Vec<String> {
             Err(errs) => errors.extend(errs.iter().map(|e| format!("{path}: {e}"))),
             Ok(items) => {
                 let checked = Metrics::new().map_err(|e| e.to_string()).and_then(|m| {
+                    let dicts =
+                        portico_plugins::lua::SharedDicts::from_config(&settings.lua.shared_dicts)
+                            .unwrap_or_default();
+                    let plugins = PluginRegistry::new(settings.lua.limits(), &dicts)?;
                     let deps = StoreDeps {
-                        plugins: Arc::new(PluginRegistry::builtin()),
+                        plugins: Arc::new(plugins),
                         metrics: m,
                         health: HealthRegistry::new(Arc::new(portico_healthcheck::NoopObserver)),
                     };

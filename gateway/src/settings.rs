@@ -47,6 +47,8 @@ pub struct LuaSettings {
     pub max_slice_ms: u64,
     /// Memory cap of each VM.
     pub max_memory_mb: usize,
+    /// `ngx.shared` dictionaries: name → size (`10m`, `512k`, bytes), shared by all workers.
+    pub shared_dicts: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for LuaSettings {
@@ -54,6 +56,7 @@ impl Default for LuaSettings {
         LuaSettings {
             max_slice_ms: 100,
             max_memory_mb: 128,
+            shared_dicts: Default::default(),
         }
     }
 }
@@ -242,6 +245,9 @@ impl Settings {
         }
         if self.lua.max_memory_mb < 4 {
             errors.push("lua.max_memory_mb: must be at least 4".to_string());
+        }
+        if let Err(e) = portico_plugins::lua::SharedDicts::from_config(&self.lua.shared_dicts) {
+            errors.push(e);
         }
         errors
     }

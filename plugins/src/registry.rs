@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::lua::{CompiledFunction, LuaLimits, Validator};
+use crate::lua::{CompiledFunction, LuaLimits, SharedDicts, Validator};
 use crate::phase::Phase;
 
 /// Why a plugin configuration was rejected.
@@ -47,9 +47,9 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
-    /// The built-in plugins, validating Lua under `limits`.
-    pub fn new(limits: LuaLimits) -> Result<PluginRegistry, String> {
-        let validator = Validator::new(limits)
+    /// The built-in plugins, validating Lua under `limits` with the process's shared dicts.
+    pub fn new(limits: LuaLimits, dicts: &SharedDicts) -> Result<PluginRegistry, String> {
+        let validator = Validator::new(limits, dicts)
             .map_err(|e| format!("cannot create the Lua validator VM: {e}"))?;
         let mut factories: BTreeMap<&'static str, Factory> = BTreeMap::new();
         factories.insert("serverless-pre-function", crate::serverless::build_pre);
@@ -62,7 +62,7 @@ impl PluginRegistry {
 
     /// The built-in plugins with default Lua limits.
     pub fn builtin() -> PluginRegistry {
-        match PluginRegistry::new(LuaLimits::default()) {
+        match PluginRegistry::new(LuaLimits::default(), &SharedDicts::default()) {
             Ok(r) => r,
             // A VM with default limits is created at startup; failing here means the
             // process cannot allocate a Lua state at all.

@@ -9,7 +9,15 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::lua::{self, LuaEnv};
 
-/// nginx's default page for an error status with no body.
+/// The status Lua set with `ngx.status`, if any.
+fn lua_status(ctx: &RequestCtx) -> Option<u16> {
+    ctx.lua
+        .as_ref()
+        .map(|l| l.req.lock().status)
+        .filter(|s| *s >= 100)
+}
+
+/// nginx's default page for an error or redirect status with no body.
 pub fn default_page(status: u16) -> Bytes {
     let reason = http::StatusCode::from_u16(status)
         .ok()
@@ -66,6 +74,12 @@ pub async fn respond_from_lua(
     body: Option<Vec<u8>>,
     env: &LuaEnv<'_>,
 ) -> Result<()> {
+    // OpenResty: `ngx.exit(200)` after `ngx.status = 201` sends the status Lua set; an
+    // error or redirect status replaces it.
+    let status = match (status, lua_status(ctx)) {
+        (200, Some(set)) => set,
+        _ => status,
+    };
     let json = body
         .as_ref()
         .is_some_and(|b| b.first() == Some(&b'{') || b.first() == Some(&b'['));
@@ -75,7 +89,7 @@ pub async fn respond_from_lua(
     } else {
         "text/plain; charset=utf-8"
     };
-    if body.is_empty() && status >= 400 {
+    if body.is_empty() && (status >= 400 || (300..400).contains(&status)) {
         body = default_page(status);
         content_type = "text/html";
     }

@@ -46,6 +46,17 @@ pub fn chain(ctx: &RequestCtx) -> Arc<PluginChain> {
     }
 }
 
+/// This machine's host name (`ngx.var.hostname`), read once.
+fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
 /// The Lua view of the downstream request, made at the first Lua phase.
 fn lua_request(session: &Session) -> LuaRequest {
     let req = session.req_header();
@@ -53,7 +64,7 @@ fn lua_request(session: &Session) -> LuaRequest {
     let server = session.server_addr().and_then(|a| a.as_inet());
     let host = super::request::request_host(session);
     let conn = ConnVars {
-        hostname: host.clone(),
+        hostname: hostname().to_string(),
         host,
         scheme: "http",
         remote_addr: client.map(|a| a.ip().to_string()).unwrap_or_default(),
@@ -99,9 +110,25 @@ pub async fn run_phase(
     if entries.is_empty() {
         return PhaseResult::Continue;
     }
+    let upstream_addr = upstream_addr(ctx);
+    let response_status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .or(ctx.local_status);
     let Ok(lua) = ensure(session, ctx, env) else {
         return failed(phase);
     };
+    {
+        let mut r = lua.req.lock();
+        if upstream_addr.is_some() {
+            r.upstream_addr = upstream_addr;
+        }
+        if phase == Phase::Log {
+            if let Some(status) = response_status {
+                r.status = status;
+            }
+        }
+    }
     let started = Instant::now();
     lua.req.lock().phase = phase;
     let mut result = PhaseResult::Continue;
@@ -151,6 +178,21 @@ pub fn run_sync_phase(session: &Session, ctx: &mut RequestCtx, phase: Phase, env
     }
     env.metrics
         .observe_lua_phase(phase, started.elapsed().as_secs_f64());
+}
+
+/// `ngx.var.upstream_addr`: the nodes tried so far, as nginx lists them (`a, b`).
+fn upstream_addr(ctx: &RequestCtx) -> Option<String> {
+    let upstream = ctx.route.as_ref()?.upstream.as_ref()?;
+    if ctx.tried.is_empty() {
+        return None;
+    }
+    let addrs: Vec<String> = ctx
+        .tried
+        .iter()
+        .filter_map(|i| upstream.nodes.get(*i))
+        .map(|n| n.addr.to_string())
+        .collect();
+    Some(addrs.join(", "))
 }
 
 fn failed(phase: Phase) -> PhaseResult {

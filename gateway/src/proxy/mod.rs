@@ -152,17 +152,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if ctx.lua.is_some() || !lua::chain(ctx).phase(Phase::Log).is_empty() {
-            if let Some(l) = &ctx.lua {
-                let status = session
-                    .response_written()
-                    .map(|r| r.status.as_u16())
-                    .or(ctx.local_status)
-                    .unwrap_or(0);
-                l.req.lock().status = status;
-            }
-            let _ = lua::run_phase(session, ctx, Phase::Log, &self.lua_env()).await;
-        }
+        let _ = lua::run_phase(session, ctx, Phase::Log, &self.lua_env()).await;
         log::record(session, e, ctx, &self.metrics);
     }
 }

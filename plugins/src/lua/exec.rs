@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 
 use super::compile::CompiledFunction;
 use super::request::SharedRequest;
+use super::shared_dict::SharedDicts;
 use super::signal::{self, Exit};
 use super::vm::{LuaLimits, LuaVm};
 use super::LuaFailure;
@@ -164,9 +165,9 @@ pub struct Validator {
 }
 
 impl Validator {
-    pub fn new(limits: LuaLimits) -> mlua::Result<Validator> {
+    pub fn new(limits: LuaLimits, dicts: &SharedDicts) -> mlua::Result<Validator> {
         Ok(Validator {
-            vm: Mutex::new(LuaVm::new(limits, (0, 1))?),
+            vm: Mutex::new(LuaVm::new(limits, (0, 1), dicts)?),
         })
     }
 

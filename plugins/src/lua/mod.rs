@@ -6,6 +6,8 @@ mod exec;
 mod ngx_lib;
 mod ngx_req;
 mod request;
+mod resty_http;
+mod shared_dict;
 mod signal;
 mod vm;
 mod workers;
@@ -13,6 +15,7 @@ mod workers;
 pub use compile::{compile, CompiledFunction};
 pub use exec::{CallOutcome, Validator};
 pub use request::{ConnVars, LuaRequest, SharedRequest};
+pub use shared_dict::{parse_size, SharedDicts};
 pub use vm::{LuaLimits, LuaVm};
 pub use workers::WorkerVms;
 

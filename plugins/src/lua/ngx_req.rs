@@ -361,6 +361,24 @@ pub fn install(
         })?,
     )?;
     ngx.raw_set("flush", lua.create_function(|_, _: MultiValue| Ok(1))?)?;
+    // Yields: other requests on this worker run while this one sleeps. In header and
+    // body filters (run without a coroutine) it fails, as in OpenResty.
+    ngx.raw_set(
+        "sleep",
+        lua.create_async_function(|_, secs: f64| async move {
+            if !(secs >= 0.0 && secs.is_finite()) {
+                return Err(err(format!(
+                    "bad argument #1 to 'sleep': invalid sleeping time {secs}"
+                )));
+            }
+            if secs == 0.0 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+            }
+            Ok(())
+        })?,
+    )?;
     ngx.raw_set("eof", lua.create_function(|_, ()| Ok(1))?)?;
     ngx.raw_set(
         "exit",

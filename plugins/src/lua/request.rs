@@ -38,6 +38,8 @@ pub struct LuaRequest {
     pub uri: String,
     /// `ngx.var.args`: the raw query string.
     pub args: Option<String>,
+    /// `ngx.var.request_uri`: the original request line's uri; `set_uri` does not change it.
+    pub request_uri: String,
     /// Request headers; `ngx.req.set_header` changes them (for the upstream request).
     pub headers: HeaderMap,
     pub conn: ConnVars,
@@ -80,12 +82,17 @@ impl LuaRequest {
         headers: HeaderMap,
         conn: ConnVars,
     ) -> LuaRequest {
+        let request_uri = match &args {
+            Some(a) => format!("{uri}?{a}"),
+            None => uri.clone(),
+        };
         LuaRequest {
             phase: Phase::Rewrite,
             plugin: "",
             method,
             uri,
             args,
+            request_uri,
             headers,
             conn,
             user_vars: BTreeMap::new(),
@@ -112,10 +119,7 @@ impl LuaRequest {
     pub fn var(&self, name: &str) -> Option<String> {
         let v = match name {
             "uri" => self.uri.clone(),
-            "request_uri" => match &self.args {
-                Some(a) => format!("{}?{a}", self.uri),
-                None => self.uri.clone(),
-            },
+            "request_uri" => self.request_uri.clone(),
             "args" | "query_string" => return self.args.clone(),
             "is_args" => if self.args.is_some() { "?" } else { "" }.to_string(),
             "request_method" => self.method.clone(),

@@ -14,7 +14,7 @@ fn limits() -> LuaLimits {
 }
 
 fn vm() -> LuaVm {
-    LuaVm::new(limits(), (0, 1)).unwrap()
+    LuaVm::new(limits(), (0, 1), &SharedDicts::default()).unwrap()
 }
 
 fn req() -> SharedRequest {
@@ -59,7 +59,7 @@ fn syntax_errors_name_the_line() {
 
 #[test]
 fn code_must_return_a_function() {
-    let v = Validator::new(limits()).unwrap();
+    let v = Validator::new(limits(), &SharedDicts::default()).unwrap();
     assert!(v.check(&func("return function() end")).is_ok());
     let e = v.check(&func("return 42")).unwrap_err();
     assert!(

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use super::compile::CompiledFunction;
 use super::ngx_req::{self, CurrentRequest};
 use super::request::SharedRequest;
+use super::shared_dict::SharedDicts;
 use super::signal::SliceTimeout;
 use super::LuaFailure;
 
@@ -58,8 +59,13 @@ pub struct LuaVm {
 }
 
 impl LuaVm {
-    /// Creates a sandboxed VM. `worker` is (id, count) for `ngx.worker`.
-    pub fn new(limits: LuaLimits, worker: (usize, usize)) -> mlua::Result<LuaVm> {
+    /// Creates a sandboxed VM. `worker` is (id, count) for `ngx.worker`; `dicts` are the
+    /// process's `ngx.shared` dictionaries (the same ones in every VM).
+    pub fn new(
+        limits: LuaLimits,
+        worker: (usize, usize),
+        dicts: &SharedDicts,
+    ) -> mlua::Result<LuaVm> {
         let lua = Lua::new();
         let current = Arc::new(CurrentRequest::default());
         let deadline = Arc::new(AtomicU64::new(0));
@@ -81,6 +87,7 @@ impl LuaVm {
         let ngx = lua.create_table()?;
         super::ngx_lib::install(&lua, &ngx)?;
         ngx_req::install(&lua, &ngx, Arc::clone(&current), worker)?;
+        ngx.raw_set("shared", dicts.table(&lua)?)?;
         let (get, set) = ngx_req::dynamic_fields(&lua, Arc::clone(&current))?;
         let dynamic = lua.create_table()?;
         dynamic.raw_set("__index", get)?;
@@ -101,10 +108,11 @@ impl LuaVm {
             match name.as_str() {
                 "ngx" => Ok(Value::Table(proxy.clone())),
                 "ngx.balancer" => Ok(Value::Table(balancer.clone())),
+                "resty.http" => Ok(Value::Table(super::resty_http::module(lua)?)),
                 _ => match super::ngx_lib::builtin_module(lua, &name)? {
                     Some(m) => Ok(m),
                     None => Err(mlua::Error::runtime(format!(
-                        "module '{name}' not found: Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx and ngx.balancer"
+                        "module '{name}' not found: Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx, ngx.balancer and resty.http"
                     ))),
                 },
             }

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::shared_dict::SharedDicts;
 use super::vm::{LuaLimits, LuaVm};
 use super::LuaFailure;
 
@@ -19,15 +20,17 @@ thread_local! {
 /// Hands out this thread's VM.
 pub struct WorkerVms {
     limits: LuaLimits,
+    dicts: Arc<SharedDicts>,
     workers: usize,
     next_id: AtomicUsize,
 }
 
 impl WorkerVms {
     /// `workers` is the proxy's thread count (`ngx.worker.count()`).
-    pub fn new(limits: LuaLimits, workers: usize) -> WorkerVms {
+    pub fn new(limits: LuaLimits, workers: usize, dicts: Arc<SharedDicts>) -> WorkerVms {
         WorkerVms {
             limits,
+            dicts,
             workers,
             next_id: AtomicUsize::new(0),
         }
@@ -41,7 +44,7 @@ impl WorkerVms {
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let vm = Arc::new(
-                LuaVm::new(self.limits, (id, self.workers))
+                LuaVm::new(self.limits, (id, self.workers), &self.dicts)
                     .map_err(|e| LuaFailure::Error(format!("cannot create a Lua VM: {e}")))?,
             );
             *slot.borrow_mut() = Some(Arc::clone(&vm));

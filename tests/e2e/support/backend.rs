@@ -23,6 +23,9 @@ use tokio_rustls::TlsAcceptor;
 struct Behaviour {
     status: u16,
     delay: Duration,
+    /// Answer with `Transfer-Encoding: chunked`, the body in several chunks
+    /// written (and flushed) a few milliseconds apart.
+    chunked: bool,
 }
 
 struct Shared {
@@ -67,7 +70,11 @@ impl Backend {
             hits: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             paths: Mutex::new(HashMap::new()),
-            behaviour: Mutex::new(Behaviour { status, delay }),
+            behaviour: Mutex::new(Behaviour {
+                status,
+                delay,
+                chunked: false,
+            }),
         });
         let mut b = Backend {
             addr,
@@ -200,6 +207,11 @@ impl Backend {
 
     pub fn set_delay(&self, delay: Duration) {
         self.shared.behaviour.lock().expect("lock").delay = delay;
+    }
+
+    /// Chunked responses: the echo body in 3 chunks, flushed 30 ms apart.
+    pub fn set_chunked(&self, chunked: bool) {
+        self.shared.behaviour.lock().expect("lock").chunked = chunked;
     }
 
     /// Closes the listener and every open connection; the port then refuses
@@ -365,6 +377,32 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
     let payload = echo.to_string();
     let close = version == "HTTP/1.0"
         || get("connection").is_some_and(|v| v.to_ascii_lowercase().contains("close"));
+    if behaviour.chunked {
+        let head = format!(
+            "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nX-Backend: {}\r\n{}\r\n",
+            behaviour.status,
+            sh.name,
+            if close { "Connection: close\r\n" } else { "" },
+        );
+        let w = r.get_mut();
+        w.write_all(head.as_bytes()).await?;
+        w.flush().await?;
+        if method != "HEAD" {
+            let bytes = payload.as_bytes();
+            let third = bytes.len().div_ceil(3).max(1);
+            for part in bytes.chunks(third) {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                w.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                    .await?;
+                w.write_all(part).await?;
+                w.write_all(b"\r\n").await?;
+                w.flush().await?;
+            }
+            w.write_all(b"0\r\n\r\n").await?;
+            w.flush().await?;
+        }
+        return Ok(!close);
+    }
     let head = format!(
         "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Backend: {}\r\n{}\r\n",
         behaviour.status,

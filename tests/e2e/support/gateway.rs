@@ -69,6 +69,41 @@ pub struct GatewayOpts {
     pub extra_yaml: String,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// Proxy worker threads (`threads:`; default 2).
+    pub threads: usize,
+    /// The `lua:` section of `portico.yaml` (omitted when `None`).
+    pub lua: Option<LuaOpts>,
+}
+
+/// The `lua:` static config section; `None` fields are left out (gateway defaults).
+#[derive(Clone, Debug, Default)]
+pub struct LuaOpts {
+    pub max_slice_ms: Option<u64>,
+    pub max_memory_mb: Option<u64>,
+    /// `lua.shared_dicts: {name: size}`, e.g. `("counters", "1m")`.
+    pub shared_dicts: Vec<(String, String)>,
+}
+
+impl LuaOpts {
+    fn yaml(&self) -> String {
+        let mut s = "lua:\n".to_owned();
+        if let Some(ms) = self.max_slice_ms {
+            s += &format!("  max_slice_ms: {ms}\n");
+        }
+        if let Some(mb) = self.max_memory_mb {
+            s += &format!("  max_memory_mb: {mb}\n");
+        }
+        if !self.shared_dicts.is_empty() {
+            s += "  shared_dicts:\n";
+            for (name, size) in &self.shared_dicts {
+                s += &format!("    {name}: \"{size}\"\n");
+            }
+        }
+        if s == "lua:\n" {
+            s = "lua: {}\n".to_owned();
+        }
+        s
+    }
 }
 
 impl Default for GatewayOpts {
@@ -80,6 +115,8 @@ impl Default for GatewayOpts {
             admin_host: "127.0.0.1".to_owned(),
             extra_yaml: String::new(),
             env: Vec::new(),
+            threads: 2,
+            lua: None,
         }
     }
 }
@@ -176,7 +213,10 @@ impl Gateway {
         }
         s += &format!("metrics:\n  listen: \"127.0.0.1:{}\"\n", self.metrics_port);
         s += &format!("data_dir: \"{}\"\n", self.data_dir.display());
-        s += "threads: 2\n";
+        s += &format!("threads: {}\n", self.opts.threads);
+        if let Some(lua) = &self.opts.lua {
+            s += &lua.yaml();
+        }
         if self.opts.yaml_provider.is_some() {
             s += "config_provider: yaml\n";
             s += &format!("yaml_config: \"{}\"\n", self.yaml_config_path.display());

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use backend::{dead_addr, Backend};
-pub use gateway::{Gateway, GatewayOpts};
+pub use gateway::{Gateway, GatewayOpts, LuaOpts};
 pub use http::{Conn, Request, Response};
 pub use serde_json::{json, Value};
 
