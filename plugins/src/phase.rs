@@ -49,9 +49,13 @@ impl Phase {
     }
 
     /// Phases whose Lua may yield (`ngx.sleep`, cosockets): they run as coroutines with
-    /// `call_async`. Header and body filters run synchronously, as in OpenResty.
+    /// `call_async`. Header and body filters and the balancer run synchronously, as in
+    /// OpenResty.
     pub fn may_yield(self) -> bool {
-        !matches!(self, Phase::HeaderFilter | Phase::BodyFilter)
+        !matches!(
+            self,
+            Phase::HeaderFilter | Phase::BodyFilter | Phase::Balancer
+        )
     }
 
     /// Phases where an error or a timeout fails the request with 500; in the others it

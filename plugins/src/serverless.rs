@@ -9,10 +9,13 @@ use crate::lua::compile;
 use crate::phase::Phase;
 use crate::registry::{BuildInput, PluginInstance};
 
-/// The phases APISIX's serverless plugins accept.
-const PHASES: [Phase; 6] = [
+/// The phases APISIX's serverless plugins accept, plus two Portico adds: `content`
+/// (answer without an upstream) and `balancer` (choose the node, `ngx.balancer`).
+const PHASES: [Phase; 8] = [
     Phase::Rewrite,
     Phase::Access,
+    Phase::Content,
+    Phase::Balancer,
     Phase::HeaderFilter,
     Phase::BodyFilter,
     Phase::Log,
@@ -50,7 +53,7 @@ fn build(
         .filter(|p| PHASES.contains(p))
         .ok_or_else(|| {
             format!(
-                "phase: `{}` is not one of rewrite, access, header_filter, body_filter, log, before_proxy",
+                "phase: `{}` is not one of rewrite, access, content, balancer, header_filter, body_filter, log, before_proxy",
                 conf.phase
             )
         })?;

@@ -21,6 +21,7 @@ mod health_validation;
 mod hot_swap;
 mod lua_async;
 mod lua_common;
+mod lua_content_balancer;
 mod lua_hot_swap;
 mod lua_phases;
 mod lua_safety;

@@ -22,6 +22,10 @@ pub struct RequestCtx {
     pub first_attempt: Option<Instant>,
     /// Time from choosing the peer to the upstream's response header.
     pub upstream_duration: Option<Duration>,
+    /// Attempts made so far (bounded by the upstream's `retries` + `extra_tries`).
+    pub attempts: usize,
+    /// Extra attempts granted by `ngx.balancer.set_more_tries`.
+    pub extra_tries: usize,
     /// Retries spent on pooled connections the upstream had closed.
     pub stale_retries: u8,
     /// Set once an upstream response header arrived: no retry after that.
@@ -47,6 +51,8 @@ impl RequestCtx {
             attempt_started: None,
             first_attempt: None,
             upstream_duration: None,
+            attempts: 0,
+            extra_tries: 0,
             stale_retries: 0,
             response_started: false,
             local_status: None,

@@ -157,27 +157,79 @@ pub async fn run_phase(
     result
 }
 
-/// Runs the functions of a phase that must not yield (header_filter, body_filter).
-/// Failures are logged and the response goes on, as in OpenResty.
-pub fn run_sync_phase(session: &Session, ctx: &mut RequestCtx, phase: Phase, env: &LuaEnv<'_>) {
+/// Runs the functions of a phase that must not yield (header_filter, body_filter,
+/// balancer). Failures are logged; returns false if any function failed (the balancer
+/// then fails the request; the filters let the response go on, as in OpenResty).
+pub fn run_sync_phase(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    phase: Phase,
+    env: &LuaEnv<'_>,
+) -> bool {
     let chain = chain(ctx);
     let entries = chain.phase(phase);
     if entries.is_empty() {
-        return;
+        return true;
     }
     let Ok(lua) = ensure(session, ctx, env) else {
-        return;
+        return false;
     };
     let started = Instant::now();
     lua.req.lock().phase = phase;
+    let mut ok = true;
     for entry in entries {
         lua.req.lock().plugin = entry.plugin;
         if let Err(e) = lua.vm.call_sync(&entry.function, &lua.req) {
             report(env, entry.plugin, phase, &e);
+            ok = false;
+            if phase.fails_request() {
+                break;
+            }
         }
     }
     env.metrics
         .observe_lua_phase(phase, started.elapsed().as_secs_f64());
+    ok
+}
+
+/// The `balancer` phase of one attempt: what `ngx.balancer` asked for.
+pub struct BalancerChoice {
+    /// `set_current_peer(host, port)`: the address to use instead of the picked node.
+    pub peer: Option<std::net::SocketAddr>,
+    /// `set_more_tries(n)`.
+    pub more_tries: Option<u32>,
+}
+
+/// Runs the `balancer` functions for this attempt. `Err` fails the request: the code
+/// failed, or named a peer that is not an IP address (OpenResty requires one too).
+pub fn run_balancer(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    env: &LuaEnv<'_>,
+) -> Result<Option<BalancerChoice>> {
+    if chain(ctx).phase(Phase::Balancer).is_empty() {
+        return Ok(None);
+    }
+    if !run_sync_phase(session, ctx, Phase::Balancer, env) {
+        return Error::e_explain(HTTPStatus(500), "balancer Lua failed");
+    }
+    let Some(lua) = &ctx.lua else {
+        return Ok(None);
+    };
+    let mut r = lua.req.lock();
+    let peer = match r.balancer_peer.take() {
+        Some((host, port)) => {
+            let ip: std::net::IpAddr = host.parse().or_err_with(HTTPStatus(500), || {
+                format!("ngx.balancer.set_current_peer: `{host}` is not an IP address")
+            })?;
+            Some(std::net::SocketAddr::new(ip, port))
+        }
+        None => None,
+    };
+    Ok(Some(BalancerChoice {
+        peer,
+        more_tries: r.balancer_more_tries.take(),
+    }))
 }
 
 /// `ngx.var.upstream_addr`: the nodes tried so far, as nginx lists them (`a, b`).
@@ -253,7 +305,7 @@ pub fn filter_response_header(
             r.response_headers = header.headers.clone();
             r.response_changed = false;
         }
-        run_sync_phase(session, ctx, Phase::HeaderFilter, env);
+        let _ = run_sync_phase(session, ctx, Phase::HeaderFilter, env);
         if let Some(lua) = &ctx.lua {
             let r = lua.req.lock();
             if r.response_changed {
@@ -294,12 +346,13 @@ pub fn filter_body(
     if !ctx.body_filtered || chain(ctx).phase(Phase::BodyFilter).is_empty() {
         return;
     }
+    // The filters' failures are logged; the chunk goes on as Lua left it.
     if let Ok(lua) = ensure(session, ctx, env) {
         let mut r = lua.req.lock();
         r.chunk = Some(body.take().unwrap_or_default());
         r.eof = eof;
     }
-    run_sync_phase(session, ctx, Phase::BodyFilter, env);
+    let _ = run_sync_phase(session, ctx, Phase::BodyFilter, env);
     if let Some(lua) = &ctx.lua {
         *body = lua.req.lock().chunk.take();
     }

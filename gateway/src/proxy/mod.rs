@@ -66,10 +66,11 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        upstream::select_peer(ctx, &self.metrics)
+        let choice = lua::run_balancer(session, ctx, &self.lua_env())?;
+        upstream::select_peer(ctx, &self.metrics, choice)
     }
 
     fn fail_to_connect(

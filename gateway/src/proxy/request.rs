@@ -116,6 +116,27 @@ pub async fn route_request(
             }
         }
     }
+    // The content phase answers without an upstream (OpenResty `content_by_lua`).
+    if !lua::chain(ctx).phase(Phase::Content).is_empty() {
+        let (status, body) = match lua::run_phase(session, ctx, Phase::Content, env).await {
+            PhaseResult::Continue => (200, None),
+            PhaseResult::Respond { status, body } => (status, body),
+            PhaseResult::Failed => {
+                local::respond(
+                    session,
+                    ctx,
+                    500,
+                    "text/html",
+                    local::default_page(500),
+                    env,
+                )
+                .await?;
+                return Ok(true);
+            }
+        };
+        local::respond_from_lua(session, ctx, status, body, env).await?;
+        return Ok(true);
+    }
     if !has_upstream {
         respond_json(
             session,

@@ -17,7 +17,11 @@ use crate::metrics::Metrics;
 use crate::snapshot::{Timeouts, UpstreamRuntime};
 
 /// Picks the node for this attempt and builds its peer.
-pub fn select_peer(ctx: &mut RequestCtx, metrics: &Metrics) -> Result<Box<HttpPeer>> {
+pub fn select_peer(
+    ctx: &mut RequestCtx,
+    metrics: &Metrics,
+    lua_choice: Option<super::lua::BalancerChoice>,
+) -> Result<Box<HttpPeer>> {
     let route = ctx
         .route
         .clone()
@@ -26,6 +30,26 @@ pub fn select_peer(ctx: &mut RequestCtx, metrics: &Metrics) -> Result<Box<HttpPe
         .upstream
         .as_ref()
         .ok_or_else(|| Error::explain(HTTPStatus(503), "route has no upstream"))?;
+    ctx.attempts += 1;
+    if let Some(choice) = lua_choice {
+        if let Some(n) = choice.more_tries {
+            ctx.extra_tries = n as usize;
+        }
+        if let Some(addr) = choice.peer {
+            // `ngx.balancer.set_current_peer`: this attempt goes where Lua said. A node of
+            // the upstream at that address counts as tried (for retries and passive checks).
+            if let Some(i) = upstream.nodes.iter().position(|n| n.addr == addr) {
+                ctx.tried.push(i);
+            }
+            let now = Instant::now();
+            ctx.attempt_started = Some(now);
+            ctx.first_attempt.get_or_insert(now);
+            let timeouts = route.timeouts.unwrap_or(upstream.timeouts);
+            let mut peer = HttpPeer::new(addr, upstream.tls, addr.ip().to_string());
+            apply_timeouts(&mut peer, upstream, &timeouts);
+            return Ok(Box::new(peer));
+        }
+    }
     let key = ctx.hash_key.as_deref().unwrap_or("").as_bytes();
     let tried = &ctx.tried;
     let mut picked = upstream
@@ -63,11 +87,15 @@ fn peer_for(
     timeouts: &Timeouts,
 ) -> HttpPeer {
     let mut peer = HttpPeer::new(node.addr, upstream.tls, node.sni.clone());
+    apply_timeouts(&mut peer, upstream, timeouts);
+    peer
+}
+
+fn apply_timeouts(peer: &mut HttpPeer, upstream: &UpstreamRuntime, timeouts: &Timeouts) {
     peer.options.connection_timeout = Some(timeouts.connect);
     peer.options.read_timeout = Some(timeouts.read);
     peer.options.write_timeout = Some(timeouts.send);
     peer.options.idle_timeout = upstream.idle_timeout;
-    peer
 }
 
 /// Whether another attempt may start: retries left, an untried node left, and still
@@ -76,7 +104,7 @@ pub fn may_retry(ctx: &RequestCtx) -> bool {
     let Some(upstream) = ctx.route.as_ref().and_then(|r| r.upstream.as_ref()) else {
         return false;
     };
-    if ctx.response_started || ctx.tried.len() > upstream.retries {
+    if ctx.response_started || ctx.attempts > upstream.retries + ctx.extra_tries {
         return false;
     }
     if let (Some(limit), Some(first)) = (upstream.retry_timeout, ctx.first_attempt) {
@@ -151,6 +179,7 @@ pub fn on_proxy_error(
     let stale_pooled = client_reused && matches!(e.retry, RetryType::ReusedOnly);
     if stale_pooled && ctx.stale_retries < MAX_STALE_RETRIES {
         ctx.stale_retries += 1;
+        ctx.attempts = ctx.attempts.saturating_sub(1);
         ctx.tried.pop();
         e.set_retry(true);
         return e;
