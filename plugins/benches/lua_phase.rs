@@ -1,0 +1,67 @@
+//! Per-phase overhead of one trivial Lua plugin: what a request pays for running a
+//! function the way each phase runs it (synchronously in header/body filters and the
+//! balancer, as a coroutine in rewrite/access/log), plus a realistic access snippet and
+//! the fixed cost of building the request's Lua view.
+//!
+//! `cargo bench -p portico-plugins --bench lua_phase`
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::HeaderMap;
+use portico_plugins::lua::{compile, ConnVars, LuaLimits, LuaRequest, LuaVm, SharedDicts};
+use portico_plugins::Phase;
+
+fn request() -> LuaRequest {
+    let mut h = HeaderMap::new();
+    h.insert("host", "example.com".parse().expect("static header"));
+    h.insert("user-agent", "bench".parse().expect("static header"));
+    h.insert("x-user", "alice".parse().expect("static header"));
+    LuaRequest::new(
+        "GET".into(),
+        "/api/items".into(),
+        Some("id=7".into()),
+        h,
+        ConnVars::default(),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let vm = LuaVm::new(LuaLimits::default(), (0, 1), &SharedDicts::default()).expect("create VM");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let trivial =
+        compile("bench.trivial", "return function(conf, ctx) end", None).expect("compile");
+    let access = compile(
+        "bench.access",
+        r#"return function(conf, ctx)
+            local user = ngx.var.http_x_user
+            if not user then return ngx.exit(403) end
+            ngx.req.set_header("X-Checked-User", user)
+        end"#,
+        None,
+    )
+    .expect("compile");
+
+    c.bench_function("request view (headers copied once per request)", |b| {
+        b.iter(|| black_box(request().shared()))
+    });
+    let req = request().shared();
+    req.lock().phase = Phase::HeaderFilter;
+    c.bench_function(
+        "trivial function, sync (header_filter/body_filter/balancer)",
+        |b| b.iter(|| black_box(vm.call_sync(&trivial, &req).expect("call"))),
+    );
+    req.lock().phase = Phase::Access;
+    c.bench_function("trivial function, coroutine (rewrite/access/log)", |b| {
+        b.iter(|| black_box(rt.block_on(vm.call(&trivial, &req)).expect("call")))
+    });
+    c.bench_function("access: read a header, set a header", |b| {
+        b.iter(|| black_box(rt.block_on(vm.call(&access, &req)).expect("call")))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
