@@ -32,6 +32,9 @@ pub struct PluginInstance {
 /// What a plugin factory gets at apply time.
 pub struct BuildInput<'a> {
     pub conf: &'a Value,
+    /// Where the configuration lives (`routes[id=1].plugins.NAME`): names the code in
+    /// errors, and gives each place its own Lua closures, as APISIX does per config.
+    pub owner: &'a str,
     pub validator: &'a Validator,
 }
 
@@ -73,7 +76,7 @@ impl PluginRegistry {
     /// Checks that `name` exists and that `conf` builds (Lua compiles, loads and returns
     /// functions).
     pub fn check(&self, name: &str, conf: &Value) -> Result<(), PluginError> {
-        self.build(name, conf).map(|_| ())
+        self.build(name, conf, name).map(|_| ())
     }
 
     /// Whether a plugin called `name` exists (a cheap check; `build` validates the conf).
@@ -81,14 +84,20 @@ impl PluginRegistry {
         self.factories.contains_key(name)
     }
 
-    /// Builds a runnable instance of `name` from `conf`.
-    pub fn build(&self, name: &str, conf: &Value) -> Result<PluginInstance, PluginError> {
+    /// Builds a runnable instance of `name` from `conf`, configured at `owner`.
+    pub fn build(
+        &self,
+        name: &str,
+        conf: &Value,
+        owner: &str,
+    ) -> Result<PluginInstance, PluginError> {
         let factory = self
             .factories
             .get(name)
             .ok_or_else(|| PluginError::Unknown(name.to_string()))?;
         factory(&BuildInput {
             conf,
+            owner,
             validator: &self.validator,
         })
         .map_err(|message| PluginError::InvalidConfig {
@@ -129,7 +138,17 @@ mod tests {
     fn serverless_code_is_checked_at_apply_time() {
         let r = PluginRegistry::builtin();
         let ok = json!({"phase": "access", "functions": ["return function(conf, ctx) ngx.exit(403) end"]});
-        let inst = r.build("serverless-pre-function", &ok).unwrap();
+        let inst = r
+            .build(
+                "serverless-pre-function",
+                &ok,
+                "routes[id=1].plugins.serverless-pre-function",
+            )
+            .unwrap();
+        assert_eq!(
+            inst.functions[0].label,
+            "routes[id=1].plugins.serverless-pre-function.functions[0]"
+        );
         assert_eq!(
             (inst.priority, inst.phase, inst.functions.len()),
             (10000, Phase::Access, 1)
@@ -138,6 +157,7 @@ mod tests {
             .build(
                 "serverless-post-function",
                 &json!({"functions": ["return function() end"]}),
+                "x",
             )
             .unwrap();
         assert_eq!((post.priority, post.phase), (-2000, Phase::Access));
@@ -160,7 +180,7 @@ mod tests {
         let e = r
             .check(
                 "serverless-pre-function",
-                &json!({"phase": "content", "functions": ["return function() end"]}),
+                &json!({"phase": "init_worker", "functions": ["return function() end"]}),
             )
             .unwrap_err()
             .to_string();

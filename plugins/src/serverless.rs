@@ -63,7 +63,7 @@ fn build(
     let shared_conf = Arc::new(input.conf.clone());
     let mut functions = Vec::with_capacity(conf.functions.len());
     for (i, source) in conf.functions.iter().enumerate() {
-        let label = format!("{name}.functions[{i}]");
+        let label = format!("{}.functions[{i}]", input.owner);
         let f = compile(&label, source, Some(Arc::clone(&shared_conf)))?;
         input.validator.check(&f)?;
         functions.push(Arc::new(f));

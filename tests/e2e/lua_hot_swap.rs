@@ -215,7 +215,7 @@ fn lua_syntax_error_rejected_with_line_previous_code_serves() {
     assert!(code.contains("'good'"), "stored route: {stored}");
     // a bad phase name and an empty function list are rejected too
     for conf in [
-        json!({"phase": "content", "functions": ["return function() end"]}),
+        json!({"phase": "init_worker", "functions": ["return function() end"]}),
         json!({"phase": "access", "functions": []}),
     ] {
         let (status, _, body) = gw.admin(

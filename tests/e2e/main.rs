@@ -24,6 +24,7 @@ mod lua_common;
 mod lua_content_balancer;
 mod lua_hot_swap;
 mod lua_phases;
+mod lua_responses;
 mod lua_safety;
 mod metrics;
 mod persistence;

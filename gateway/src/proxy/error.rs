@@ -32,25 +32,21 @@ fn body_for(code: u16) -> &'static str {
     }
 }
 
-/// Writes the error response (when the client can still receive one).
-pub async fn respond_error(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+/// Writes the error response (when the client can still receive one), through the
+/// route's header and body filters like every response the gateway writes.
+pub async fn respond_error(
+    session: &mut Session,
+    e: &Error,
+    ctx: &mut RequestCtx,
+    env: &super::lua::LuaEnv<'_>,
+) -> FailToProxy {
     let code = status_for(e);
     if code > 0 && session.response_written().is_none() {
-        ctx.local_status = Some(code);
-        let body = body_for(code);
-        let header = ResponseHeader::build(code, Some(3)).and_then(|mut h| {
-            h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-            h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-            h.insert_header(http::header::SERVER, crate::SERVER_NAME)?;
-            Ok(h)
-        });
-        if let Ok(header) = header {
-            let sent = session.write_response_header(Box::new(header), false).await;
-            if sent.is_ok() {
-                let _ = session
-                    .write_response_body(Some(bytes::Bytes::from_static(body.as_bytes())), true)
-                    .await;
-            }
+        let body = bytes::Bytes::from_static(body_for(code).as_bytes());
+        if let Err(err) =
+            super::local::respond(session, ctx, code, "application/json", body, env).await
+        {
+            tracing::debug!("cannot write the {code} error page: {err}");
         }
     }
     FailToProxy {

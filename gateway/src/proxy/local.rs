@@ -54,6 +54,8 @@ pub async fn respond(
         lua::filter_body(session, ctx, &mut body, true, env);
     }
     let body = body.unwrap_or_default();
+    // The whole body is known here, so it goes with a length, not chunked.
+    header.remove_header(&http::header::TRANSFER_ENCODING);
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     ctx.local_status = Some(header.status.as_u16());
     session

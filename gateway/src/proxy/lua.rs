@@ -81,6 +81,8 @@ fn lua_request(session: &Session) -> LuaRequest {
     )
 }
 
+/// The request's Lua state, created at its first Lua phase, with the variables that
+/// change during the request (`upstream_addr`, `status`) brought up to date.
 fn ensure<'c>(
     session: &Session,
     ctx: &'c mut RequestCtx,
@@ -90,12 +92,31 @@ fn ensure<'c>(
         let vm = env.workers.current().map_err(|e| {
             tracing::error!("{e}");
         })?;
+        let mut req = lua_request(session);
+        // `ngx.var.request_time` and `ngx.req.start_time()` count from the request's
+        // arrival, not from its first Lua phase.
+        req.started = ctx.started;
         ctx.lua = Some(LuaCtx {
             vm,
-            req: lua_request(session).shared(),
+            req: req.shared(),
         });
     }
-    ctx.lua.as_ref().ok_or(())
+    let upstream_addr = upstream_addr(ctx);
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .or(ctx.local_status);
+    let lua = ctx.lua.as_ref().ok_or(())?;
+    {
+        let mut r = lua.req.lock();
+        if upstream_addr.is_some() {
+            r.upstream_addr = upstream_addr;
+        }
+        if let Some(status) = status {
+            r.status = status;
+        }
+    }
+    Ok(lua)
 }
 
 /// Runs the functions of a phase that may yield (rewrite, access, before_proxy, log).
@@ -110,25 +131,9 @@ pub async fn run_phase(
     if entries.is_empty() {
         return PhaseResult::Continue;
     }
-    let upstream_addr = upstream_addr(ctx);
-    let response_status = session
-        .response_written()
-        .map(|r| r.status.as_u16())
-        .or(ctx.local_status);
     let Ok(lua) = ensure(session, ctx, env) else {
         return failed(phase);
     };
-    {
-        let mut r = lua.req.lock();
-        if upstream_addr.is_some() {
-            r.upstream_addr = upstream_addr;
-        }
-        if phase == Phase::Log {
-            if let Some(status) = response_status {
-                r.status = status;
-            }
-        }
-    }
     let started = Instant::now();
     lua.req.lock().phase = phase;
     let mut result = PhaseResult::Continue;
@@ -330,6 +335,7 @@ pub fn filter_response_header(
     if has_body_filter {
         // The body may change size: send it chunked, as OpenResty does.
         header.remove_header(&http::header::CONTENT_LENGTH);
+        header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         ctx.body_filtered = true;
     }
     Ok(has_body_filter)

@@ -8,7 +8,10 @@
 //! | balancer          | `upstream_peer`              | [`upstream`]  |
 //! | (retry decision)  | `fail_to_connect`, `error_while_proxy` | [`upstream`] |
 //! | before_proxy      | `upstream_request_filter`    | [`request`]   |
-//! | header_filter     | `upstream_response_filter`   | [`upstream`]  |
+//! | content           | `request_filter`             | [`request`]   |
+//! | (passive health)  | `upstream_response_filter`   | [`upstream`]  |
+//! | header_filter     | `response_filter`            | [`lua`]       |
+//! | body_filter       | `response_body_filter`       | [`lua`]       |
 //! | error page        | `fail_to_proxy`              | [`error`]     |
 //! | log               | `logging`                    | [`log`]       |
 
@@ -101,12 +104,25 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         request::prepare_upstream_request(session, upstream_request, ctx)?;
-        match lua::run_phase(session, ctx, Phase::BeforeProxy, &self.lua_env()).await {
+        let env = self.lua_env();
+        // An answer here is written now; the error then only stops the proxying (the
+        // error page is skipped because a response was written).
+        match lua::run_phase(session, ctx, Phase::BeforeProxy, &env).await {
             lua::PhaseResult::Failed => {
-                return Error::e_explain(HTTPStatus(500), "before_proxy Lua failed")
+                local::respond(
+                    session,
+                    ctx,
+                    500,
+                    "text/html",
+                    local::default_page(500),
+                    &env,
+                )
+                .await?;
+                return Error::e_explain(HTTPStatus(500), "before_proxy Lua failed");
             }
-            lua::PhaseResult::Respond { status, .. } => {
-                return Error::e_explain(HTTPStatus(status), "before_proxy Lua answered")
+            lua::PhaseResult::Respond { status, body } => {
+                local::respond_from_lua(session, ctx, status, body, &env).await?;
+                return Error::e_explain(HTTPStatus(status), "before_proxy Lua answered");
             }
             lua::PhaseResult::Continue => {}
         }
@@ -149,7 +165,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        error::respond_error(session, e, ctx).await
+        error::respond_error(session, e, ctx, &self.lua_env()).await
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

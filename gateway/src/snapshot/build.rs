@@ -227,8 +227,10 @@ pub fn build(
     }
 }
 
-/// Builds plugin instances, reusing the previous snapshot's for an unchanged
-/// (name, configuration): their Lua is compiled and validated once, not per apply.
+/// Builds plugin instances, reusing the previous snapshot's for an unchanged (place,
+/// name, configuration): their Lua is compiled and validated once, not per apply, and
+/// keeps its closures (per worker) across swaps. Two routes with the same code get
+/// separate closures, as in APISIX.
 struct PluginInstances<'a> {
     registry: &'a PluginRegistry,
     prev: Option<&'a HashMap<String, Arc<PluginInstance>>>,
@@ -244,7 +246,8 @@ impl PluginInstances<'_> {
     ) -> Vec<Arc<PluginInstance>> {
         let mut out = Vec::new();
         for (name, conf) in confs {
-            let key = format!("{name}\u{0}{conf}");
+            let owner = format!("{path}.{name}");
+            let key = format!("{owner}\u{0}{conf}");
             let found = self
                 .built
                 .get(&key)
@@ -252,7 +255,7 @@ impl PluginInstances<'_> {
                 .cloned();
             let instance = match found {
                 Some(i) => i,
-                None => match self.registry.build(name, conf) {
+                None => match self.registry.build(name, conf, &owner) {
                     Ok(i) => Arc::new(i),
                     Err(e) => {
                         errors.push(FieldError::new(format!("{path}.{name}"), e.to_string()));

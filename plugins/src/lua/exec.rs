@@ -55,7 +55,7 @@ impl LuaVm {
             r
         })
         .await;
-        outcome(&self.lua, result)
+        outcome(&self.lua, result, req)
     }
 
     /// Runs `f(conf, ngx.ctx)` to completion without yielding (header and body filters).
@@ -70,11 +70,19 @@ impl LuaVm {
         self.enter(Some(req));
         let result = func.call::<MultiValue>((conf, ctx));
         self.leave();
-        outcome(&self.lua, result)
+        outcome(&self.lua, result, req)
     }
 }
 
-fn outcome(lua: &mlua::Lua, result: mlua::Result<MultiValue>) -> Result<CallOutcome, LuaFailure> {
+fn outcome(
+    lua: &mlua::Lua,
+    result: mlua::Result<MultiValue>,
+    req: &SharedRequest,
+) -> Result<CallOutcome, LuaFailure> {
+    // `ngx.exit` wins even when `pcall` caught its unwinding error.
+    if let Some(code) = req.lock().exit_code.take() {
+        return Ok(respond(code, None));
+    }
     match result {
         Ok(values) => {
             let mut it = values.into_iter();

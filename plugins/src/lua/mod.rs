@@ -3,6 +3,7 @@
 
 mod compile;
 mod exec;
+mod missing;
 mod ngx_lib;
 mod ngx_req;
 mod request;

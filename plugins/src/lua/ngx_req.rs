@@ -380,9 +380,11 @@ pub fn install(
         })?,
     )?;
     ngx.raw_set("eof", lua.create_function(|_, ()| Ok(1))?)?;
+    let cur = Arc::clone(&current);
     ngx.raw_set(
         "exit",
-        lua.create_function(|_, code: i64| -> mlua::Result<()> {
+        lua.create_function(move |_, code: i64| -> mlua::Result<()> {
+            cur.get()?.lock().exit_code = Some(code);
             Err(mlua::Error::external(Exit(code)))
         })?,
     )?;
@@ -394,7 +396,10 @@ pub fn install(
             if ![301, 302, 303, 307, 308].contains(&status) {
                 return Err(err(format!("only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed, got {status}")));
             }
-            cur.get()?.lock().set_response_header("location", &[uri]).map_err(err)?;
+            let r = cur.get()?;
+            let mut r = r.lock();
+            r.set_response_header("location", &[uri]).map_err(err)?;
+            r.exit_code = Some(status);
             Err(mlua::Error::external(Exit(status)))
         })?,
     )?;

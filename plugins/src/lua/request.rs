@@ -60,6 +60,9 @@ pub struct LuaRequest {
     pub response_changed: bool,
     /// `ngx.say`/`ngx.print` output not yet sent.
     pub output: Vec<u8>,
+    /// `ngx.exit(code)` was called: it ends the request even if `pcall` caught the
+    /// unwinding error, as in OpenResty (where `ngx.exit` cannot be caught).
+    pub exit_code: Option<i64>,
 
     /// `ngx.arg[1]`/`ngx.arg[2]` in `body_filter`.
     pub chunk: Option<Bytes>,
@@ -103,6 +106,7 @@ impl LuaRequest {
             response_headers: HeaderMap::new(),
             response_changed: false,
             output: Vec::new(),
+            exit_code: None,
             chunk: None,
             eof: false,
             balancer_peer: None,

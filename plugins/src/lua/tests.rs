@@ -271,3 +271,65 @@ fn many_requests_share_one_vm_safely() {
         assert_eq!(String::from_utf8_lossy(&r.lock().output), format!("{i}\n"));
     }
 }
+
+#[test]
+fn pcall_cannot_swallow_ngx_exit() {
+    let vm = vm();
+    let out = run(
+        &vm,
+        "return function() pcall(ngx.exit, 403); ngx.say('after') end",
+        &req(),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        CallOutcome::Respond {
+            status: 403,
+            body: None
+        }
+    );
+    let out = run(
+        &vm,
+        "return function() local ok = pcall(ngx.redirect, '/x') end",
+        &req(),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        CallOutcome::Respond {
+            status: 302,
+            body: None
+        }
+    );
+}
+
+#[test]
+fn missing_apis_name_themselves() {
+    let vm = vm();
+    for (code, name) in [
+        ("ngx.location.capture('/x')", "ngx.location.capture"),
+        ("ngx.socket.tcp()", "ngx.socket.tcp"),
+        ("ngx.timer.at(0, function() end)", "ngx.timer.at"),
+        ("ngx.req.get_body_data()", "ngx.req.get_body_data"),
+        ("ngx.re.split('a,b', ',')", "ngx.re.split"),
+    ] {
+        let e = run(&vm, &format!("return function() {code} end"), &req()).unwrap_err();
+        assert!(
+            e.message().contains(name) && e.message().contains("not supported"),
+            "{code}: {e}"
+        );
+    }
+    let out = run(
+        &vm,
+        "return function() return 200, ngx.config.subsystem end",
+        &req(),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        CallOutcome::Respond {
+            status: 200,
+            body: Some(b"http".to_vec())
+        }
+    );
+}

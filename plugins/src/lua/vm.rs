@@ -88,6 +88,7 @@ impl LuaVm {
         super::ngx_lib::install(&lua, &ngx)?;
         ngx_req::install(&lua, &ngx, Arc::clone(&current), worker)?;
         ngx.raw_set("shared", dicts.table(&lua)?)?;
+        super::missing::install(&lua, &ngx)?;
         let (get, set) = ngx_req::dynamic_fields(&lua, Arc::clone(&current))?;
         let dynamic = lua.create_table()?;
         dynamic.raw_set("__index", get)?;
