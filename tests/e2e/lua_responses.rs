@@ -117,3 +117,42 @@ fn pcall_does_not_swallow_ngx_exit() {
     assert_eq!(gw.proxy_get("/p").status, 403);
     assert_eq!(b.hits(), 0);
 }
+
+#[test]
+fn read_body_gives_lua_the_body_and_still_forwards_it() {
+    let gw = Gateway::start_default();
+    let b = Backend::start("b");
+    lua_route(
+        &gw,
+        "body",
+        "/body",
+        Some(&b),
+        pre(
+            "access",
+            r#"ngx.req.read_body()
+               local data = ngx.req.get_body_data() or ""
+               local args = ngx.req.get_post_args()
+               ngx.req.set_header("X-Lua-Body-Len", #data)
+               ngx.req.set_header("X-Lua-Name", args.name or "none")"#,
+        ),
+    );
+    gw.sync();
+    let req = Request::new("POST", "/body")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=portico&x=1");
+    let r = http::send(gw.proxy_addr(), &req).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let echo = r.json();
+    assert_eq!(echo["headers"]["x-lua-body-len"], "16");
+    assert_eq!(echo["headers"]["x-lua-name"], "portico");
+    assert_eq!(
+        echo["body_len"], 16,
+        "the body read by Lua still reaches the backend"
+    );
+
+    // Over the 64 KiB bound the body cannot be both read and forwarded: 413.
+    let big = Request::new("POST", "/body").body(vec![b'x'; 70 * 1024]);
+    let r = http::send(gw.proxy_addr(), &big).unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(b.hits(), 1);
+}

@@ -7,7 +7,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use portico_plugins::lua::{CallOutcome, ConnVars, LuaRequest, LuaVm, SharedRequest, WorkerVms};
+use portico_plugins::lua::{
+    BodyState, CallOutcome, ConnVars, LuaRequest, LuaVm, SharedRequest, WorkerVms, MAX_READ_BODY,
+};
 use portico_plugins::{Phase, PluginChain};
 
 use super::ctx::RequestCtx;
@@ -121,7 +123,7 @@ fn ensure<'c>(
 
 /// Runs the functions of a phase that may yield (rewrite, access, before_proxy, log).
 pub async fn run_phase(
-    session: &Session,
+    session: &mut Session,
     ctx: &mut RequestCtx,
     phase: Phase,
     env: &LuaEnv<'_>,
@@ -139,7 +141,25 @@ pub async fn run_phase(
     let mut result = PhaseResult::Continue;
     for entry in entries {
         lua.req.lock().plugin = entry.plugin;
-        match lua.vm.call(&entry.function, &lua.req).await {
+        let wanted = Arc::clone(&lua.req.lock().body_wanted);
+        let call = lua.vm.call(&entry.function, &lua.req);
+        tokio::pin!(call);
+        // `ngx.req.read_body()` yields and asks for the body: read it here, where the
+        // connection is, while the call waits.
+        let outcome = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = wanted.notified() => read_body(session, &lua.req).await,
+            }
+        };
+        if lua.req.lock().body == BodyState::TooLarge {
+            result = PhaseResult::Respond {
+                status: 413,
+                body: None,
+            };
+            break;
+        }
+        match outcome {
             Ok(CallOutcome::Continue) => {}
             Ok(CallOutcome::Respond { status, body }) => {
                 if phase == Phase::Log {
@@ -235,6 +255,32 @@ pub fn run_balancer(
         peer,
         more_tries: r.balancer_more_tries.take(),
     }))
+}
+
+/// Reads the request body for `ngx.req.read_body()`, bounded by what Pingora can replay
+/// to the upstream afterwards (its retry buffer), then wakes the waiting Lua.
+async fn read_body(session: &mut Session, req: &SharedRequest) {
+    session.as_mut().enable_retry_buffering();
+    let mut body = bytes::BytesMut::new();
+    let state = loop {
+        match session.as_mut().read_request_body().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_READ_BODY => {
+                break BodyState::TooLarge
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break BodyState::Read(body.freeze()),
+            Err(e) => {
+                tracing::debug!("cannot read the request body for Lua: {e}");
+                break BodyState::Read(bytes::Bytes::new());
+            }
+        }
+    };
+    let ready = {
+        let mut r = req.lock();
+        r.body = state;
+        Arc::clone(&r.body_ready)
+    };
+    ready.notify_one();
 }
 
 /// `ngx.var.upstream_addr`: the nodes tried so far, as nginx lists them (`a, b`).

@@ -19,10 +19,8 @@ const MISSING_NAMESPACES: [&str; 10] = [
 ];
 
 /// Functions of `ngx.req` that do not exist in Portico.
-const MISSING_REQ: [&str; 7] = [
-    "get_body_data",
+const MISSING_REQ: [&str; 5] = [
     "get_body_file",
-    "get_post_args",
     "socket",
     "raw_header",
     "init_body",

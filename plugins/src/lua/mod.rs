@@ -15,7 +15,7 @@ mod workers;
 
 pub use compile::{compile, CompiledFunction};
 pub use exec::{CallOutcome, Validator};
-pub use request::{ConnVars, LuaRequest, SharedRequest};
+pub use request::{BodyState, ConnVars, LuaRequest, SharedRequest, MAX_READ_BODY};
 pub use shared_dict::{parse_size, SharedDicts};
 pub use vm::{LuaLimits, LuaVm};
 pub use workers::WorkerVms;

@@ -8,7 +8,7 @@ use mlua::{Lua, MultiValue, Table, Value, Variadic};
 use parking_lot::Mutex;
 
 use super::ngx_lib::codec;
-use super::request::SharedRequest;
+use super::request::{BodyState, SharedRequest};
 use super::signal::Exit;
 use crate::phase::Phase;
 
@@ -245,7 +245,62 @@ pub fn install(
             Ok(())
         })?,
     )?;
-    req.raw_set("read_body", lua.create_function(|_, ()| Ok(()))?)?;
+    // Yields until the gateway has read the body (it holds the connection).
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "read_body",
+        lua.create_async_function(move |_, ()| {
+            let r = cur.get();
+            async move {
+                let r = r?;
+                let (wanted, ready) = {
+                    let mut g = r.lock();
+                    if !matches!(g.phase, Phase::Rewrite | Phase::Access | Phase::Content) {
+                        return Err(err(format!(
+                            "ngx.req.read_body is not allowed in the {} phase",
+                            g.phase
+                        )));
+                    }
+                    if g.body != BodyState::NotRead {
+                        return Ok(());
+                    }
+                    g.body = BodyState::Wanted;
+                    (Arc::clone(&g.body_wanted), Arc::clone(&g.body_ready))
+                };
+                wanted.notify_one();
+                ready.notified().await;
+                Ok(())
+            }
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "get_body_data",
+        lua.create_function(move |lua, ()| {
+            Ok(match &cur.get()?.lock().body {
+                BodyState::Read(b) if !b.is_empty() => Value::String(lua.create_string(b)?),
+                _ => Value::Nil,
+            })
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    req.raw_set(
+        "get_post_args",
+        lua.create_function(move |lua, max: Option<usize>| {
+            let body = match &cur.get()?.lock().body {
+                BodyState::Read(b) => b.clone(),
+                _ => {
+                    return Ok((
+                        Value::Nil,
+                        Value::String(lua.create_string("request body not read")?),
+                    ))
+                }
+            };
+            let t = codec::decode_args(lua, &body, max.unwrap_or(100))?;
+            Ok((Value::Table(t), Value::Nil))
+        })?,
+    )?;
+    req.raw_set("discard_body", lua.create_function(|_, ()| Ok(()))?)?;
     req.raw_set("http_version", lua.create_function(|_, ()| Ok(1.1))?)?;
     req.raw_set("start_time", {
         let cur = Arc::clone(&current);

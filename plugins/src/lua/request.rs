@@ -75,7 +75,30 @@ pub struct LuaRequest {
 
     /// The `ngx.ctx` table, created on first use and kept for every phase.
     pub ctx: Option<mlua::Table>,
+
+    /// The request body, once `ngx.req.read_body()` had it read.
+    pub body: BodyState,
+    /// Lua → gateway: "read the body now" (the gateway holds the connection).
+    pub body_wanted: Arc<tokio::sync::Notify>,
+    /// Gateway → Lua: the body is in `body`.
+    pub body_ready: Arc<tokio::sync::Notify>,
 }
+
+/// Where the request body stands for Lua.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyState {
+    NotRead,
+    /// `read_body()` asked for it; the gateway is reading.
+    Wanted,
+    Read(Bytes),
+    /// Larger than the bound: it cannot be both given to Lua and forwarded, so the
+    /// request is answered 413.
+    TooLarge,
+}
+
+/// The largest body `ngx.req.read_body()` reads: what Pingora can replay to the upstream
+/// after it was read (its retry buffer).
+pub const MAX_READ_BODY: usize = 64 * 1024;
 
 impl LuaRequest {
     pub fn new(
@@ -112,6 +135,9 @@ impl LuaRequest {
             balancer_peer: None,
             balancer_more_tries: None,
             ctx: None,
+            body: BodyState::NotRead,
+            body_wanted: Arc::new(tokio::sync::Notify::new()),
+            body_ready: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
