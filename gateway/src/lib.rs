@@ -15,6 +15,7 @@ pub mod admin_keys;
 pub mod balancer;
 pub mod config;
 pub mod drain;
+pub mod dynacode;
 pub mod hash_key;
 pub mod health;
 pub mod metrics;

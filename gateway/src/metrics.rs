@@ -37,6 +37,9 @@ pub struct Metrics {
     /// (upstream, node) pairs that have a `node_healthy` series, to drop removed nodes.
     health_series: Mutex<BTreeSet<(String, String)>>,
     lua_errors: IntCounterVec,
+    dynacode_polls: IntCounterVec,
+    dynacode_snippets: IntGaugeVec,
+    dynacode_last_success: IntGauge,
     /// `portico_lua_duration_seconds{phase}`, one resolved series per phase.
     lua_duration: Vec<Histogram>,
 }
@@ -122,6 +125,27 @@ impl Metrics {
             .iter()
             .map(|p| lua_duration_vec.with_label_values(&[p.name()]))
             .collect();
+        let dynacode_polls = IntCounterVec::new(
+            Opts::new(
+                "portico_dynacode_polls_total",
+                "Dynacode polls by result: updated, not_modified, fetch_error, status_error, invalid",
+            ),
+            &["result"],
+        )?;
+        let dynacode_snippets = IntGaugeVec::new(
+            Opts::new(
+                "portico_dynacode_snippets",
+                "Dynacode snippets of the running document by state (active, compile_error)",
+            ),
+            &["state"],
+        )?;
+        let dynacode_last_success = IntGauge::new(
+            "portico_dynacode_last_success_timestamp_seconds",
+            "Unix time of the last poll that returned a usable document (updated or not modified)",
+        )?;
+        registry.register(Box::new(dynacode_polls.clone()))?;
+        registry.register(Box::new(dynacode_snippets.clone()))?;
+        registry.register(Box::new(dynacode_last_success.clone()))?;
         registry.register(Box::new(lua_errors.clone()))?;
         registry.register(Box::new(lua_duration_vec))?;
         registry.register(Box::new(node_healthy.clone()))?;
@@ -158,6 +182,9 @@ impl Metrics {
             all_unhealthy,
             health_series: Mutex::new(BTreeSet::new()),
             lua_errors,
+            dynacode_polls,
+            dynacode_snippets,
+            dynacode_last_success,
             lua_duration,
         }))
     }
@@ -228,6 +255,31 @@ impl Metrics {
     /// Every node of `upstream` was unhealthy, so a request went to any of them.
     pub fn count_all_unhealthy(&self, upstream: &str) {
         self.all_unhealthy.with_label_values(&[upstream]).inc();
+    }
+
+    /// One dynacode poll ended with `result`.
+    pub fn count_dynacode_poll(&self, result: &str) {
+        self.dynacode_polls.with_label_values(&[result]).inc();
+    }
+
+    /// A poll returned a usable document (new or unchanged).
+    pub fn set_dynacode_last_success(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.dynacode_last_success
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
+
+    /// Snippet counts of the running document.
+    pub fn set_dynacode_snippets(&self, active: usize, compile_error: usize) {
+        self.dynacode_snippets
+            .with_label_values(&["active"])
+            .set(active as i64);
+        self.dynacode_snippets
+            .with_label_values(&["compile_error"])
+            .set(compile_error as i64);
     }
 
     /// A Lua function failed.

@@ -37,6 +37,43 @@ pub struct Settings {
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
     pub lua: LuaSettings,
+    /// Poll a lua-resty-dynacode document from a URL (optional).
+    pub dynacode: Option<DynacodePollSettings>,
+}
+
+/// `dynacode:` in the static config: where and how often to poll the document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynacodePollSettings {
+    pub url: String,
+    /// Seconds between polls.
+    #[serde(default = "default_poll_interval")]
+    pub interval: u64,
+    /// Up to this many seconds of random delay added to each poll.
+    #[serde(default = "default_poll_jitter")]
+    pub jitter: u64,
+    /// Seconds a poll may take.
+    #[serde(default = "default_poll_timeout")]
+    pub timeout: u64,
+    /// Extra request headers (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Poll once right at startup (otherwise the first poll waits one interval).
+    #[serde(default = "default_true")]
+    pub poll_at_start: bool,
+}
+
+fn default_poll_interval() -> u64 {
+    15
+}
+fn default_poll_jitter() -> u64 {
+    5
+}
+fn default_poll_timeout() -> u64 {
+    5
+}
+fn default_true() -> bool {
+    true
 }
 
 /// Limits of the Lua runtime (one VM per proxy worker thread).
@@ -83,6 +120,7 @@ impl Default for Settings {
             threads: 2,
             shutdown_grace_seconds: 10,
             lua: LuaSettings::default(),
+            dynacode: None,
         }
     }
 }
@@ -248,6 +286,17 @@ impl Settings {
         }
         if let Err(e) = portico_plugins::lua::SharedDicts::from_config(&self.lua.shared_dicts) {
             errors.push(e);
+        }
+        if let Some(d) = &self.dynacode {
+            if !(d.url.starts_with("http://") || d.url.starts_with("https://")) {
+                errors.push(format!("dynacode.url: `{}` is not an http(s) URL", d.url));
+            }
+            if d.interval == 0 {
+                errors.push("dynacode.interval: must be at least 1 second".to_string());
+            }
+            if d.timeout == 0 {
+                errors.push("dynacode.timeout: must be at least 1 second".to_string());
+            }
         }
         errors
     }

@@ -12,6 +12,9 @@ use crate::registry::PluginInstance;
 pub struct ChainEntry {
     pub plugin: &'static str,
     pub function: Arc<CompiledFunction>,
+    /// A runtime error is logged and the request goes on (lua-resty-dynacode runs each
+    /// snippet under `pcall`); timeouts and memory errors still follow the phase's rule.
+    pub contain_errors: bool,
 }
 
 /// Built at apply time; read by every request of a route.
@@ -32,6 +35,7 @@ impl PluginChain {
                 slot.extend(inst.functions.iter().map(|f| ChainEntry {
                     plugin: inst.name,
                     function: Arc::clone(f),
+                    contain_errors: false,
                 }));
             }
         }

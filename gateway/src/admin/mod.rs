@@ -6,6 +6,7 @@
 
 mod auth;
 mod configs;
+mod dynacode;
 mod healthcheck;
 mod patch;
 mod reply;
@@ -100,6 +101,10 @@ impl AdminApi {
             ("GET", ["configs"]) => configs::get(store),
             ("PUT", ["configs"]) => configs::replace(store, body(), false).await,
             ("POST", ["configs", "validate"]) => configs::replace(store, body(), true).await,
+            ("GET", ["dynacode"]) => dynacode::get(store),
+            ("PUT", ["dynacode"]) => dynacode::put(store, body()).await,
+            ("DELETE", ["dynacode"]) => dynacode::delete(store).await,
+            ("POST", ["dynacode", "validate"]) => dynacode::validate(&body()),
             (method, [res, rest @ ..]) => {
                 let Some(kind) = ResourceKind::from_segment(res) else {
                     return reply::error(404, "404 Route Not Found");

@@ -59,6 +59,8 @@ pub struct ResourceSet {
     pub services: BTreeMap<String, Entry<ServiceSpec>>,
     pub routes: BTreeMap<String, Entry<RouteSpec>>,
     pub global_rules: BTreeMap<String, Entry<GlobalRuleSpec>>,
+    /// The lua-resty-dynacode document, when one was pushed or polled.
+    pub dynacode: Option<Entry<crate::dynacode::DynacodeDoc>>,
 }
 
 impl ResourceSet {
@@ -247,6 +249,7 @@ impl ResourceSet {
             .iter()
             .flat_map(|k| self.list(*k))
             .map(|(_, v)| v.modified_index.max(v.created_index))
+            .chain(self.dynacode.iter().map(|d| d.modified_index))
             .max()
             .unwrap_or(0)
     }

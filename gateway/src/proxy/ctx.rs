@@ -32,6 +32,9 @@ pub struct RequestCtx {
     pub response_started: bool,
     /// Status of a response the gateway wrote itself (404, 502, ...).
     pub local_status: Option<u16>,
+    /// Domains of the dynacode document whose snippets run for this request (computed
+    /// once, from the host).
+    pub dynacode: Vec<u16>,
     /// The request's Lua VM and state, from its first Lua phase on.
     pub lua: Option<super::lua::LuaCtx>,
     /// The response goes through body filters (sent chunked).
@@ -56,6 +59,7 @@ impl RequestCtx {
             stale_retries: 0,
             response_started: false,
             local_status: None,
+            dynacode: Vec::new(),
             lua: None,
             body_filtered: false,
             _in_flight: in_flight,

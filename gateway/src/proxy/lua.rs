@@ -10,7 +10,7 @@ use pingora::proxy::Session;
 use portico_plugins::lua::{
     BodyState, CallOutcome, ConnVars, LuaRequest, LuaVm, SharedRequest, WorkerVms, MAX_READ_BODY,
 };
-use portico_plugins::{Phase, PluginChain};
+use portico_plugins::{ChainEntry, Phase, PluginChain};
 
 use super::ctx::RequestCtx;
 use crate::metrics::Metrics;
@@ -45,6 +45,36 @@ pub fn chain(ctx: &RequestCtx) -> Arc<PluginChain> {
     match &ctx.route {
         Some(r) => Arc::clone(&r.chain),
         None => Arc::clone(&ctx.snap.global_chain),
+    }
+}
+
+/// What runs in one phase of this request: the matching dynacode snippets first (they
+/// are server-wide, like OpenResty's http-level handlers), then the plugin chain.
+pub struct PhaseEntries {
+    dynacode: Vec<ChainEntry>,
+    chain: Arc<PluginChain>,
+    phase: Phase,
+}
+
+impl PhaseEntries {
+    pub fn of(ctx: &RequestCtx, phase: Phase) -> PhaseEntries {
+        let dynacode = match &ctx.snap.dynacode {
+            Some(d) if !ctx.dynacode.is_empty() => d.entries(&ctx.dynacode, phase),
+            _ => Vec::new(),
+        };
+        PhaseEntries {
+            dynacode,
+            chain: chain(ctx),
+            phase,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ChainEntry> {
+        self.dynacode.iter().chain(self.chain.phase(self.phase))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dynacode.is_empty() && self.chain.phase(self.phase).is_empty()
     }
 }
 
@@ -128,8 +158,7 @@ pub async fn run_phase(
     phase: Phase,
     env: &LuaEnv<'_>,
 ) -> PhaseResult {
-    let chain = chain(ctx);
-    let entries = chain.phase(phase);
+    let entries = PhaseEntries::of(ctx, phase);
     if entries.is_empty() {
         return PhaseResult::Continue;
     }
@@ -139,7 +168,7 @@ pub async fn run_phase(
     let started = Instant::now();
     lua.req.lock().phase = phase;
     let mut result = PhaseResult::Continue;
-    for entry in entries {
+    for entry in entries.iter() {
         lua.req.lock().plugin = entry.plugin;
         let wanted = Arc::clone(&lua.req.lock().body_wanted);
         let call = lua.vm.call(&entry.function, &lua.req);
@@ -170,7 +199,7 @@ pub async fn run_phase(
             }
             Err(e) => {
                 report(env, entry.plugin, phase, &e);
-                if phase.fails_request() {
+                if phase.fails_request() && !contained(entry, &e) {
                     result = PhaseResult::Failed;
                     break;
                 }
@@ -191,8 +220,7 @@ pub fn run_sync_phase(
     phase: Phase,
     env: &LuaEnv<'_>,
 ) -> bool {
-    let chain = chain(ctx);
-    let entries = chain.phase(phase);
+    let entries = PhaseEntries::of(ctx, phase);
     if entries.is_empty() {
         return true;
     }
@@ -202,10 +230,13 @@ pub fn run_sync_phase(
     let started = Instant::now();
     lua.req.lock().phase = phase;
     let mut ok = true;
-    for entry in entries {
+    for entry in entries.iter() {
         lua.req.lock().plugin = entry.plugin;
         if let Err(e) = lua.vm.call_sync(&entry.function, &lua.req) {
             report(env, entry.plugin, phase, &e);
+            if contained(entry, &e) {
+                continue;
+            }
             ok = false;
             if phase.fails_request() {
                 break;
@@ -232,7 +263,7 @@ pub fn run_balancer(
     ctx: &mut RequestCtx,
     env: &LuaEnv<'_>,
 ) -> Result<Option<BalancerChoice>> {
-    if chain(ctx).phase(Phase::Balancer).is_empty() {
+    if PhaseEntries::of(ctx, Phase::Balancer).is_empty() {
         return Ok(None);
     }
     if !run_sync_phase(session, ctx, Phase::Balancer, env) {
@@ -298,6 +329,12 @@ fn upstream_addr(ctx: &RequestCtx) -> Option<String> {
     Some(addrs.join(", "))
 }
 
+/// A dynacode snippet's runtime error is logged and the request goes on (dynacode runs
+/// each snippet under `pcall`); timeouts and memory errors still fail it.
+fn contained(entry: &ChainEntry, e: &portico_plugins::lua::LuaFailure) -> bool {
+    entry.contain_errors && e.kind() == "error"
+}
+
 fn failed(phase: Phase) -> PhaseResult {
     if phase.fails_request() {
         PhaseResult::Failed
@@ -343,9 +380,8 @@ pub fn filter_response_header(
     header: &mut ResponseHeader,
     env: &LuaEnv<'_>,
 ) -> Result<bool> {
-    let chain = chain(ctx);
-    let has_header_filter = !chain.phase(Phase::HeaderFilter).is_empty();
-    let has_body_filter = !chain.phase(Phase::BodyFilter).is_empty();
+    let has_header_filter = !PhaseEntries::of(ctx, Phase::HeaderFilter).is_empty();
+    let has_body_filter = !PhaseEntries::of(ctx, Phase::BodyFilter).is_empty();
     if !has_header_filter && !has_body_filter {
         return Ok(false);
     }
@@ -395,7 +431,7 @@ pub fn filter_body(
     eof: bool,
     env: &LuaEnv<'_>,
 ) {
-    if !ctx.body_filtered || chain(ctx).phase(Phase::BodyFilter).is_empty() {
+    if !ctx.body_filtered || PhaseEntries::of(ctx, Phase::BodyFilter).is_empty() {
         return;
     }
     // The filters' failures are logged; the chunk goes on as Lua left it.

@@ -81,7 +81,15 @@ pub async fn route_request(
             });
         (route, hash_key)
     };
+    if let Some(dynacode) = &ctx.snap.dynacode {
+        ctx.dynacode = dynacode.matching(&host);
+    }
+    // With no route, the global rules and the dynacode snippets still run (APISIX runs
+    // global rules before its 404); a content snippet may answer the request.
     let Some(route) = route else {
+        if let Some(answered) = lua_phases(session, ctx, env).await? {
+            return Ok(answered);
+        }
         respond_json(
             session,
             ctx,
@@ -95,47 +103,8 @@ pub async fn route_request(
     let has_upstream = route.upstream.is_some();
     ctx.route = Some(Arc::clone(&route));
     ctx.hash_key = hash_key;
-    for phase in [Phase::Rewrite, Phase::Access] {
-        match lua::run_phase(session, ctx, phase, env).await {
-            PhaseResult::Continue => {}
-            PhaseResult::Respond { status, body } => {
-                local::respond_from_lua(session, ctx, status, body, env).await?;
-                return Ok(true);
-            }
-            PhaseResult::Failed => {
-                local::respond(
-                    session,
-                    ctx,
-                    500,
-                    "text/html",
-                    local::default_page(500),
-                    env,
-                )
-                .await?;
-                return Ok(true);
-            }
-        }
-    }
-    // The content phase answers without an upstream (OpenResty `content_by_lua`).
-    if !lua::chain(ctx).phase(Phase::Content).is_empty() {
-        let (status, body) = match lua::run_phase(session, ctx, Phase::Content, env).await {
-            PhaseResult::Continue => (200, None),
-            PhaseResult::Respond { status, body } => (status, body),
-            PhaseResult::Failed => {
-                local::respond(
-                    session,
-                    ctx,
-                    500,
-                    "text/html",
-                    local::default_page(500),
-                    env,
-                )
-                .await?;
-                return Ok(true);
-            }
-        };
-        local::respond_from_lua(session, ctx, status, body, env).await?;
-        return Ok(true);
+    if let Some(answered) = lua_phases(session, ctx, env).await? {
+        return Ok(answered);
     }
     if !has_upstream {
         respond_json(
@@ -149,6 +118,58 @@ pub async fn route_request(
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Runs rewrite, access and (when there is content code) content. `Some(true)`: a
+/// response was written; `None`: go on (to the upstream, or the 404).
+async fn lua_phases(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    env: &LuaEnv<'_>,
+) -> Result<Option<bool>> {
+    for phase in [Phase::Rewrite, Phase::Access] {
+        match lua::run_phase(session, ctx, phase, env).await {
+            PhaseResult::Continue => {}
+            PhaseResult::Respond { status, body } => {
+                local::respond_from_lua(session, ctx, status, body, env).await?;
+                return Ok(Some(true));
+            }
+            PhaseResult::Failed => {
+                local::respond(
+                    session,
+                    ctx,
+                    500,
+                    "text/html",
+                    local::default_page(500),
+                    env,
+                )
+                .await?;
+                return Ok(Some(true));
+            }
+        }
+    }
+    // The content phase answers without an upstream (OpenResty `content_by_lua`).
+    if lua::PhaseEntries::of(ctx, Phase::Content).is_empty() {
+        return Ok(None);
+    }
+    let (status, body) = match lua::run_phase(session, ctx, Phase::Content, env).await {
+        PhaseResult::Continue => (200, None),
+        PhaseResult::Respond { status, body } => (status, body),
+        PhaseResult::Failed => {
+            local::respond(
+                session,
+                ctx,
+                500,
+                "text/html",
+                local::default_page(500),
+                env,
+            )
+            .await?;
+            return Ok(Some(true));
+        }
+    };
+    local::respond_from_lua(session, ctx, status, body, env).await?;
+    Ok(Some(true))
 }
 
 /// Writes a complete JSON response the gateway generates (keep-alive is preserved).

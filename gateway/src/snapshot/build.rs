@@ -221,10 +221,29 @@ pub fn build(
             routes,
             upstreams,
             global_chain,
+            dynacode: dynacode_runtime(set, prev),
             plugin_instances: instances.built,
         }),
         _ => Err(BuildError(errors)),
     }
+}
+
+/// The dynacode runtime: the previous one when the document did not change (its
+/// snippets keep their compiled code), else compiled now.
+fn dynacode_runtime(
+    set: &ResourceSet,
+    prev: Option<&Snapshot>,
+) -> Option<Arc<crate::dynacode::DynacodeRuntime>> {
+    let entry = set.dynacode.as_ref()?;
+    if let Some(old) = prev.and_then(|p| p.dynacode.as_ref()) {
+        if old.source_is(&entry.value) {
+            return Some(Arc::clone(old));
+        }
+    }
+    Some(Arc::new(crate::dynacode::DynacodeRuntime::build(
+        &entry.spec,
+        Arc::clone(&entry.value),
+    )))
 }
 
 /// Builds plugin instances, reusing the previous snapshot's for an unchanged (place,

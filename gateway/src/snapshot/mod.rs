@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub upstreams: std::collections::BTreeMap<String, Arc<UpstreamRuntime>>,
     /// Plugins of the global rules alone: what a request that matched no route runs.
     pub global_chain: Arc<PluginChain>,
+    /// The compiled dynacode document, if there is one.
+    pub dynacode: Option<Arc<crate::dynacode::DynacodeRuntime>>,
     /// Every built plugin instance by (name, configuration), reused by the next build.
     pub plugin_instances: std::collections::HashMap<String, Arc<PluginInstance>>,
 }

@@ -43,6 +43,8 @@ pub struct Record {
 /// What a load returns: every record with its kind and id, and the revision counter.
 pub struct Loaded {
     pub records: Vec<(ResourceKind, String, Record)>,
+    /// The dynacode document, stored under its own key.
+    pub dynacode: Option<Record>,
     pub revision: u64,
 }
 
@@ -57,8 +59,10 @@ pub enum DiskWrite<'a> {
         kind: ResourceKind,
         id: &'a str,
     },
-    /// Replace every record (the `configs` bulk replace).
+    /// Replace every record (the `configs` bulk replace); the dynacode document stays.
     ReplaceAll(Vec<(ResourceKind, &'a str, &'a Record)>),
+    /// Store (`Some`) or remove (`None`) the dynacode document.
+    Dynacode(Option<&'a Record>),
 }
 
 pub struct DiskStore {
@@ -92,9 +96,17 @@ impl DiskStore {
             .open_table(RESOURCES)
             .map_err(|e| err("load")(e.to_string()))?;
         let mut records = Vec::new();
+        let mut dynacode = None;
         for item in table.iter().map_err(|e| err("load")(e.to_string()))? {
             let (k, v) = item.map_err(|e| err("load")(e.to_string()))?;
             let key = k.value();
+            if key == crate::dynacode::KEY {
+                dynacode = Some(
+                    serde_json::from_slice(v.value())
+                        .map_err(|e| err("load")(format!("record `{key}`: {e}")))?,
+                );
+                continue;
+            }
             let (kind, id) =
                 parse_key(key).ok_or_else(|| err("load")(format!("unexpected key `{key}`")))?;
             let record: Record = serde_json::from_slice(v.value())
@@ -109,7 +121,11 @@ impl DiskStore {
             .map_err(|e| err("load")(e.to_string()))?
             .map(|g| g.value())
             .unwrap_or(0);
-        Ok(Loaded { records, revision })
+        Ok(Loaded {
+            records,
+            dynacode,
+            revision,
+        })
     }
 
     /// Applies `write` and sets the revision counter, in one durable transaction.
@@ -134,9 +150,20 @@ impl DiskStore {
                         .remove(kind.key(id).as_str())
                         .map_err(|e| err("write")(e.to_string()))?;
                 }
+                DiskWrite::Dynacode(Some(record)) => {
+                    let bytes = encode(record)?;
+                    table
+                        .insert(crate::dynacode::KEY, bytes.as_slice())
+                        .map_err(|e| err("write")(e.to_string()))?;
+                }
+                DiskWrite::Dynacode(None) => {
+                    table
+                        .remove(crate::dynacode::KEY)
+                        .map_err(|e| err("write")(e.to_string()))?;
+                }
                 DiskWrite::ReplaceAll(items) => {
                     table
-                        .retain(|_, _| false)
+                        .retain(|k, _| k == crate::dynacode::KEY)
                         .map_err(|e| err("write")(e.to_string()))?;
                     for (kind, id, record) in items {
                         let bytes = encode(record)?;

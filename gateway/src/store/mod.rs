@@ -29,6 +29,8 @@ pub enum ApplySource {
     Startup,
     Admin,
     Yaml,
+    /// The dynacode poller.
+    Poll,
 }
 
 impl ApplySource {
@@ -37,6 +39,7 @@ impl ApplySource {
             ApplySource::Startup => "startup",
             ApplySource::Admin => "admin",
             ApplySource::Yaml => "yaml",
+            ApplySource::Poll => "poll",
         }
     }
 }
@@ -57,8 +60,13 @@ pub enum Change {
         id: String,
         force: bool,
     },
-    /// Replace every resource (`PUT /configs`, a yaml file).
+    /// Replace every resource (`PUT /configs`, a yaml file). The dynacode document is
+    /// not part of it and stays.
     ReplaceAll(Vec<(ResourceKind, String, Value)>),
+    /// Replace the dynacode document.
+    PutDynacode(Value),
+    /// Remove the dynacode document.
+    DeleteDynacode,
 }
 
 /// Why a change was refused. Nothing was swapped or written.
@@ -141,6 +149,19 @@ impl ConfigStore {
                 errors.extend(errs.into_iter().map(|e| e.under(&prefix)));
             }
         }
+        if let Some(record) = loaded.dynacode {
+            match crate::dynacode::DynacodeDoc::parse(&record.value) {
+                Ok(doc) => {
+                    set.dynacode = Some(crate::config::Entry {
+                        value: Arc::new(record.value),
+                        spec: Arc::new(doc),
+                        created_index: record.created_index,
+                        modified_index: record.modified_index,
+                    })
+                }
+                Err(errs) => errors.extend(errs.into_iter().map(|e| e.under("dynacode"))),
+            }
+        }
         if !errors.is_empty() {
             metrics.count_apply(ApplySource::Startup.label(), false);
             return Err(ApplyError::Invalid(errors));
@@ -186,6 +207,7 @@ impl ConfigStore {
         metrics.count_apply(ApplySource::Startup.label(), true);
         metrics.set_config_version(1);
         crate::health::reconcile(&health, &metrics, &snapshot);
+        report_dynacode(&metrics, &snapshot);
         Ok(ConfigStore {
             current: ArcSwap::from_pointee(Current {
                 resources: Arc::new(set),
@@ -274,6 +296,7 @@ impl ConfigStore {
         }));
         self.metrics.set_config_version(version);
         crate::health::reconcile(&self.health, &self.metrics, &snapshot);
+        report_dynacode(&self.metrics, &snapshot);
         for (metrics, route_still_exists) in replaced {
             if route_still_exists {
                 metrics.forget_requests();
@@ -288,6 +311,22 @@ impl ConfigStore {
     pub fn next_id(&self) -> String {
         let writer = self.writer.lock();
         format!("{:020}", writer.revision + 1)
+    }
+}
+
+/// Snippet counts of the running dynacode document, and a log line per snippet that
+/// did not compile (each is skipped; the others run).
+fn report_dynacode(metrics: &Metrics, snapshot: &Snapshot) {
+    let (active, failed) = snapshot
+        .dynacode
+        .as_ref()
+        .map(|d| d.counts())
+        .unwrap_or((0, 0));
+    metrics.set_dynacode_snippets(active, failed);
+    for s in snapshot.dynacode.iter().flat_map(|d| d.status.iter()) {
+        if let Some(e) = &s.error {
+            tracing::warn!(domain = %s.domain, snippet = %s.name, "dynacode snippet skipped: {e}");
+        }
     }
 }
 
@@ -392,7 +431,33 @@ fn next_set(
             Ok((next, false))
         }
         Change::ReplaceAll(items) => {
-            let next = set_from_items(items.clone(), current, revision, plugins)?;
+            let mut next = set_from_items(items.clone(), current, revision, plugins)?;
+            next.dynacode = current.dynacode.clone();
+            Ok((next, false))
+        }
+        Change::PutDynacode(value) => {
+            let doc = crate::dynacode::DynacodeDoc::parse(value).map_err(ApplyError::Invalid)?;
+            let mut next = current.clone();
+            let created = current.dynacode.is_none();
+            let created_index = current
+                .dynacode
+                .as_ref()
+                .map(|d| d.created_index)
+                .unwrap_or(revision);
+            next.dynacode = Some(crate::config::Entry {
+                value: Arc::new(value.clone()),
+                spec: Arc::new(doc),
+                created_index,
+                modified_index: revision,
+            });
+            Ok((next, created))
+        }
+        Change::DeleteDynacode => {
+            if current.dynacode.is_none() {
+                return Err(ApplyError::NotFound);
+            }
+            let mut next = current.clone();
+            next.dynacode = None;
             Ok((next, false))
         }
     }
@@ -492,6 +557,14 @@ fn persist(
         },
         Change::Delete { kind, id, .. } => {
             disk.write(DiskWrite::Delete { kind: *kind, id }, revision)
+        }
+        Change::PutDynacode(_) | Change::DeleteDynacode => {
+            let record = next.dynacode.as_ref().map(|d| Record {
+                value: (*d.value).clone(),
+                created_index: d.created_index,
+                modified_index: d.modified_index,
+            });
+            disk.write(DiskWrite::Dynacode(record.as_ref()), revision)
         }
         Change::ReplaceAll(_) => {
             let records: Vec<(ResourceKind, String, Record)> = ResourceKind::ALL

@@ -4,9 +4,20 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+/// What the code is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// The chunk returns a function, called per request (APISIX serverless plugins); the
+    /// outer chunk runs once per VM, so its locals persist as upvalues.
+    ReturnsFunction,
+    /// The chunk is a statement list run whole on every call (lua-resty-dynacode).
+    Statements,
+}
+
 /// One compiled Lua function (the outer chunk returns it), shareable across VMs.
 #[derive(Debug)]
 pub struct CompiledFunction {
+    pub kind: ChunkKind,
     /// Content hash of (label, source, conf): unchanged code keeps its id across config
     /// swaps, so workers keep the loaded function and its upvalues.
     pub id: u64,
@@ -18,8 +29,23 @@ pub struct CompiledFunction {
     pub conf: Option<Arc<serde_json::Value>>,
 }
 
-/// Compiles `source`; the error is Luau's message with the line number.
+/// Compiles `source`, a chunk that returns a function; the error is Luau's message with
+/// the line number.
 pub fn compile(
+    label: &str,
+    source: &str,
+    conf: Option<Arc<serde_json::Value>>,
+) -> Result<CompiledFunction, String> {
+    compile_kind(ChunkKind::ReturnsFunction, label, source, conf)
+}
+
+/// Compiles a statement list (a dynacode snippet).
+pub fn compile_statements(label: &str, source: &str) -> Result<CompiledFunction, String> {
+    compile_kind(ChunkKind::Statements, label, source, None)
+}
+
+fn compile_kind(
+    kind: ChunkKind,
     label: &str,
     source: &str,
     conf: Option<Arc<serde_json::Value>>,
@@ -32,10 +58,12 @@ pub fn compile(
     let mut h = std::collections::hash_map::DefaultHasher::new();
     label.hash(&mut h);
     source.hash(&mut h);
+    (kind as u8).hash(&mut h);
     if let Some(c) = &conf {
         c.to_string().hash(&mut h);
     }
     Ok(CompiledFunction {
+        kind,
         id: h.finish(),
         label: label.to_string(),
         bytecode: Arc::from(bytecode),

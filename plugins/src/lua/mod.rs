@@ -4,7 +4,9 @@
 mod compile;
 mod exec;
 mod missing;
+mod ngx_balancer;
 mod ngx_lib;
+mod ngx_out;
 mod ngx_req;
 mod request;
 mod resty_http;
@@ -13,7 +15,7 @@ mod signal;
 mod vm;
 mod workers;
 
-pub use compile::{compile, CompiledFunction};
+pub use compile::{compile, compile_statements, ChunkKind, CompiledFunction};
 pub use exec::{CallOutcome, Validator};
 pub use request::{BodyState, ConnVars, LuaRequest, SharedRequest, MAX_READ_BODY};
 pub use shared_dict::{parse_size, SharedDicts};

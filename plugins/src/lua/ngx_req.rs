@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use mlua::{Lua, MultiValue, Table, Value, Variadic};
+use mlua::{Lua, Table, Value};
 use parking_lot::Mutex;
 
 use super::ngx_lib::codec;
+use super::ngx_out::format_number;
 use super::request::{BodyState, SharedRequest};
-use super::signal::Exit;
 use crate::phase::Phase;
 
 /// The request whose Lua is running on this VM right now.
@@ -30,50 +30,8 @@ impl CurrentRequest {
     }
 }
 
-fn err(msg: impl Into<String>) -> mlua::Error {
+pub(super) fn err(msg: impl Into<String>) -> mlua::Error {
     mlua::Error::runtime(msg.into())
-}
-
-/// Renders the arguments of `ngx.say`/`ngx.print` as OpenResty does: strings, numbers,
-/// booleans, `nil`/`ngx.null`, and (nested) arrays of those.
-fn render(out: &mut Vec<u8>, v: &Value) -> mlua::Result<()> {
-    match v {
-        Value::String(s) => out.extend_from_slice(&s.as_bytes()),
-        Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        Value::Number(n) => out.extend_from_slice(format_number(*n).as_bytes()),
-        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Nil => out.extend_from_slice(b"nil"),
-        Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
-        Value::Table(t) => {
-            for item in t.clone().sequence_values::<Value>() {
-                render(out, &item?)?;
-            }
-        }
-        other => {
-            return Err(err(format!(
-                "bad argument to 'say': {} not allowed",
-                other.type_name()
-            )))
-        }
-    }
-    Ok(())
-}
-
-/// Numbers print as LuaJIT prints them: integral values without a fraction (`5`, not `5.0`).
-pub fn format_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else if n.is_nan() {
-        "nan".into()
-    } else if n.is_infinite() {
-        if n > 0.0 {
-            "inf".into()
-        } else {
-            "-inf".into()
-        }
-    } else {
-        format!("{n}")
-    }
 }
 
 fn lua_string_list(v: Value) -> mlua::Result<Vec<String>> {
@@ -389,110 +347,8 @@ pub fn install(
     })?;
     ngx.raw_set("arg", proxy_table(lua, get, set, "ngx.arg")?)?;
 
-    // output and control
-    let cur = Arc::clone(&current);
-    ngx.raw_set(
-        "say",
-        lua.create_function(move |_, args: Variadic<Value>| {
-            let r = cur.get()?;
-            let mut r = r.lock();
-            for a in args.iter() {
-                render(&mut r.output, a)?;
-            }
-            r.output.push(b'\n');
-            Ok(1)
-        })?,
-    )?;
-    let cur = Arc::clone(&current);
-    ngx.raw_set(
-        "print",
-        lua.create_function(move |_, args: Variadic<Value>| {
-            let r = cur.get()?;
-            let mut r = r.lock();
-            for a in args.iter() {
-                render(&mut r.output, a)?;
-            }
-            Ok(1)
-        })?,
-    )?;
-    ngx.raw_set("flush", lua.create_function(|_, _: MultiValue| Ok(1))?)?;
-    // Yields: other requests on this worker run while this one sleeps. In header and
-    // body filters (run without a coroutine) it fails, as in OpenResty.
-    ngx.raw_set(
-        "sleep",
-        lua.create_async_function(|_, secs: f64| async move {
-            if !(secs >= 0.0 && secs.is_finite()) {
-                return Err(err(format!(
-                    "bad argument #1 to 'sleep': invalid sleeping time {secs}"
-                )));
-            }
-            if secs == 0.0 {
-                tokio::task::yield_now().await;
-            } else {
-                tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
-            }
-            Ok(())
-        })?,
-    )?;
-    ngx.raw_set("eof", lua.create_function(|_, ()| Ok(1))?)?;
-    let cur = Arc::clone(&current);
-    ngx.raw_set(
-        "exit",
-        lua.create_function(move |_, code: i64| -> mlua::Result<()> {
-            cur.get()?.lock().exit_code = Some(code);
-            Err(mlua::Error::external(Exit(code)))
-        })?,
-    )?;
-    let cur = Arc::clone(&current);
-    ngx.raw_set(
-        "redirect",
-        lua.create_function(move |_, (uri, status): (String, Option<i64>)| -> mlua::Result<()> {
-            let status = status.unwrap_or(302);
-            if ![301, 302, 303, 307, 308].contains(&status) {
-                return Err(err(format!("only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed, got {status}")));
-            }
-            let r = cur.get()?;
-            let mut r = r.lock();
-            r.set_response_header("location", &[uri]).map_err(err)?;
-            r.exit_code = Some(status);
-            Err(mlua::Error::external(Exit(status)))
-        })?,
-    )?;
-    let cur = Arc::clone(&current);
-    ngx.raw_set(
-        "get_phase",
-        lua.create_function(move |_, ()| {
-            Ok(cur.get().map(|r| r.lock().phase.name()).unwrap_or("init"))
-        })?,
-    )?;
-    let cur = Arc::clone(&current);
-    ngx.raw_set(
-        "log",
-        lua.create_function(move |_, (level, args): (i64, Variadic<Value>)| {
-            let mut msg = Vec::new();
-            for a in args.iter() {
-                render(&mut msg, a)?;
-            }
-            let msg = String::from_utf8_lossy(&msg);
-            let plugin = cur.get().map(|r| r.lock().plugin).unwrap_or("");
-            match level {
-                0..=4 => tracing::error!(plugin, "{msg}"),
-                5 => tracing::warn!(plugin, "{msg}"),
-                6 | 7 => tracing::info!(plugin, "{msg}"),
-                _ => tracing::debug!(plugin, "{msg}"),
-            }
-            Ok(())
-        })?,
-    )?;
-
-    // ngx.worker
-    let w = lua.create_table()?;
-    w.raw_set("id", lua.create_function(move |_, ()| Ok(worker.0))?)?;
-    w.raw_set("count", lua.create_function(move |_, ()| Ok(worker.1))?)?;
-    w.raw_set("pid", lua.create_function(|_, ()| Ok(std::process::id()))?)?;
-    w.raw_set("exiting", lua.create_function(|_, ()| Ok(false))?)?;
-    ngx.raw_set("worker", w)?;
-    Ok(())
+    // output and control, ngx.worker
+    super::ngx_out::install(lua, ngx, current, worker)
 }
 
 /// The dynamic fields of `ngx` (`ngx.ctx`, `ngx.status`): a getter and a setter for the
@@ -560,44 +416,6 @@ pub fn dynamic_fields(
         },
     )?;
     Ok((get, set))
-}
-
-/// `ngx.balancer`: override the node of this attempt, or allow more tries.
-pub fn balancer_module(lua: &Lua, current: Arc<CurrentRequest>) -> mlua::Result<Table> {
-    let m = lua.create_table()?;
-    let cur = Arc::clone(&current);
-    m.raw_set(
-        "set_current_peer",
-        lua.create_function(move |_, (host, port): (String, Option<u16>)| {
-            let r = cur.get()?;
-            let mut r = r.lock();
-            if r.phase != Phase::Balancer {
-                return Err(err("API disabled in the current context: set_current_peer works in the balancer phase"));
-            }
-            let (host, port) = match port {
-                Some(p) => (host, p),
-                None => match host.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), p.parse().map_err(|_| err("bad port"))?),
-                    None => (host, 80),
-                },
-            };
-            r.balancer_peer = Some((host, port));
-            Ok(true)
-        })?,
-    )?;
-    let cur = current;
-    m.raw_set(
-        "set_more_tries",
-        lua.create_function(move |_, n: u32| {
-            cur.get()?.lock().balancer_more_tries = Some(n);
-            Ok(true)
-        })?,
-    )?;
-    m.raw_set(
-        "set_timeouts",
-        lua.create_function(|_, _: MultiValue| Ok(true))?,
-    )?;
-    Ok(m)
 }
 
 fn method_name(code: i64) -> mlua::Result<String> {

@@ -9,7 +9,7 @@ use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, Table, Value, VmState};
 use parking_lot::Mutex;
 
-use super::compile::CompiledFunction;
+use super::compile::{ChunkKind, CompiledFunction};
 use super::ngx_req::{self, CurrentRequest};
 use super::request::SharedRequest;
 use super::shared_dict::SharedDicts;
@@ -104,7 +104,7 @@ impl LuaVm {
         proxy.set_metatable(Some(proxy_mt))?;
         globals.raw_set("ngx", proxy.clone())?;
 
-        let balancer = ngx_req::balancer_module(&lua, Arc::clone(&current))?;
+        let balancer = super::ngx_balancer::balancer_module(&lua, Arc::clone(&current))?;
         let require = lua.create_function(move |lua, name: String| -> mlua::Result<Value> {
             match name.as_str() {
                 "ngx" => Ok(Value::Table(proxy.clone())),
@@ -219,15 +219,18 @@ impl LuaVm {
             .set_mode(ChunkMode::Binary)
             .set_name(compiled.label.as_str())
             .set_environment(env);
-        let func = match chunk.call::<Value>(())? {
-            Value::Function(f) => f,
-            other => {
-                return Err(mlua::Error::runtime(format!(
-                    "{}: the code must return a function, it returned a {}",
-                    compiled.label,
-                    lua_type_name(&other)
-                )))
-            }
+        let func = match compiled.kind {
+            ChunkKind::Statements => chunk.into_function()?,
+            ChunkKind::ReturnsFunction => match chunk.call::<Value>(())? {
+                Value::Function(f) => f,
+                other => {
+                    return Err(mlua::Error::runtime(format!(
+                        "{}: the code must return a function, it returned a {}",
+                        compiled.label,
+                        lua_type_name(&other)
+                    )))
+                }
+            },
         };
         // After loading, a new global is an error: it would be shared by every request
         // this worker serves. Locals and ngx.ctx are the ways to keep state.

@@ -1,0 +1,165 @@
+//! Output and control functions of the request-bound `ngx` API (`say`, `print`, `flush`,
+//! `eof`, `exit`, `redirect`, `sleep`, `get_phase`, `log`) and `ngx.worker`.
+
+use std::sync::Arc;
+
+use mlua::{Lua, MultiValue, Table, Value, Variadic};
+
+use super::ngx_req::{err, CurrentRequest};
+use super::signal::Exit;
+
+/// Renders the arguments of `ngx.say`/`ngx.print` as OpenResty does: strings, numbers,
+/// booleans, `nil`/`ngx.null`, and (nested) arrays of those.
+fn render(out: &mut Vec<u8>, v: &Value) -> mlua::Result<()> {
+    match v {
+        Value::String(s) => out.extend_from_slice(&s.as_bytes()),
+        Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Number(n) => out.extend_from_slice(format_number(*n).as_bytes()),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Nil => out.extend_from_slice(b"nil"),
+        Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
+        Value::Table(t) => {
+            for item in t.clone().sequence_values::<Value>() {
+                render(out, &item?)?;
+            }
+        }
+        other => {
+            return Err(err(format!(
+                "bad argument to 'say': {} not allowed",
+                other.type_name()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Numbers print as LuaJIT prints them: integral values without a fraction (`5`, not `5.0`).
+pub fn format_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else if n.is_nan() {
+        "nan".into()
+    } else if n.is_infinite() {
+        if n > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
+    } else {
+        format!("{n}")
+    }
+}
+
+/// Installs the output and control functions and `ngx.worker` into `ngx` (part of
+/// `ngx_req::install`).
+pub(super) fn install(
+    lua: &Lua,
+    ngx: &Table,
+    current: Arc<CurrentRequest>,
+    worker: (usize, usize),
+) -> mlua::Result<()> {
+    // output and control
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "say",
+        lua.create_function(move |_, args: Variadic<Value>| {
+            let r = cur.get()?;
+            let mut r = r.lock();
+            for a in args.iter() {
+                render(&mut r.output, a)?;
+            }
+            r.output.push(b'\n');
+            Ok(1)
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "print",
+        lua.create_function(move |_, args: Variadic<Value>| {
+            let r = cur.get()?;
+            let mut r = r.lock();
+            for a in args.iter() {
+                render(&mut r.output, a)?;
+            }
+            Ok(1)
+        })?,
+    )?;
+    ngx.raw_set("flush", lua.create_function(|_, _: MultiValue| Ok(1))?)?;
+    // Yields: other requests on this worker run while this one sleeps. In header and
+    // body filters (run without a coroutine) it fails, as in OpenResty.
+    ngx.raw_set(
+        "sleep",
+        lua.create_async_function(|_, secs: f64| async move {
+            if !(secs >= 0.0 && secs.is_finite()) {
+                return Err(err(format!(
+                    "bad argument #1 to 'sleep': invalid sleeping time {secs}"
+                )));
+            }
+            if secs == 0.0 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+            }
+            Ok(())
+        })?,
+    )?;
+    ngx.raw_set("eof", lua.create_function(|_, ()| Ok(1))?)?;
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "exit",
+        lua.create_function(move |_, code: i64| -> mlua::Result<()> {
+            cur.get()?.lock().exit_code = Some(code);
+            Err(mlua::Error::external(Exit(code)))
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "redirect",
+        lua.create_function(move |_, (uri, status): (String, Option<i64>)| -> mlua::Result<()> {
+            let status = status.unwrap_or(302);
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                return Err(err(format!("only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed, got {status}")));
+            }
+            let r = cur.get()?;
+            let mut r = r.lock();
+            r.set_response_header("location", &[uri]).map_err(err)?;
+            r.exit_code = Some(status);
+            Err(mlua::Error::external(Exit(status)))
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "get_phase",
+        lua.create_function(move |_, ()| {
+            Ok(cur.get().map(|r| r.lock().phase.name()).unwrap_or("init"))
+        })?,
+    )?;
+    let cur = Arc::clone(&current);
+    ngx.raw_set(
+        "log",
+        lua.create_function(move |_, (level, args): (i64, Variadic<Value>)| {
+            let mut msg = Vec::new();
+            for a in args.iter() {
+                render(&mut msg, a)?;
+            }
+            let msg = String::from_utf8_lossy(&msg);
+            let plugin = cur.get().map(|r| r.lock().plugin).unwrap_or("");
+            match level {
+                0..=4 => tracing::error!(plugin, "{msg}"),
+                5 => tracing::warn!(plugin, "{msg}"),
+                6 | 7 => tracing::info!(plugin, "{msg}"),
+                _ => tracing::debug!(plugin, "{msg}"),
+            }
+            Ok(())
+        })?,
+    )?;
+
+    // ngx.worker
+    let w = lua.create_table()?;
+    w.raw_set("id", lua.create_function(move |_, ()| Ok(worker.0))?)?;
+    w.raw_set("count", lua.create_function(move |_, ()| Ok(worker.1))?)?;
+    w.raw_set("pid", lua.create_function(|_, ()| Ok(std::process::id()))?)?;
+    w.raw_set("exiting", lua.create_function(|_, ()| Ok(false))?)?;
+    ngx.raw_set("worker", w)?;
+    Ok(())
+}
