@@ -12,6 +12,7 @@ mod support;
 mod admin_api;
 mod balancer;
 mod cli;
+mod dynacode_push;
 mod health_active;
 mod health_api;
 mod health_chash;
