@@ -655,12 +655,15 @@ mod tests {
     struct Fixture {
         poller: DynacodePoller,
         metrics: Arc<Metrics>,
-        dir: std::path::PathBuf,
+        _dir: TempDir,
     }
 
-    impl Drop for Fixture {
+    /// The store's data_dir, removed when the test ends.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -693,7 +696,7 @@ mod tests {
                 metrics: Arc::clone(&metrics),
             },
             metrics,
-            dir,
+            _dir: TempDir(dir),
         }
     }
 
@@ -708,7 +711,7 @@ mod tests {
         }
 
         fn polls(&self, result: &str) -> u64 {
-            let text = self.metrics.render();
+            let text = String::from_utf8(self.metrics.render()).unwrap();
             text.lines()
                 .find(|l| {
                     l.starts_with("portico_dynacode_polls_total")
@@ -756,9 +759,8 @@ mod tests {
         assert_eq!(f.polls("updated"), 2);
         assert_eq!(f.polls("not_modified"), 1);
         assert_eq!(mock.requests.lock().len(), 3);
-        assert!(f
-            .metrics
-            .render()
+        assert!(String::from_utf8(f.metrics.render())
+            .unwrap()
             .lines()
             .any(|l| l.starts_with("portico_dynacode_last_success_timestamp_seconds ")
                 && !l.ends_with(" 0")));
@@ -916,7 +918,6 @@ mod tests {
             .await
             .expect("stops on shutdown")
             .unwrap();
-        let _ = std::fs::remove_dir_all(&f.dir);
     }
 
     #[test]
