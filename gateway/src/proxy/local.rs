@@ -67,6 +67,16 @@ pub async fn respond(
     Ok(())
 }
 
+/// The 500 a request gets when its Lua failed (nginx's default page, through the
+/// filters).
+pub async fn respond_lua_failure(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    env: &LuaEnv<'_>,
+) -> Result<()> {
+    respond(session, ctx, 500, "text/html", default_page(500), env).await
+}
+
 /// Answers as a Lua function asked (`ngx.exit`, `return status, body`): its body, or its
 /// `ngx.say` output, or nginx's default page for an error status.
 pub async fn respond_from_lua(

@@ -109,15 +109,7 @@ impl ProxyHttp for Gateway {
         // error page is skipped because a response was written).
         match lua::run_phase(session, ctx, Phase::BeforeProxy, &env).await {
             lua::PhaseResult::Failed => {
-                local::respond(
-                    session,
-                    ctx,
-                    500,
-                    "text/html",
-                    local::default_page(500),
-                    &env,
-                )
-                .await?;
+                local::respond_lua_failure(session, ctx, &env).await?;
                 return Error::e_explain(HTTPStatus(500), "before_proxy Lua failed");
             }
             lua::PhaseResult::Respond { status, body } => {

@@ -135,15 +135,7 @@ async fn lua_phases(
                 return Ok(Some(true));
             }
             PhaseResult::Failed => {
-                local::respond(
-                    session,
-                    ctx,
-                    500,
-                    "text/html",
-                    local::default_page(500),
-                    env,
-                )
-                .await?;
+                local::respond_lua_failure(session, ctx, env).await?;
                 return Ok(Some(true));
             }
         }
@@ -156,15 +148,7 @@ async fn lua_phases(
         PhaseResult::Continue => (200, None),
         PhaseResult::Respond { status, body } => (status, body),
         PhaseResult::Failed => {
-            local::respond(
-                session,
-                ctx,
-                500,
-                "text/html",
-                local::default_page(500),
-                env,
-            )
-            .await?;
+            local::respond_lua_failure(session, ctx, env).await?;
             return Ok(Some(true));
         }
     };

@@ -37,6 +37,19 @@ impl LuaVm {
         Ok(t)
     }
 
+    /// The function, its conf and the request's `ngx.ctx`, with the cached time updated
+    /// (nginx refreshes it once per event-loop pass; here once per call).
+    fn prepare(
+        &self,
+        f: &CompiledFunction,
+        req: &SharedRequest,
+    ) -> Result<(mlua::Function, Value, Table), LuaFailure> {
+        let (func, conf) = self.function(f)?;
+        let ctx = self.ctx_table(req)?;
+        super::ngx_lib::refresh_time(&self.lua);
+        Ok((func, conf, ctx))
+    }
+
     /// Runs `f(conf, ngx.ctx)` as a coroutine that may yield. Every resume is one slice:
     /// the VM knows which request it serves and the CPU budget runs only while Lua does.
     pub async fn call(
@@ -44,9 +57,7 @@ impl LuaVm {
         f: &CompiledFunction,
         req: &SharedRequest,
     ) -> Result<CallOutcome, LuaFailure> {
-        let (func, conf) = self.function(f)?;
-        let ctx = self.ctx_table(req)?;
-        super::ngx_lib::refresh_time(&self.lua);
+        let (func, conf, ctx) = self.prepare(f, req)?;
         let mut fut = Box::pin(func.call_async::<MultiValue>((conf, ctx)));
         let result = std::future::poll_fn(|cx| {
             self.enter(Some(req));
@@ -64,9 +75,7 @@ impl LuaVm {
         f: &CompiledFunction,
         req: &SharedRequest,
     ) -> Result<CallOutcome, LuaFailure> {
-        let (func, conf) = self.function(f)?;
-        let ctx = self.ctx_table(req)?;
-        super::ngx_lib::refresh_time(&self.lua);
+        let (func, conf, ctx) = self.prepare(f, req)?;
         self.enter(Some(req));
         let result = func.call::<MultiValue>((conf, ctx));
         self.leave();
