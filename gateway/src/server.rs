@@ -227,6 +227,19 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     server.add_service(admin);
     server.add_service(metrics_svc);
     server.add_service(prober);
+    if let Some(poll) = settings.dynacode.clone() {
+        tracing::info!("dynacode: polling {} every {}s", poll.url, poll.interval);
+        let mut poller = background_service(
+            "portico dynacode poller",
+            crate::dynacode::DynacodePoller {
+                settings: poll,
+                store: Arc::clone(&store),
+                metrics: Arc::clone(&metrics),
+            },
+        );
+        poller.threads = Some(1);
+        server.add_service(poller);
+    }
     if let Some(text) = yaml_text {
         let mut watcher = background_service(
             "portico yaml watcher",

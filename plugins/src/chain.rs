@@ -10,7 +10,7 @@ use crate::registry::PluginInstance;
 /// One function of a chain, with the plugin it belongs to (for logs and metrics).
 #[derive(Debug, Clone)]
 pub struct ChainEntry {
-    pub plugin: &'static str,
+    pub plugin: Arc<str>,
     pub function: Arc<CompiledFunction>,
     /// A runtime error is logged and the request goes on (lua-resty-dynacode runs each
     /// snippet under `pcall`); timeouts and memory errors still follow the phase's rule.
@@ -29,14 +29,15 @@ impl PluginChain {
         let mut chain = PluginChain::default();
         for group in [global, local] {
             let mut sorted: Vec<&Arc<PluginInstance>> = group.iter().collect();
-            sorted.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(b.name)));
+            sorted.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
             for inst in sorted {
-                let slot = &mut chain.phases[inst.phase as usize];
-                slot.extend(inst.functions.iter().map(|f| ChainEntry {
-                    plugin: inst.name,
-                    function: Arc::clone(f),
-                    contain_errors: false,
-                }));
+                for (phase, f) in &inst.functions {
+                    chain.phases[*phase as usize].push(ChainEntry {
+                        plugin: Arc::clone(&inst.name),
+                        function: Arc::clone(f),
+                        contain_errors: false,
+                    });
+                }
             }
         }
         chain
@@ -58,13 +59,11 @@ mod tests {
     use crate::lua::compile;
 
     fn inst(name: &'static str, priority: i32, phase: Phase) -> Arc<PluginInstance> {
+        let f = compile(name, "return function() end", None).unwrap();
         Arc::new(PluginInstance {
-            name,
+            name: Arc::from(name),
             priority,
-            phase,
-            functions: vec![Arc::new(
-                compile(name, "return function() end", None).unwrap(),
-            )],
+            functions: vec![(phase, Arc::new(f))],
         })
     }
 
@@ -77,7 +76,7 @@ mod tests {
             inst("log", 1, Phase::Log),
         ];
         let c = PluginChain::build(&global, &local);
-        let order: Vec<&str> = c.phase(Phase::Access).iter().map(|e| e.plugin).collect();
+        let order: Vec<&str> = c.phase(Phase::Access).iter().map(|e| &*e.plugin).collect();
         assert_eq!(order, vec!["g", "pre", "post"]);
         assert_eq!(c.phase(Phase::Log).len(), 1);
         assert!(c.phase(Phase::Rewrite).is_empty());

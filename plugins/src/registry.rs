@@ -22,11 +22,11 @@ pub enum PluginError {
 /// A configured plugin, ready to run: the functions it runs and in which phase.
 #[derive(Debug)]
 pub struct PluginInstance {
-    pub name: &'static str,
+    pub name: Arc<str>,
     /// Higher runs first within a phase (APISIX).
     pub priority: i32,
-    pub phase: Phase,
-    pub functions: Vec<Arc<CompiledFunction>>,
+    /// The functions it runs, each in its phase, in order.
+    pub functions: Vec<(Phase, Arc<CompiledFunction>)>,
 }
 
 /// What a plugin factory gets at apply time.
@@ -146,11 +146,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            inst.functions[0].label,
+            inst.functions[0].1.label,
             "routes[id=1].plugins.serverless-pre-function.functions[0]"
         );
         assert_eq!(
-            (inst.priority, inst.phase, inst.functions.len()),
+            (inst.priority, inst.functions[0].0, inst.functions.len()),
             (10000, Phase::Access, 1)
         );
         let post = r
@@ -160,7 +160,7 @@ mod tests {
                 "x",
             )
             .unwrap();
-        assert_eq!((post.priority, post.phase), (-2000, Phase::Access));
+        assert_eq!((post.priority, post.functions[0].0), (-2000, Phase::Access));
         let e = r
             .check(
                 "serverless-pre-function",

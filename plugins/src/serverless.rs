@@ -66,12 +66,11 @@ fn build(
         let label = format!("{}.functions[{i}]", input.owner);
         let f = compile(&label, source, Some(Arc::clone(&shared_conf)))?;
         input.validator.check(&f)?;
-        functions.push(Arc::new(f));
+        functions.push((phase, Arc::new(f)));
     }
     Ok(PluginInstance {
-        name,
+        name: Arc::from(name),
         priority,
-        phase,
         functions,
     })
 }

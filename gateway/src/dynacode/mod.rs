@@ -6,9 +6,11 @@
 //! error; the document's shape must be valid or the whole change is refused.
 
 mod doc;
+mod poll;
 mod runtime;
 
 pub use doc::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
+pub use poll::DynacodePoller;
 pub use runtime::{DynacodeRuntime, SnippetState, SnippetStatus};
 
 /// The key the document is stored under (APISIX-style).

@@ -78,6 +78,7 @@ impl DynacodeRuntime {
             })
             .collect();
         let mut domains = Vec::new();
+        let dynacode_name: Arc<str> = Arc::from("dynacode");
         for (di, domain) in doc.domains.iter().enumerate() {
             let matcher = if domain.name == "*" {
                 Some(DomainMatch::Any)
@@ -99,7 +100,7 @@ impl DynacodeRuntime {
                 let (state, error) = match compiled {
                     Ok((phase, f)) => {
                         phases[phase as usize].push(ChainEntry {
-                            plugin: "dynacode",
+                            plugin: Arc::clone(&dynacode_name),
                             function: Arc::new(f),
                             contain_errors: true,
                         });

@@ -169,7 +169,7 @@ pub async fn run_phase(
     lua.req.lock().phase = phase;
     let mut result = PhaseResult::Continue;
     for entry in entries.iter() {
-        lua.req.lock().plugin = entry.plugin;
+        lua.req.lock().plugin = std::sync::Arc::clone(&entry.plugin);
         let wanted = Arc::clone(&lua.req.lock().body_wanted);
         let call = lua.vm.call(&entry.function, &lua.req);
         tokio::pin!(call);
@@ -198,7 +198,7 @@ pub async fn run_phase(
                 break;
             }
             Err(e) => {
-                report(env, entry.plugin, phase, &e);
+                report(env, &entry.plugin, phase, &e);
                 if phase.fails_request() && !contained(entry, &e) {
                     result = PhaseResult::Failed;
                     break;
@@ -231,9 +231,9 @@ pub fn run_sync_phase(
     lua.req.lock().phase = phase;
     let mut ok = true;
     for entry in entries.iter() {
-        lua.req.lock().plugin = entry.plugin;
+        lua.req.lock().plugin = std::sync::Arc::clone(&entry.plugin);
         if let Err(e) = lua.vm.call_sync(&entry.function, &lua.req) {
-            report(env, entry.plugin, phase, &e);
+            report(env, &entry.plugin, phase, &e);
             if contained(entry, &e) {
                 continue;
             }

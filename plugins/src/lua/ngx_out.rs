@@ -143,7 +143,11 @@ pub(super) fn install(
                 render(&mut msg, a)?;
             }
             let msg = String::from_utf8_lossy(&msg);
-            let plugin = cur.get().map(|r| r.lock().plugin).unwrap_or("");
+            let plugin = cur
+                .get()
+                .map(|r| r.lock().plugin.clone())
+                .unwrap_or_else(|_| std::sync::Arc::from(""));
+            let plugin = &*plugin;
             match level {
                 0..=4 => tracing::error!(plugin, "{msg}"),
                 5 => tracing::warn!(plugin, "{msg}"),

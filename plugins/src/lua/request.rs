@@ -32,7 +32,7 @@ pub struct ConnVars {
 pub struct LuaRequest {
     pub phase: Phase,
     /// The plugin whose function is running (for `ngx.log` and error reports).
-    pub plugin: &'static str,
+    pub plugin: Arc<str>,
     pub method: String,
     /// `ngx.var.uri`: the path, without the query.
     pub uri: String,
@@ -114,7 +114,7 @@ impl LuaRequest {
         };
         LuaRequest {
             phase: Phase::Rewrite,
-            plugin: "",
+            plugin: Arc::from(""),
             method,
             uri,
             args,

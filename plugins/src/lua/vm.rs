@@ -127,7 +127,11 @@ impl LuaVm {
                     .iter()
                     .map(|v| v.to_string().unwrap_or_default())
                     .collect();
-                let plugin = cur.get().map(|r| r.lock().plugin).unwrap_or("");
+                let plugin = cur
+                    .get()
+                    .map(|r| r.lock().plugin.clone())
+                    .unwrap_or_else(|_| std::sync::Arc::from(""));
+                let plugin = &*plugin;
                 tracing::info!(plugin, "{}", text.join("\t"));
                 Ok(())
             })?,

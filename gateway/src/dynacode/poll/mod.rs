@@ -207,13 +207,21 @@ fn parse_url(url: &str) -> Result<Target, String> {
     })
 }
 
+/// A Pingora error as "Type: innermost meaningful cause", e.g. "TLSHandshakeFailure:
+/// invalid peer certificate: UnknownIssuer" (the root cause alone is often only the
+/// local address).
 fn pingora_reason(e: &pingora::Error) -> String {
-    let cause = e.root_cause().to_string();
     let etype = e.etype().as_str();
-    if cause.is_empty() || cause == etype {
-        etype.to_string()
-    } else {
-        format!("{etype}: {cause}")
+    let text = e.to_string();
+    let detail = text
+        .split(" cause: ")
+        .skip(1)
+        .filter(|c| !c.trim().is_empty() && !c.starts_with("local address"))
+        .last()
+        .map(|c| c.split(", SNI:").next().unwrap_or(c).trim().to_string());
+    match detail {
+        Some(d) => format!("{etype}: {d}"),
+        None => etype.to_string(),
     }
 }
 
@@ -286,8 +294,14 @@ impl DynacodePoller {
                     return Outcome::NotModified;
                 }
                 // The running document was replaced or deleted locally meanwhile.
-                self.apply(state, doc, fetched.etag, fetched.last_modified, "restored the polled document")
-                    .await
+                self.apply(
+                    state,
+                    doc,
+                    fetched.etag,
+                    fetched.last_modified,
+                    "restored the polled document",
+                )
+                .await
             }
             200 => {
                 let doc: Value = match serde_json::from_slice(&fetched.body) {
@@ -308,8 +322,14 @@ impl DynacodePoller {
                     state.document = Some(doc);
                     return Outcome::NotModified;
                 }
-                self.apply(state, doc, fetched.etag, fetched.last_modified, "new document")
-                    .await
+                self.apply(
+                    state,
+                    doc,
+                    fetched.etag,
+                    fetched.last_modified,
+                    "new document",
+                )
+                .await
             }
             status => Outcome::Failed(
                 PollResult::StatusError,
@@ -355,10 +375,7 @@ impl DynacodePoller {
                 state.forget_validators();
                 Outcome::Failed(
                     PollResult::Invalid,
-                    format!(
-                        "invalid document: {}",
-                        crate::config::describe(&errors)
-                    ),
+                    format!("invalid document: {}", crate::config::describe(&errors)),
                 )
             }
             // Not the document's fault (e.g. data_dir not writable); retried next poll.
@@ -466,10 +483,16 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
-    tokio::net::lookup_host((host, port))
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| format!("{host} could not be resolved: {e}"))?
-        .next()
+        .collect();
+    // Prefer IPv4 (as nginx's resolver does by default; `localhost` is often ::1 first).
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
         .ok_or_else(|| format!("{host} could not be resolved: no address"))
 }
 
@@ -514,448 +537,4 @@ async fn read_response(session: &mut HttpSession) -> Result<Fetched, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-
-    use parking_lot::Mutex;
-    use rand::SeedableRng;
-    use serde_json::json;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    use super::*;
-    use crate::store::{DiskStore, StoreDeps};
-
-    /// What the mock server answers.
-    #[derive(Clone)]
-    enum Mode {
-        /// The document, with an optional ETag (304 when `If-None-Match` matches).
-        Doc { body: String, etag: Option<String> },
-        /// A bare status with a text body.
-        Status(u16),
-        /// Closes every connection without answering.
-        Down,
-        /// Accepts and never answers.
-        Hang,
-    }
-
-    struct Mock {
-        addr: SocketAddr,
-        mode: Arc<Mutex<Mode>>,
-        /// Request heads received (lowercased header names).
-        requests: Arc<Mutex<Vec<BTreeMap<String, String>>>>,
-        accept: tokio::task::JoinHandle<()>,
-    }
-
-    impl Mock {
-        async fn start(mode: Mode) -> Mock {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let mode = Arc::new(Mutex::new(mode));
-            let requests = Arc::new(Mutex::new(Vec::new()));
-            let (m, r) = (Arc::clone(&mode), Arc::clone(&requests));
-            let accept = tokio::spawn(async move {
-                loop {
-                    let Ok((conn, _)) = listener.accept().await else {
-                        return;
-                    };
-                    tokio::spawn(serve(conn, Arc::clone(&m), Arc::clone(&r)));
-                }
-            });
-            Mock {
-                addr,
-                mode,
-                requests,
-                accept,
-            }
-        }
-
-        fn set(&self, mode: Mode) {
-            *self.mode.lock() = mode;
-        }
-
-        fn last_request(&self) -> BTreeMap<String, String> {
-            self.requests.lock().last().cloned().unwrap()
-        }
-
-        /// Stops listening (connection refused from now on) and closes kept-alive
-        /// connections.
-        fn shut(&self) {
-            self.set(Mode::Down);
-            self.accept.abort();
-        }
-    }
-
-    /// One connection: keep-alive HTTP/1.1, GET only.
-    async fn serve(
-        mut conn: tokio::net::TcpStream,
-        mode: Arc<Mutex<Mode>>,
-        requests: Arc<Mutex<Vec<BTreeMap<String, String>>>>,
-    ) {
-        let mut buf = Vec::new();
-        loop {
-            let head_end = loop {
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-                let mut chunk = [0u8; 4096];
-                match conn.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-            buf.drain(..head_end);
-            let mut headers = BTreeMap::new();
-            let mut lines = head.split("\r\n");
-            headers.insert(":request".to_string(), lines.next().unwrap_or("").to_string());
-            for line in lines {
-                if let Some((k, v)) = line.split_once(':') {
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                }
-            }
-            let mode = mode.lock().clone();
-            let response = match mode {
-                Mode::Down => return,
-                Mode::Hang => {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                    return;
-                }
-                Mode::Status(code) => format!(
-                    "HTTP/1.1 {code} Oops\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\noops"
-                ),
-                Mode::Doc { body, etag } => match &etag {
-                    Some(tag) if headers.get("if-none-match") == Some(tag) => format!(
-                        "HTTP/1.1 304 Not Modified\r\nETag: {tag}\r\n\r\n"
-                    ),
-                    _ => format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n{body}",
-                        etag.map(|t| format!("ETag: {t}\r\n")).unwrap_or_default(),
-                        body.len()
-                    ),
-                },
-            };
-            requests.lock().push(headers);
-            if conn.write_all(response.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    fn doc(text: &str) -> Value {
-        json!({
-            "general": {"status": "enabled", "skip_domains": []},
-            "domains": [{"name": "*", "plugins": [
-                {"name": "cors", "code": format!("ngx.header['X-Doc'] = '{text}'"), "phase": "header_filter"}
-            ]}]
-        })
-    }
-
-    struct Fixture {
-        poller: DynacodePoller,
-        metrics: Arc<Metrics>,
-        _dir: TempDir,
-    }
-
-    /// The store's data_dir, removed when the test ends.
-    struct TempDir(std::path::PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn fixture(url: String, headers: BTreeMap<String, String>, timeout: u64) -> Fixture {
-        let dir = std::env::temp_dir().join(format!(
-            "portico-dynacode-poll-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let metrics = Metrics::new().unwrap();
-        let deps = StoreDeps {
-            plugins: Arc::new(portico_plugins::PluginRegistry::builtin()),
-            metrics: Arc::clone(&metrics),
-            health: portico_healthcheck::HealthRegistry::new(Arc::new(
-                portico_healthcheck::NoopObserver,
-            )),
-        };
-        let store = ConfigStore::open(DiskStore::open(&dir).unwrap(), deps).unwrap();
-        Fixture {
-            poller: DynacodePoller {
-                settings: DynacodePollSettings {
-                    url,
-                    interval: 15,
-                    jitter: 5,
-                    timeout,
-                    headers,
-                    poll_at_start: true,
-                },
-                store: Arc::new(store),
-                metrics: Arc::clone(&metrics),
-            },
-            metrics,
-            _dir: TempDir(dir),
-        }
-    }
-
-    impl Fixture {
-        fn running(&self) -> Option<(Value, u64)> {
-            self.poller
-                .store
-                .resources()
-                .dynacode
-                .as_ref()
-                .map(|e| ((*e.value).clone(), e.modified_index))
-        }
-
-        fn polls(&self, result: &str) -> u64 {
-            let text = String::from_utf8(self.metrics.render()).unwrap();
-            text.lines()
-                .find(|l| {
-                    l.starts_with("portico_dynacode_polls_total")
-                        && l.contains(&format!("result=\"{result}\""))
-                })
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        }
-    }
-
-    #[tokio::test]
-    async fn etag_round_trip_updates_once_then_not_modified() {
-        let d1 = doc("one");
-        let mock = Mock::start(Mode::Doc {
-            body: d1.to_string(),
-            etag: Some("\"v1\"".into()),
-        })
-        .await;
-        let f = fixture(format!("http://{}/plugins.json", mock.addr), BTreeMap::new(), 5);
-        let mut state = PollState::default();
-
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::Updated);
-        let (running, index) = f.running().unwrap();
-        assert_eq!(running, d1);
-        let first = mock.last_request();
-        assert_eq!(first[":request"], "GET /plugins.json HTTP/1.1");
-        assert!(!first.contains_key("if-none-match"), "{first:?}");
-        assert_eq!(first["host"], mock.addr.to_string());
-
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::NotModified);
-        assert_eq!(mock.last_request()["if-none-match"], "\"v1\"");
-        assert_eq!(f.running().unwrap().1, index, "nothing re-applied on 304");
-
-        // A new document behind a new ETag.
-        let d2 = doc("two");
-        mock.set(Mode::Doc {
-            body: d2.to_string(),
-            etag: Some("\"v2\"".into()),
-        });
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::Updated);
-        let (running, index2) = f.running().unwrap();
-        assert_eq!(running, d2);
-        assert!(index2 > index);
-        assert_eq!(f.polls("updated"), 2);
-        assert_eq!(f.polls("not_modified"), 1);
-        assert_eq!(mock.requests.lock().len(), 3);
-        assert!(String::from_utf8(f.metrics.render())
-            .unwrap()
-            .lines()
-            .any(|l| l.starts_with("portico_dynacode_last_success_timestamp_seconds ")
-                && !l.ends_with(" 0")));
-    }
-
-    #[tokio::test]
-    async fn same_document_without_etag_is_not_modified() {
-        let d1 = doc("same");
-        let mock = Mock::start(Mode::Doc {
-            body: d1.to_string(),
-            etag: None,
-        })
-        .await;
-        let f = fixture(format!("http://{}/", mock.addr), BTreeMap::new(), 5);
-        let mut state = PollState::default();
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::Updated);
-        let (_, index) = f.running().unwrap();
-        // Same content, different formatting and key order.
-        mock.set(Mode::Doc {
-            body: serde_json::to_string_pretty(&d1).unwrap(),
-            etag: None,
-        });
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::NotModified);
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::NotModified);
-        assert!(!mock.last_request().contains_key("if-none-match"));
-        assert_eq!(f.running().unwrap(), (d1, index), "nothing re-applied");
-        assert_eq!(f.polls("not_modified"), 2);
-    }
-
-    #[tokio::test]
-    async fn failures_keep_the_last_good_document() {
-        let good = doc("good");
-        let mock = Mock::start(Mode::Doc {
-            body: good.to_string(),
-            etag: Some("\"g\"".into()),
-        })
-        .await;
-        let f = fixture(format!("http://{}/doc", mock.addr), BTreeMap::new(), 1);
-        let mut state = PollState::default();
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::Updated);
-        let kept = f.running().unwrap();
-
-        mock.set(Mode::Status(500));
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::StatusError);
-        assert_eq!(f.running().unwrap(), kept);
-
-        mock.set(Mode::Doc {
-            body: "{not json".into(),
-            etag: Some("\"bad\"".into()),
-        });
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::Invalid);
-        assert_eq!(f.running().unwrap(), kept);
-
-        mock.set(Mode::Doc {
-            body: json!({"domains": "x"}).to_string(),
-            etag: Some("\"shape\"".into()),
-        });
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::Invalid);
-        assert_eq!(f.running().unwrap(), kept);
-        // The rejected document's ETag is not remembered: the next poll is a full GET,
-        // still invalid (not "not modified").
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::Invalid);
-        assert!(!mock.last_request().contains_key("if-none-match"));
-
-        mock.set(Mode::Hang);
-        let started = std::time::Instant::now();
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::FetchError);
-        assert!(started.elapsed() < Duration::from_secs(3), "timeout applies");
-        assert_eq!(f.running().unwrap(), kept);
-
-        mock.shut();
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::FetchError);
-        assert_eq!(f.running().unwrap(), kept);
-
-        assert_eq!(f.polls("status_error"), 1);
-        assert_eq!(f.polls("invalid"), 3);
-        assert_eq!(f.polls("fetch_error"), 2);
-        assert_eq!(f.polls("updated"), 1);
-    }
-
-    #[tokio::test]
-    async fn unreachable_server_is_a_fetch_error() {
-        // A port nothing listens on.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let f = fixture(format!("http://127.0.0.1:{port}/"), BTreeMap::new(), 2);
-        let mut state = PollState::default();
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::FetchError);
-        assert!(f.running().is_none());
-    }
-
-    #[tokio::test]
-    async fn configured_headers_reach_the_server() {
-        let mock = Mock::start(Mode::Doc {
-            body: doc("h").to_string(),
-            etag: None,
-        })
-        .await;
-        let headers = BTreeMap::from([
-            ("Authorization".to_string(), "Bearer s3cret".to_string()),
-            ("X-Instance".to_string(), "gw-1".to_string()),
-        ]);
-        let f = fixture(format!("http://{}/p?x=1", mock.addr), headers, 5);
-        let mut state = PollState::default();
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::Updated);
-        let req = mock.last_request();
-        assert_eq!(req[":request"], "GET /p?x=1 HTTP/1.1");
-        assert_eq!(req["authorization"], "Bearer s3cret");
-        assert_eq!(req["x-instance"], "gw-1");
-    }
-
-    #[tokio::test]
-    async fn a_304_after_a_local_change_restores_the_polled_document() {
-        let d1 = doc("polled");
-        let mock = Mock::start(Mode::Doc {
-            body: d1.to_string(),
-            etag: Some("\"p\"".into()),
-        })
-        .await;
-        let f = fixture(format!("http://{}/", mock.addr), BTreeMap::new(), 5);
-        let mut state = PollState::default();
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::Updated);
-        f.poller
-            .store
-            .apply(Change::PutDynacode(doc("pushed")), ApplySource::Admin)
-            .unwrap();
-        assert_eq!(f.poller.poll_once(&mut state).await, PollResult::Updated);
-        assert_eq!(mock.last_request()["if-none-match"], "\"p\"");
-        assert_eq!(f.running().unwrap().0, d1);
-    }
-
-    #[tokio::test]
-    async fn service_polls_at_start_and_stops_on_shutdown() {
-        let mock = Mock::start(Mode::Doc {
-            body: doc("svc").to_string(),
-            etag: None,
-        })
-        .await;
-        let f = fixture(format!("http://{}/", mock.addr), BTreeMap::new(), 5);
-        let poller = Arc::new(f.poller);
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let p = Arc::clone(&poller);
-        let task = tokio::spawn(async move { p.start(rx).await });
-        for _ in 0..100 {
-            if poller.store.resources().dynacode.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(poller.store.resources().dynacode.is_some(), "polled at start");
-        tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(2), task)
-            .await
-            .expect("stops on shutdown")
-            .unwrap();
-    }
-
-    #[test]
-    fn jitter_spreads_polls() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let delays: Vec<Duration> = (0..200).map(|_| next_delay(15, 5, &mut rng)).collect();
-        assert!(delays
-            .iter()
-            .all(|d| *d >= Duration::from_secs(15) && *d <= Duration::from_secs(20)));
-        assert!(delays.windows(2).all(|w| w[0] != w[1]), "consecutive delays differ");
-        let spread = delays.iter().max().unwrap().as_millis() - delays.iter().min().unwrap().as_millis();
-        assert!(spread > 4000, "covers the jitter range: {spread}ms");
-        // Unseeded, as the service uses it.
-        let a = next_delay(15, 5, &mut rand::rng());
-        let b = next_delay(15, 5, &mut rand::rng());
-        let c = next_delay(15, 5, &mut rand::rng());
-        assert!(a != b || b != c);
-        assert_eq!(next_delay(15, 0, &mut rng), Duration::from_secs(15));
-    }
-
-    #[test]
-    fn urls() {
-        let t = parse_url("https://cms.internal/plugins.json").unwrap();
-        assert_eq!(
-            t,
-            Target {
-                tls: true,
-                host: "cms.internal".into(),
-                port: 443,
-                authority: "cms.internal".into(),
-                path_and_query: "/plugins.json".into(),
-            }
-        );
-        let t = parse_url("http://u:p@[::1]:8080").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
-        assert_eq!(t.authority, "[::1]:8080");
-        assert_eq!(t.path_and_query, "/");
-        assert!(parse_url("ftp://x/").is_err());
-        assert!(parse_url("not a url").is_err());
-    }
-}
+mod tests;
