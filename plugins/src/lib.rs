@@ -12,6 +12,7 @@ mod chain;
 pub mod lua;
 pub mod phase;
 mod registry;
+pub mod schema;
 mod serverless;
 
 pub use chain::{ChainEntry, PluginChain};

@@ -79,6 +79,18 @@ impl PluginRegistry {
         self.build(name, conf, name).map(|_| ())
     }
 
+    /// Compiles a plugin module and reads what it declares (apply time, in the validator
+    /// VM). The error names the code and the problem, with the line for syntax errors.
+    pub fn inspect_module(
+        &self,
+        label: &str,
+        source: &str,
+    ) -> Result<(CompiledFunction, crate::lua::ModuleInfo), String> {
+        let compiled = crate::lua::compile_module(label, source)?;
+        let info = self.validator.inspect_module(&compiled)?;
+        Ok((compiled, info))
+    }
+
     /// Whether a plugin called `name` exists (a cheap check; `build` validates the conf).
     pub fn contains(&self, name: &str) -> bool {
         self.factories.contains_key(name)

@@ -4,7 +4,7 @@
 use crate::support::*;
 
 /// The document of lua-resty-dynacode's README, verbatim.
-fn readme_doc() -> Value {
+pub(crate) fn readme_doc() -> Value {
     json!({
         "general": {"status": "enabled", "skip_domains": ["[\\w\\d\\.\\-]*server.local.com"]},
         "domains": [{"name": "dynamic.local.com", "plugins": [

@@ -9,6 +9,7 @@ mod configs;
 mod dynacode;
 mod healthcheck;
 mod patch;
+mod plugins;
 mod reply;
 mod resources;
 
@@ -101,6 +102,8 @@ impl AdminApi {
             ("GET", ["configs"]) => configs::get(store),
             ("PUT", ["configs"]) => configs::replace(store, body(), false).await,
             ("POST", ["configs", "validate"]) => configs::replace(store, body(), true).await,
+            ("GET", ["plugins", "list"]) => plugins::list(store),
+            ("GET", ["plugins", name]) => plugins::schema(store, name),
             ("GET", ["dynacode"]) => dynacode::get(store),
             ("PUT", ["dynacode"]) => dynacode::put(store, body()).await,
             ("DELETE", ["dynacode"]) => dynacode::delete(store).await,

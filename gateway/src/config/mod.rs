@@ -5,11 +5,13 @@
 //! then checked semantically ([`FieldError`] lists every problem with its JSON path).
 //! [`crate::snapshot`] compiles a validated [`ResourceSet`] into runtime objects.
 
+mod lua_plugin;
 mod route;
 mod service;
 mod set;
 mod upstream;
 
+pub use lua_plugin::LuaPluginSpec;
 pub use route::{GlobalRuleSpec, RouteSpec};
 pub use service::ServiceSpec;
 pub use set::{Entry, ResourceSet, StoredView};
@@ -25,6 +27,8 @@ use serde_json::Value;
 /// service and an upstream; a service may reference an upstream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceKind {
+    /// Lua plugin modules; first, so a bulk replace defines them before their users.
+    LuaPlugins,
     Upstreams,
     Services,
     Routes,
@@ -32,7 +36,8 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 4] = [
+    pub const ALL: [ResourceKind; 5] = [
+        ResourceKind::LuaPlugins,
         ResourceKind::Upstreams,
         ResourceKind::Services,
         ResourceKind::Routes,
@@ -42,6 +47,7 @@ impl ResourceKind {
     /// The URL segment and the key segment: `routes`, `global_rules`.
     pub fn segment(self) -> &'static str {
         match self {
+            ResourceKind::LuaPlugins => "lua_plugins",
             ResourceKind::Upstreams => "upstreams",
             ResourceKind::Services => "services",
             ResourceKind::Routes => "routes",
@@ -58,6 +64,7 @@ impl ResourceKind {
     /// Singular noun for messages: "upstream", "global rule".
     pub fn noun(self) -> &'static str {
         match self {
+            ResourceKind::LuaPlugins => "Lua plugin",
             ResourceKind::Upstreams => "upstream",
             ResourceKind::Services => "service",
             ResourceKind::Routes => "route",
@@ -200,12 +207,13 @@ pub trait CheckSpec {
 pub fn check_plugins(
     plugins: Option<&serde_json::Map<String, Value>>,
     registry: &portico_plugins::PluginRegistry,
+    lua_plugins: &std::collections::BTreeMap<String, Entry<LuaPluginSpec>>,
     path: &str,
 ) -> Vec<FieldError> {
     plugins
         .into_iter()
         .flatten()
-        .filter(|(name, _)| !registry.contains(name))
+        .filter(|(name, _)| !registry.contains(name) && !lua_plugins.contains_key(name.as_str()))
         .map(|(name, _)| FieldError::new(join_path(path, name), format!("unknown plugin `{name}`")))
         .collect()
 }

@@ -8,8 +8,8 @@ use serde_json::Value;
 use portico_plugins::PluginRegistry;
 
 use super::{
-    check_plugins, parse_spec, FieldError, GlobalRuleSpec, ResourceKind, RouteSpec, ServiceSpec,
-    UpstreamSpec,
+    check_plugins, parse_spec, FieldError, GlobalRuleSpec, LuaPluginSpec, ResourceKind, RouteSpec,
+    ServiceSpec, UpstreamSpec,
 };
 
 /// One stored resource: the JSON the user wrote (plus `id`, `create_time`,
@@ -55,6 +55,7 @@ impl<T> From<&Entry<T>> for StoredView {
 /// is what lets `apply` build the next set beside the running one.
 #[derive(Debug, Clone, Default)]
 pub struct ResourceSet {
+    pub lua_plugins: BTreeMap<String, Entry<LuaPluginSpec>>,
     pub upstreams: BTreeMap<String, Entry<UpstreamSpec>>,
     pub services: BTreeMap<String, Entry<ServiceSpec>>,
     pub routes: BTreeMap<String, Entry<RouteSpec>>,
@@ -66,6 +67,7 @@ pub struct ResourceSet {
 impl ResourceSet {
     pub fn get(&self, kind: ResourceKind, id: &str) -> Option<StoredView> {
         match kind {
+            ResourceKind::LuaPlugins => self.lua_plugins.get(id).map(StoredView::from),
             ResourceKind::Upstreams => self.upstreams.get(id).map(StoredView::from),
             ResourceKind::Services => self.services.get(id).map(StoredView::from),
             ResourceKind::Routes => self.routes.get(id).map(StoredView::from),
@@ -79,6 +81,7 @@ impl ResourceSet {
             m.iter().map(|(k, e)| (k.clone(), e.into())).collect()
         }
         match kind {
+            ResourceKind::LuaPlugins => views(&self.lua_plugins),
             ResourceKind::Upstreams => views(&self.upstreams),
             ResourceKind::Services => views(&self.services),
             ResourceKind::Routes => views(&self.routes),
@@ -88,6 +91,7 @@ impl ResourceSet {
 
     pub fn len(&self, kind: ResourceKind) -> usize {
         match kind {
+            ResourceKind::LuaPlugins => self.lua_plugins.len(),
             ResourceKind::Upstreams => self.upstreams.len(),
             ResourceKind::Services => self.services.len(),
             ResourceKind::Routes => self.routes.len(),
@@ -124,13 +128,22 @@ impl ResourceSet {
             })
         }
         match kind {
+            ResourceKind::LuaPlugins => {
+                let e = entry::<LuaPluginSpec>(value, created_index, modified_index)?;
+                self.lua_plugins.insert(id.to_string(), e);
+            }
             ResourceKind::Upstreams => {
                 let e = entry::<UpstreamSpec>(value, created_index, modified_index)?;
                 self.upstreams.insert(id.to_string(), e);
             }
             ResourceKind::Services => {
                 let e = entry::<ServiceSpec>(value, created_index, modified_index)?;
-                let errors = check_plugins(e.spec.plugins.as_ref(), plugins, "plugins");
+                let errors = check_plugins(
+                    e.spec.plugins.as_ref(),
+                    plugins,
+                    &self.lua_plugins,
+                    "plugins",
+                );
                 if !errors.is_empty() {
                     return Err(errors);
                 }
@@ -138,7 +151,12 @@ impl ResourceSet {
             }
             ResourceKind::Routes => {
                 let e = entry::<RouteSpec>(value, created_index, modified_index)?;
-                let errors = check_plugins(e.spec.plugins.as_ref(), plugins, "plugins");
+                let errors = check_plugins(
+                    e.spec.plugins.as_ref(),
+                    plugins,
+                    &self.lua_plugins,
+                    "plugins",
+                );
                 if !errors.is_empty() {
                     return Err(errors);
                 }
@@ -146,7 +164,8 @@ impl ResourceSet {
             }
             ResourceKind::GlobalRules => {
                 let e = entry::<GlobalRuleSpec>(value, created_index, modified_index)?;
-                let errors = check_plugins(Some(&e.spec.plugins), plugins, "plugins");
+                let errors =
+                    check_plugins(Some(&e.spec.plugins), plugins, &self.lua_plugins, "plugins");
                 if !errors.is_empty() {
                     return Err(errors);
                 }
@@ -158,6 +177,7 @@ impl ResourceSet {
 
     pub fn remove(&mut self, kind: ResourceKind, id: &str) -> bool {
         match kind {
+            ResourceKind::LuaPlugins => self.lua_plugins.remove(id).is_some(),
             ResourceKind::Upstreams => self.upstreams.remove(id).is_some(),
             ResourceKind::Services => self.services.remove(id).is_some(),
             ResourceKind::Routes => self.routes.remove(id).is_some(),
@@ -189,6 +209,26 @@ impl ResourceSet {
                     }
                 }
             }
+            ResourceKind::LuaPlugins => {
+                let uses = |p: Option<&serde_json::Map<String, Value>>| {
+                    p.is_some_and(|p| p.contains_key(id))
+                };
+                for (rid, r) in &self.routes {
+                    if uses(r.spec.plugins.as_ref()) {
+                        out.push((ResourceKind::Routes, rid.clone()));
+                    }
+                }
+                for (sid, s) in &self.services {
+                    if uses(s.spec.plugins.as_ref()) {
+                        out.push((ResourceKind::Services, sid.clone()));
+                    }
+                }
+                for (gid, g) in &self.global_rules {
+                    if uses(Some(&g.spec.plugins)) {
+                        out.push((ResourceKind::GlobalRules, gid.clone()));
+                    }
+                }
+            }
             ResourceKind::Routes | ResourceKind::GlobalRules => {}
         }
         out
@@ -206,7 +246,9 @@ impl ResourceSet {
                 Some(s) => (s.spec.upstream_id.as_ref(), None),
                 None => return errors,
             },
-            ResourceKind::Upstreams | ResourceKind::GlobalRules => return errors,
+            ResourceKind::Upstreams | ResourceKind::GlobalRules | ResourceKind::LuaPlugins => {
+                return errors
+            }
         };
         if let Some(u) = upstream_id {
             if !self.upstreams.contains_key(&u.0) {

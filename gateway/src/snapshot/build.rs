@@ -103,7 +103,10 @@ pub fn build(
         service_upstreams.insert(id.as_str(), up);
     }
 
+    let lua_modules =
+        super::modules::build_modules(set, prev.map(|p| &p.lua_modules), cx.plugins, &mut errors);
     let mut instances = PluginInstances {
+        modules: &lua_modules,
         registry: cx.plugins,
         prev: prev.map(|p| &p.plugin_instances),
         built: HashMap::new(),
@@ -214,6 +217,7 @@ pub fn build(
             None
         }
     };
+    let plugin_instances = instances.built;
     match router {
         Some(router) if errors.is_empty() => Ok(Snapshot {
             version,
@@ -222,7 +226,8 @@ pub fn build(
             upstreams,
             global_chain,
             dynacode: dynacode_runtime(set, prev),
-            plugin_instances: instances.built,
+            lua_modules,
+            plugin_instances,
         }),
         _ => Err(BuildError(errors)),
     }
@@ -251,6 +256,7 @@ fn dynacode_runtime(
 /// keeps its closures (per worker) across swaps. Two routes with the same code get
 /// separate closures, as in APISIX.
 struct PluginInstances<'a> {
+    modules: &'a HashMap<String, Arc<super::LuaModule>>,
     registry: &'a PluginRegistry,
     prev: Option<&'a HashMap<String, Arc<PluginInstance>>>,
     built: HashMap<String, Arc<PluginInstance>>,
@@ -266,7 +272,13 @@ impl PluginInstances<'_> {
         let mut out = Vec::new();
         for (name, conf) in confs {
             let owner = format!("{path}.{name}");
-            let key = format!("{owner}\u{0}{conf}");
+            let module = self.modules.get(name.as_str());
+            // A module's instances depend on its code too: replacing the code rebuilds
+            // every use at this swap.
+            let key = match module {
+                Some(m) => format!("{owner}\u{0}{conf}\u{0}{}", m.compiled.id),
+                None => format!("{owner}\u{0}{conf}"),
+            };
             let found = self
                 .built
                 .get(&key)
@@ -274,10 +286,27 @@ impl PluginInstances<'_> {
                 .cloned();
             let instance = match found {
                 Some(i) => i,
-                None => match self.registry.build(name, conf, &owner) {
-                    Ok(i) => Arc::new(i),
-                    Err(e) => {
-                        errors.push(FieldError::new(format!("{path}.{name}"), e.to_string()));
+                None if self.registry.contains(name) => {
+                    match self.registry.build(name, conf, &owner) {
+                        Ok(i) => Arc::new(i),
+                        Err(e) => {
+                            errors.push(FieldError::new(format!("{path}.{name}"), e.to_string()));
+                            continue;
+                        }
+                    }
+                }
+                None => match module {
+                    Some(m) => match m.instance(conf, &owner) {
+                        Ok(i) => Arc::new(i),
+                        Err(errs) => {
+                            errors.extend(errs);
+                            continue;
+                        }
+                    },
+                    None => {
+                        // New writes naming an unknown plugin are refused earlier; this is
+                        // a module deleted with `?force=true`: the use is skipped.
+                        tracing::warn!("{owner}: plugin `{name}` no longer exists; skipped");
                         continue;
                     }
                 },

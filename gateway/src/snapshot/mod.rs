@@ -6,12 +6,14 @@
 //! configuration, never a mix.
 
 mod build;
+mod modules;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use build::{build, BuildContext, BuildError, DnsFailure};
+pub use modules::LuaModule;
 
 use crate::balancer::PriorityPicker;
 use crate::config::{PassHost, UpstreamSpec};
@@ -34,6 +36,8 @@ pub struct Snapshot {
     pub global_chain: Arc<PluginChain>,
     /// The compiled dynacode document, if there is one.
     pub dynacode: Option<Arc<crate::dynacode::DynacodeRuntime>>,
+    /// Lua plugin modules by name (`lua_plugins` resources), compiled.
+    pub lua_modules: std::collections::HashMap<String, Arc<LuaModule>>,
     /// Every built plugin instance by (name, configuration), reused by the next build.
     pub plugin_instances: std::collections::HashMap<String, Arc<PluginInstance>>,
 }

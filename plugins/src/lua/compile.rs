@@ -12,12 +12,19 @@ pub enum ChunkKind {
     ReturnsFunction,
     /// The chunk is a statement list run whole on every call (lua-resty-dynacode).
     Statements,
+    /// The chunk returns an APISIX-style plugin module table (`_M`).
+    Module,
+    /// One phase function of a module (`_M.access`, ...). The module table is loaded
+    /// once per VM (`module_id`), so all its phase functions share its locals.
+    ModuleField(crate::phase::Phase),
 }
 
 /// One compiled Lua function (the outer chunk returns it), shareable across VMs.
 #[derive(Debug)]
 pub struct CompiledFunction {
     pub kind: ChunkKind,
+    /// For `ModuleField`: the id of the module's own compiled chunk.
+    pub module_id: u64,
     /// Content hash of (label, source, conf): unchanged code keeps its id across config
     /// swaps, so workers keep the loaded function and its upvalues.
     pub id: u64,
@@ -39,6 +46,37 @@ pub fn compile(
     compile_kind(ChunkKind::ReturnsFunction, label, source, conf)
 }
 
+/// Compiles a plugin module (a chunk returning `_M`).
+pub fn compile_module(label: &str, source: &str) -> Result<CompiledFunction, String> {
+    compile_kind(ChunkKind::Module, label, source, None)
+}
+
+impl CompiledFunction {
+    /// The `phase` function of this module, called with `conf` for the plugin configured
+    /// at `owner`. Shares the module's bytecode; a changed module gets a new id, so every
+    /// use of it switches to the new code at the next request.
+    pub fn module_phase(
+        &self,
+        phase: crate::phase::Phase,
+        owner: &str,
+        conf: Arc<serde_json::Value>,
+    ) -> CompiledFunction {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.id.hash(&mut h);
+        phase.name().hash(&mut h);
+        owner.hash(&mut h);
+        conf.to_string().hash(&mut h);
+        CompiledFunction {
+            kind: ChunkKind::ModuleField(phase),
+            module_id: self.id,
+            id: h.finish(),
+            label: format!("{owner}.{}", phase.name()),
+            bytecode: Arc::clone(&self.bytecode),
+            conf: Some(conf),
+        }
+    }
+}
+
 /// Compiles a statement list (a dynacode snippet).
 pub fn compile_statements(label: &str, source: &str) -> Result<CompiledFunction, String> {
     compile_kind(ChunkKind::Statements, label, source, None)
@@ -58,12 +96,13 @@ fn compile_kind(
     let mut h = std::collections::hash_map::DefaultHasher::new();
     label.hash(&mut h);
     source.hash(&mut h);
-    (kind as u8).hash(&mut h);
+    format!("{kind:?}").hash(&mut h);
     if let Some(c) = &conf {
         c.to_string().hash(&mut h);
     }
     Ok(CompiledFunction {
         kind,
+        module_id: 0,
         id: h.finish(),
         label: label.to_string(),
         bytecode: Arc::from(bytecode),

@@ -175,6 +175,18 @@ fn to_json(v: &Value, depth: usize) -> serde_json::Value {
     }
 }
 
+/// What a plugin module declares, read at apply time.
+#[derive(Debug, Clone)]
+pub struct ModuleInfo {
+    pub name: Option<String>,
+    pub priority: i64,
+    pub version: Option<String>,
+    /// The module's `schema` table as JSON (validates each use's conf).
+    pub schema: Option<serde_json::Value>,
+    /// Phases the module has a function for.
+    pub phases: Vec<crate::phase::Phase>,
+}
+
 /// Checks code at apply time in a VM of its own: the outer chunk must run (within the
 /// budget) and return a function. Nothing from this VM reaches a request.
 pub struct Validator {
@@ -185,6 +197,52 @@ impl Validator {
     pub fn new(limits: LuaLimits, dicts: &SharedDicts) -> mlua::Result<Validator> {
         Ok(Validator {
             vm: Mutex::new(LuaVm::new(limits, (0, 1), dicts)?),
+        })
+    }
+
+    /// Runs a plugin module's chunk and reads what it declares.
+    pub fn inspect_module(&self, f: &CompiledFunction) -> Result<ModuleInfo, String> {
+        let vm = self.vm.lock();
+        let t = vm
+            .inspect_module(f)
+            .map_err(|e| LuaFailure::from_error(&e).message().to_string())?;
+        let name = match t.raw_get::<Value>("name") {
+            Ok(Value::String(s)) => Some(s.to_string_lossy()),
+            _ => None,
+        };
+        let version = match t.raw_get::<Value>("version") {
+            Ok(Value::String(s)) => Some(s.to_string_lossy()),
+            Ok(Value::Number(n)) => Some(n.to_string()),
+            Ok(Value::Integer(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let priority = match t.raw_get::<Value>("priority") {
+            Ok(Value::Integer(n)) => n,
+            Ok(Value::Number(n)) => n as i64,
+            Ok(Value::Nil) => 0,
+            _ => return Err(format!("{}: `priority` must be a number", f.label)),
+        };
+        let schema = match t.raw_get::<Value>("schema") {
+            Ok(v @ Value::Table(_)) => Some(lua_to_json(&vm.lua, &v)),
+            Ok(Value::Nil) => None,
+            _ => return Err(format!("{}: `schema` must be a table", f.label)),
+        };
+        let phases = crate::phase::Phase::ALL
+            .into_iter()
+            .filter(|p| matches!(t.raw_get::<Value>(p.name()), Ok(Value::Function(_))))
+            .collect::<Vec<_>>();
+        if phases.is_empty() {
+            return Err(format!(
+                "{}: the module has no phase function (rewrite, access, content, balancer, before_proxy, header_filter, body_filter or log)",
+                f.label
+            ));
+        }
+        Ok(ModuleInfo {
+            name,
+            priority,
+            version,
+            schema,
+            phases,
         })
     }
 

@@ -15,8 +15,8 @@ mod signal;
 mod vm;
 mod workers;
 
-pub use compile::{compile, compile_statements, ChunkKind, CompiledFunction};
-pub use exec::{CallOutcome, Validator};
+pub use compile::{compile, compile_module, compile_statements, ChunkKind, CompiledFunction};
+pub use exec::{CallOutcome, ModuleInfo, Validator};
 pub use request::{BodyState, ConnVars, LuaRequest, SharedRequest, MAX_READ_BODY};
 pub use shared_dict::{parse_size, SharedDicts};
 pub use vm::{LuaLimits, LuaVm};

@@ -56,6 +56,8 @@ pub struct LuaVm {
     /// The read-only globals every plugin environment falls back to.
     globals: Table,
     loaded: Mutex<(u64, HashMap<u64, Loaded>)>,
+    /// Plugin module tables by module id: loaded once, shared by their phase functions.
+    modules: Mutex<HashMap<u64, Table>>,
 }
 
 impl LuaVm {
@@ -156,6 +158,7 @@ impl LuaVm {
             limits,
             globals,
             loaded: Mutex::new((0, HashMap::new())),
+            modules: Mutex::new(HashMap::new()),
         })
     }
 
@@ -225,6 +228,25 @@ impl LuaVm {
             .set_environment(env);
         let func = match compiled.kind {
             ChunkKind::Statements => chunk.into_function()?,
+            ChunkKind::Module => {
+                return Err(mlua::Error::runtime(format!(
+                    "{}: a plugin module is not called directly",
+                    compiled.label
+                )))
+            }
+            ChunkKind::ModuleField(phase) => {
+                let module = self.module_table(compiled, chunk)?;
+                match module.raw_get::<Value>(phase.name())? {
+                    Value::Function(f) => f,
+                    _ => {
+                        return Err(mlua::Error::runtime(format!(
+                            "{}: the module has no {} function",
+                            compiled.label,
+                            phase.name()
+                        )))
+                    }
+                }
+            }
             ChunkKind::ReturnsFunction => match chunk.call::<Value>(())? {
                 Value::Function(f) => f,
                 other => {
@@ -253,6 +275,56 @@ impl LuaVm {
             None => Value::Nil,
         };
         Ok((func, conf))
+    }
+
+    /// The module table of `compiled`'s module, running its chunk on first use in this VM.
+    fn module_table(
+        &self,
+        compiled: &CompiledFunction,
+        chunk: mlua::chunk::Chunk<'_>,
+    ) -> mlua::Result<Table> {
+        if let Some(t) = self.modules.lock().get(&compiled.module_id) {
+            return Ok(t.clone());
+        }
+        let table = match chunk.call::<Value>(())? {
+            Value::Table(t) => t,
+            other => {
+                return Err(mlua::Error::runtime(format!(
+                    "{}: a plugin module must return a table, it returned a {}",
+                    compiled.label,
+                    lua_type_name(&other)
+                )))
+            }
+        };
+        self.modules
+            .lock()
+            .insert(compiled.module_id, table.clone());
+        Ok(table)
+    }
+
+    /// Runs a module chunk for inspection (no request): its table.
+    pub(super) fn inspect_module(&self, compiled: &CompiledFunction) -> mlua::Result<Table> {
+        let env = self.lua.create_table()?;
+        let env_mt = self.lua.create_table()?;
+        env_mt.raw_set("__index", self.globals.clone())?;
+        env.set_metatable(Some(env_mt))?;
+        self.enter(None);
+        let result = self
+            .lua
+            .load(&compiled.bytecode[..])
+            .set_mode(ChunkMode::Binary)
+            .set_name(compiled.label.as_str())
+            .set_environment(env)
+            .call::<Value>(());
+        self.leave();
+        match result? {
+            Value::Table(t) => Ok(t),
+            other => Err(mlua::Error::runtime(format!(
+                "{}: a plugin module must return a table, it returned a {}",
+                compiled.label,
+                lua_type_name(&other)
+            ))),
+        }
     }
 
     /// Drops a loaded function (the validator loads each check afresh).

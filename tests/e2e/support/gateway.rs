@@ -73,6 +73,9 @@ pub struct GatewayOpts {
     pub threads: usize,
     /// The `lua:` section of `portico.yaml` (omitted when `None`).
     pub lua: Option<LuaOpts>,
+    /// The `dynacode:` (poller) section of `portico.yaml`, written inline as JSON
+    /// (a YAML flow mapping), e.g. `json!({"url": cms.url(), "interval": 1})`.
+    pub dynacode: Option<Value>,
 }
 
 /// The `lua:` static config section; `None` fields are left out (gateway defaults).
@@ -117,6 +120,7 @@ impl Default for GatewayOpts {
             env: Vec::new(),
             threads: 2,
             lua: None,
+            dynacode: None,
         }
     }
 }
@@ -216,6 +220,9 @@ impl Gateway {
         s += &format!("threads: {}\n", self.opts.threads);
         if let Some(lua) = &self.opts.lua {
             s += &lua.yaml();
+        }
+        if let Some(dynacode) = &self.opts.dynacode {
+            s += &format!("dynacode: {dynacode}\n");
         }
         if self.opts.yaml_provider.is_some() {
             s += "config_provider: yaml\n";

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // not every suite uses every helper
 
 pub mod backend;
+pub mod cms;
 pub mod gateway;
 pub mod health;
 pub mod http;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use backend::{dead_addr, Backend};
+pub use cms::MockCms;
 pub use gateway::{Gateway, GatewayOpts, LuaOpts};
 pub use http::{Conn, Request, Response};
 pub use serde_json::{json, Value};
