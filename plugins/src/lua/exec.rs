@@ -66,7 +66,7 @@ impl LuaVm {
             r
         })
         .await;
-        outcome(&self.lua, result, req)
+        outcome(result, req)
     }
 
     /// Runs `f(conf, ngx.ctx)` to completion without yielding (header and body filters).
@@ -79,12 +79,11 @@ impl LuaVm {
         self.enter(Some(req));
         let result = func.call::<MultiValue>((conf, ctx));
         self.leave();
-        outcome(&self.lua, result, req)
+        outcome(result, req)
     }
 }
 
 fn outcome(
-    lua: &mlua::Lua,
     result: mlua::Result<MultiValue>,
     req: &SharedRequest,
 ) -> Result<CallOutcome, LuaFailure> {
@@ -103,7 +102,7 @@ fn outcome(
             let body = match it.next() {
                 None | Some(Value::Nil) => None,
                 Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
-                Some(v @ Value::Table(_)) => Some(lua_to_json(lua, &v).to_string().into_bytes()),
+                Some(v @ Value::Table(_)) => Some(lua_to_json(&v).to_string().into_bytes()),
                 Some(other) => Some(other.to_string().unwrap_or_default().into_bytes()),
             };
             Ok(respond(status, body))
@@ -129,8 +128,7 @@ fn respond(code: i64, body: Option<Vec<u8>>) -> CallOutcome {
 }
 
 /// A Lua value as JSON, the way APISIX's `core.response.exit` encodes a table body.
-pub fn lua_to_json(lua: &mlua::Lua, v: &Value) -> serde_json::Value {
-    let _ = lua;
+pub fn lua_to_json(v: &Value) -> serde_json::Value {
     to_json(v, 0)
 }
 
@@ -223,7 +221,7 @@ impl Validator {
             _ => return Err(format!("{}: `priority` must be a number", f.label)),
         };
         let schema = match t.raw_get::<Value>("schema") {
-            Ok(v @ Value::Table(_)) => Some(lua_to_json(&vm.lua, &v)),
+            Ok(v @ Value::Table(_)) => Some(lua_to_json(&v)),
             Ok(Value::Nil) => None,
             _ => return Err(format!("{}: `schema` must be a table", f.label)),
         };

@@ -331,11 +331,6 @@ impl LuaVm {
     pub(super) fn forget(&self, id: u64) {
         self.loaded.lock().1.remove(&id);
     }
-
-    /// Bytes of memory the VM uses now.
-    pub fn used_memory(&self) -> usize {
-        self.lua.used_memory()
-    }
 }
 
 /// Lua's own name for a value's type (mlua splits numbers into integer and number).
