@@ -4,12 +4,13 @@
 //! shared (behind an `Arc`) by every request routed to that upstream, so it is
 //! `Send + Sync` and `pick` takes `&self`.
 //!
-//! Both algorithms follow nginx so that a migration from nginx/OpenResty keeps
-//! the same traffic pattern:
+//! Both algorithms are nginx's:
 //!
-//! * [`SmoothWrr`] is `ngx_http_upstream_get_peer` (smooth weighted round-robin).
-//! * [`ChashRing`] is `hash $key consistent` (ketama: crc32, 160 points per
-//!   weight unit), built on `pingora_ketama::Continuum`.
+//! * [`SmoothWrr`] is `ngx_http_upstream_get_peer` (smooth weighted round-robin),
+//!   the same sequence as nginx.
+//! * [`ChashRing`] is the ketama ring of `hash $key consistent` (crc32), built on
+//!   `pingora_ketama::Continuum` with 640 points per weight unit instead of
+//!   nginx's 160, for an even spread (so keys map differently from nginx).
 //!
 //! Nodes are identified by their index in the slice passed to the constructor;
 //! the caller keeps that slice (or an equivalent) to map the index back to a
@@ -46,7 +47,7 @@ pub struct BalancerNode {
 pub enum Picker {
     /// nginx smooth weighted round-robin.
     RoundRobin(SmoothWrr),
-    /// nginx-compatible ketama consistent hashing.
+    /// Ketama consistent hashing (640 points per weight unit).
     Chash(ChashRing),
 }
 
