@@ -163,6 +163,14 @@ impl DynacodeRuntime {
             .collect()
     }
 
+    /// Whether [`Self::entries`] would return anything (without cloning the entries).
+    pub fn has_entries(&self, matched: &[u16], phase: Phase) -> bool {
+        matched
+            .iter()
+            .filter_map(|i| self.domains.get(usize::from(*i)))
+            .any(|d| !d.phases[phase as usize].is_empty())
+    }
+
     /// (active, compile_error) snippet counts.
     pub fn counts(&self) -> (usize, usize) {
         let active = self

@@ -48,6 +48,23 @@ pub fn chain(ctx: &RequestCtx) -> Arc<PluginChain> {
     }
 }
 
+/// Whether anything runs in this phase of this request: the same answer as
+/// `!PhaseEntries::of(ctx, phase).is_empty()`, without building the entries (the
+/// plain-proxy path asks this for every phase of every request).
+pub fn has_phase(ctx: &RequestCtx, phase: Phase) -> bool {
+    let chain = match &ctx.route {
+        Some(r) => &r.chain,
+        None => &ctx.snap.global_chain,
+    };
+    if !chain.phase(phase).is_empty() {
+        return true;
+    }
+    match &ctx.snap.dynacode {
+        Some(d) => d.has_entries(&ctx.dynacode, phase),
+        _ => false,
+    }
+}
+
 /// What runs in one phase of this request: the matching dynacode snippets first (they
 /// are server-wide, like OpenResty's http-level handlers), then the plugin chain.
 pub struct PhaseEntries {
@@ -94,7 +111,7 @@ fn lua_request(session: &Session) -> LuaRequest {
     let req = session.req_header();
     let client = session.client_addr().and_then(|a| a.as_inet());
     let server = session.server_addr().and_then(|a| a.as_inet());
-    let host = super::request::request_host(session);
+    let host = super::request::request_host(session).into_owned();
     let conn = ConnVars {
         hostname: hostname().to_string(),
         host,
@@ -158,10 +175,10 @@ pub async fn run_phase(
     phase: Phase,
     env: &LuaEnv<'_>,
 ) -> PhaseResult {
-    let entries = PhaseEntries::of(ctx, phase);
-    if entries.is_empty() {
+    if !has_phase(ctx, phase) {
         return PhaseResult::Continue;
     }
+    let entries = PhaseEntries::of(ctx, phase);
     let Ok(lua) = ensure(session, ctx, env) else {
         return failed(phase);
     };
@@ -220,10 +237,10 @@ pub fn run_sync_phase(
     phase: Phase,
     env: &LuaEnv<'_>,
 ) -> bool {
-    let entries = PhaseEntries::of(ctx, phase);
-    if entries.is_empty() {
+    if !has_phase(ctx, phase) {
         return true;
     }
+    let entries = PhaseEntries::of(ctx, phase);
     let Ok(lua) = ensure(session, ctx, env) else {
         return false;
     };
@@ -263,7 +280,7 @@ pub fn run_balancer(
     ctx: &mut RequestCtx,
     env: &LuaEnv<'_>,
 ) -> Result<Option<BalancerChoice>> {
-    if PhaseEntries::of(ctx, Phase::Balancer).is_empty() {
+    if !has_phase(ctx, Phase::Balancer) {
         return Ok(None);
     }
     if !run_sync_phase(session, ctx, Phase::Balancer, env) {
@@ -380,8 +397,8 @@ pub fn filter_response_header(
     header: &mut ResponseHeader,
     env: &LuaEnv<'_>,
 ) -> Result<bool> {
-    let has_header_filter = !PhaseEntries::of(ctx, Phase::HeaderFilter).is_empty();
-    let has_body_filter = !PhaseEntries::of(ctx, Phase::BodyFilter).is_empty();
+    let has_header_filter = has_phase(ctx, Phase::HeaderFilter);
+    let has_body_filter = has_phase(ctx, Phase::BodyFilter);
     if !has_header_filter && !has_body_filter {
         return Ok(false);
     }
@@ -431,7 +448,7 @@ pub fn filter_body(
     eof: bool,
     env: &LuaEnv<'_>,
 ) {
-    if !ctx.body_filtered || PhaseEntries::of(ctx, Phase::BodyFilter).is_empty() {
+    if !ctx.body_filtered || !has_phase(ctx, Phase::BodyFilter) {
         return;
     }
     // The filters' failures are logged; the chunk goes on as Lua left it.

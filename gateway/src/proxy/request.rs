@@ -1,7 +1,8 @@
 //! Request phases: route matching (`request_filter`) and the upstream request
 //! (`upstream_request_filter`).
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use pingora::prelude::*;
@@ -33,7 +34,8 @@ pub fn request_view<'a>(session: &'a Session, host: &'a str) -> RequestView<'a> 
 }
 
 /// The request's host: the Host header (or the URI authority), without port, lowercase.
-pub fn request_host(session: &Session) -> String {
+/// Borrowed from the request unless it had to be lowercased.
+pub fn request_host(session: &Session) -> Cow<'_, str> {
     let req = session.req_header();
     let raw = req
         .headers
@@ -41,7 +43,12 @@ pub fn request_host(session: &Session) -> String {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.host())
         .unwrap_or("");
-    strip_port(raw).to_ascii_lowercase()
+    let host = strip_port(raw);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -84,6 +91,7 @@ pub async fn route_request(
     if let Some(dynacode) = &ctx.snap.dynacode {
         ctx.dynacode = dynacode.matching(&host);
     }
+    drop(host);
     // With no route, the global rules and the dynacode snippets still run (APISIX runs
     // global rules before its 404); a content snippet may answer the request.
     let Some(route) = route else {
@@ -101,7 +109,7 @@ pub async fn route_request(
         return Ok(true);
     };
     let has_upstream = route.upstream.is_some();
-    ctx.route = Some(Arc::clone(&route));
+    ctx.route = Some(route);
     ctx.hash_key = hash_key;
     if let Some(answered) = lua_phases(session, ctx, env).await? {
         return Ok(answered);
@@ -141,7 +149,7 @@ async fn lua_phases(
         }
     }
     // The content phase answers without an upstream (OpenResty `content_by_lua`).
-    if lua::PhaseEntries::of(ctx, Phase::Content).is_empty() {
+    if !lua::has_phase(ctx, Phase::Content) {
         return Ok(None);
     }
     let (status, body) = match lua::run_phase(session, ctx, Phase::Content, env).await {
@@ -168,7 +176,15 @@ pub async fn respond_json(
     local::respond(session, ctx, status, "application/json", body, env).await
 }
 
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+const HTTP: http::HeaderValue = http::HeaderValue::from_static("http");
+
 /// Sets Host per `pass_host` and the forwarding headers users expect from nginx/APISIX.
+///
+/// The header names are given as `&'static str`: Pingora's `insert_header` turns any name
+/// into its case-preserving bytes and parses those, and a static string is the one kind
+/// it takes without a copy. The values are built as `HeaderValue`s directly (no
+/// `String` on the way, no formatting machinery for the address and port).
 pub fn prepare_upstream_request(
     session: &Session,
     upstream_request: &mut RequestHeader,
@@ -190,45 +206,87 @@ pub fn prepare_upstream_request(
             }
         }
     }
-    let client_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string());
-    if let Some(ip) = client_ip {
-        let xff = match session
-            .req_header()
-            .headers
-            .get("x-forwarded-for")
+    let downstream = &session.req_header().headers;
+    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+        let mut buf = [0u8; 15];
+        let ip_v6;
+        let ip: &[u8] = match client.ip() {
+            IpAddr::V4(v4) => ipv4_text(v4, &mut buf),
+            v6 => {
+                ip_v6 = v6.to_string();
+                ip_v6.as_bytes()
+            }
+        };
+        let real_ip = http::HeaderValue::from_bytes(ip)
+            .or_err(InvalidHTTPHeader, "invalid client address")?;
+        let xff = match downstream
+            .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip.clone(),
+            Some(prev) if !prev.is_empty() => {
+                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+                v.extend_from_slice(prev.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip);
+                http::HeaderValue::from_maybe_shared(Bytes::from(v))
+                    .or_err(InvalidHTTPHeader, "invalid x-forwarded-for")?
+            }
+            _ => real_ip.clone(),
         };
         upstream_request.insert_header("x-forwarded-for", xff)?;
-        upstream_request.insert_header("x-real-ip", ip)?;
+        upstream_request.insert_header("x-real-ip", real_ip)?;
     }
-    upstream_request.insert_header("x-forwarded-proto", "http")?;
-    if let Some(host) = session
-        .req_header()
-        .headers
-        .get(http::header::HOST)
-        .cloned()
-    {
-        upstream_request.insert_header("x-forwarded-host", host)?;
+    upstream_request.insert_header("x-forwarded-proto", HTTP)?;
+    if let Some(host) = downstream.get(http::header::HOST) {
+        upstream_request.insert_header("x-forwarded-host", host.clone())?;
     }
-    if let Some(port) = session
-        .server_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.port())
-    {
-        upstream_request.insert_header("x-forwarded-port", port.to_string())?;
+    if let Some(server) = session.server_addr().and_then(|a| a.as_inet()) {
+        upstream_request
+            .insert_header("x-forwarded-port", http::HeaderValue::from(server.port()))?;
     }
     Ok(())
 }
 
+/// An IPv4 address in dotted-quad text (as its `Display` writes it), in `buf`.
+fn ipv4_text(ip: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &[u8] {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    &buf[..n]
+}
+
 #[cfg(test)]
 mod tests {
-    use super::strip_port;
+    use super::{ipv4_text, strip_port};
+
+    #[test]
+    fn ipv4_text_matches_display() {
+        for ip in [
+            [0, 0, 0, 0],
+            [127, 0, 0, 1],
+            [10, 9, 99, 100],
+            [255, 255, 255, 255],
+            [1, 20, 200, 109],
+        ] {
+            let ip = std::net::Ipv4Addr::from(ip);
+            let mut buf = [0u8; 15];
+            assert_eq!(ipv4_text(ip, &mut buf), ip.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn host_port_is_stripped() {
