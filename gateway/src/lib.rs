@@ -18,6 +18,7 @@ pub mod drain;
 pub mod dynacode;
 pub mod hash_key;
 pub mod health;
+pub mod keepalive;
 pub mod metrics;
 pub mod metrics_service;
 pub mod proxy;

@@ -185,10 +185,12 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
             dicts,
         )),
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "portico proxy",
+    let mut proxy = Service::new(
+        "portico proxy".to_string(),
+        crate::keepalive::IdleLight::new(pingora::proxy::http_proxy(
+            &server.configuration,
+            gateway,
+        )),
     );
     for addr in &settings.proxy.listen {
         proxy.add_listener(proxy_listener(addr));

@@ -1,7 +1,9 @@
 //! Running the request's plugin chain at each OpenResty phase, and carrying what Lua
 //! changed back into the request, the upstream request and the response.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -19,6 +21,8 @@ use crate::metrics::Metrics;
 pub struct LuaCtx {
     pub vm: Arc<LuaVm>,
     pub req: SharedRequest,
+    /// `ctx.tried.len()` when `upstream_addr` was last brought up to date.
+    tried_seen: usize,
 }
 
 /// What the hooks need to run Lua.
@@ -148,13 +152,22 @@ fn ensure<'c>(
         ctx.lua = Some(LuaCtx {
             vm,
             req: req.shared(),
+            tried_seen: 0,
         });
     }
-    let upstream_addr = upstream_addr(ctx);
+    // `upstream_addr` changes only when a node was tried since the last phase.
+    let tried = ctx.tried.len();
+    let upstream_addr = match &ctx.lua {
+        Some(l) if l.tried_seen == tried => None,
+        _ => upstream_addr(ctx),
+    };
     let status = session
         .response_written()
         .map(|r| r.status.as_u16())
         .or(ctx.local_status);
+    if let Some(l) = ctx.lua.as_mut() {
+        l.tried_seen = tried;
+    }
     let lua = ctx.lua.as_ref().ok_or(())?;
     {
         let mut r = lua.req.lock();
@@ -186,17 +199,25 @@ pub async fn run_phase(
     lua.req.lock().phase = phase;
     let mut result = PhaseResult::Continue;
     for entry in entries.iter() {
-        lua.req.lock().plugin = std::sync::Arc::clone(&entry.plugin);
-        let wanted = Arc::clone(&lua.req.lock().body_wanted);
+        let wanted = {
+            let mut r = lua.req.lock();
+            r.plugin = Arc::clone(&entry.plugin);
+            Arc::clone(&r.body_wanted)
+        };
         let call = lua.vm.call(&entry.function, &lua.req);
         tokio::pin!(call);
-        // `ngx.req.read_body()` yields and asks for the body: read it here, where the
-        // connection is, while the call waits.
-        let outcome = loop {
-            tokio::select! {
-                r = &mut call => break r,
-                _ = wanted.notified() => read_body(session, &lua.req).await,
-            }
+        // Most calls finish without yielding: try once before setting up the wait.
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        let outcome = match first {
+            Poll::Ready(r) => r,
+            // `ngx.req.read_body()` yields and asks for the body: read it here, where the
+            // connection is, while the call waits.
+            Poll::Pending => loop {
+                tokio::select! {
+                    r = &mut call => break r,
+                    _ = wanted.notified() => read_body(session, &lua.req).await,
+                }
+            },
         };
         if lua.req.lock().body == BodyState::TooLarge {
             result = PhaseResult::Respond {
@@ -416,13 +437,21 @@ pub fn filter_response_header(
                 if r.status != header.status.as_u16() {
                     header.set_status(r.status)?;
                 }
-                let old: Vec<http::HeaderName> = header.headers.keys().cloned().collect();
-                for name in old {
-                    if !r.response_headers.contains_key(&name) {
-                        header.remove_header(&name);
-                    }
+                let gone: Vec<http::HeaderName> = header
+                    .headers
+                    .keys()
+                    .filter(|name| !r.response_headers.contains_key(*name))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    header.remove_header(&name);
                 }
+                // Only the headers whose values differ are rewritten: rewriting every
+                // header costs more than the Lua that changed one.
                 for name in r.response_headers.keys() {
+                    if same_values(&header.headers, &r.response_headers, name) {
+                        continue;
+                    }
                     header.remove_header(name);
                     for v in r.response_headers.get_all(name) {
                         header.append_header(name.clone(), v.clone())?;
@@ -498,11 +527,21 @@ pub fn apply_request_changes(
             upstream.remove_header(name);
         }
     }
+    // Headers whose values are already what Lua left are not rewritten (the result is
+    // the same; rewriting all of them was most of the cost).
     for name in r.headers.keys() {
+        if same_values(&upstream.headers, &r.headers, name) {
+            continue;
+        }
         upstream.remove_header(name);
         for v in r.headers.get_all(name) {
             upstream.append_header(name.clone(), v.clone())?;
         }
     }
     Ok(())
+}
+
+/// Whether `name` has the same values, in the same order, in both maps.
+fn same_values(a: &http::HeaderMap, b: &http::HeaderMap, name: &http::HeaderName) -> bool {
+    a.get_all(name).iter().eq(b.get_all(name).iter())
 }

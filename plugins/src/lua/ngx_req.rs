@@ -148,21 +148,21 @@ pub fn install(
     let cur = Arc::clone(&current);
     req.raw_set(
         "set_header",
-        lua.create_function(move |_, (name, value): (String, Value)| {
+        lua.create_function(move |_, (name, value): (mlua::LuaString, Value)| {
             let values = lua_string_list(value)?;
             cur.get()?
                 .lock()
-                .set_request_header(&name, &values)
+                .set_request_header(&name.to_str()?, &values)
                 .map_err(err)
         })?,
     )?;
     let cur = Arc::clone(&current);
     req.raw_set(
         "clear_header",
-        lua.create_function(move |_, name: String| {
+        lua.create_function(move |_, name: mlua::LuaString| {
             cur.get()?
                 .lock()
-                .set_request_header(&name, &[])
+                .set_request_header(&name.to_str()?, &[])
                 .map_err(err)
         })?,
     )?;
@@ -276,24 +276,36 @@ pub fn install(
 
     // ngx.var
     let cur = Arc::clone(&current);
-    let get = lua
-        .create_function(move |_, (_t, name): (Table, String)| Ok(cur.get()?.lock().var(&name)))?;
-    let cur = Arc::clone(&current);
-    let set = lua.create_function(move |_, (_t, name, value): (Table, String, Value)| {
-        let value = match value {
-            Value::Nil => None,
-            v => Some(lua_string_list(v)?.join("")),
-        };
-        cur.get()?.lock().set_var(&name, value).map_err(err)
+    let get = lua.create_function(move |lua, (_t, name): (Value, mlua::LuaString)| {
+        let name = name.to_str()?;
+        let r = cur.get()?;
+        let r = r.lock();
+        match r.var_ref(&name) {
+            Some(v) => Ok(Value::String(lua.create_string(v.as_bytes())?)),
+            None => Ok(Value::Nil),
+        }
     })?;
+    let cur = Arc::clone(&current);
+    let set = lua.create_function(
+        move |_, (_t, name, value): (Value, mlua::LuaString, Value)| {
+            let value = match value {
+                Value::Nil => None,
+                v => Some(lua_string_list(v)?.join("")),
+            };
+            cur.get()?
+                .lock()
+                .set_var(&name.to_str()?, value)
+                .map_err(err)
+        },
+    )?;
     ngx.raw_set("var", proxy_table(lua, get, set, "ngx.var")?)?;
 
     // ngx.header
     let cur = Arc::clone(&current);
-    let get = lua.create_function(move |lua, (_t, name): (Table, String)| {
+    let get = lua.create_function(move |lua, (_t, name): (Value, mlua::LuaString)| {
         let r = cur.get()?;
         let r = r.lock();
-        let Ok(name) = super::request::header_name(&name) else {
+        let Ok(name) = super::request::header_name(&name.to_str()?) else {
             return Ok(Value::Nil);
         };
         let values: Vec<String> = r
@@ -309,17 +321,19 @@ pub fn install(
         })
     })?;
     let cur = Arc::clone(&current);
-    let set = lua.create_function(move |_, (_t, name, value): (Table, String, Value)| {
-        let values = lua_string_list(value)?;
-        let r = cur.get()?;
-        let mut r = r.lock();
-        if matches!(r.phase, Phase::BodyFilter | Phase::Log) {
-            return Err(err(
-                "attempt to set ngx.header.HEADER after sending out response headers",
-            ));
-        }
-        r.set_response_header(&name, &values).map_err(err)
-    })?;
+    let set = lua.create_function(
+        move |_, (_t, name, value): (Value, mlua::LuaString, Value)| {
+            let values = lua_string_list(value)?;
+            let r = cur.get()?;
+            let mut r = r.lock();
+            if matches!(r.phase, Phase::BodyFilter | Phase::Log) {
+                return Err(err(
+                    "attempt to set ngx.header.HEADER after sending out response headers",
+                ));
+            }
+            r.set_response_header(&name.to_str()?, &values).map_err(err)
+        },
+    )?;
     ngx.raw_set("header", proxy_table(lua, get, set, "ngx.header")?)?;
 
     // ngx.arg (body_filter)
@@ -359,9 +373,9 @@ pub fn dynamic_fields(
 ) -> mlua::Result<(mlua::Function, mlua::Function)> {
     let cur = Arc::clone(&current);
     let get = lua.create_function(
-        move |lua, (_t, key): (Value, String)| -> mlua::Result<Value> {
-            match key.as_str() {
-                "ctx" => {
+        move |lua, (_t, key): (Value, mlua::LuaString)| -> mlua::Result<Value> {
+            match &*key.as_bytes() {
+                b"ctx" => {
                     let r = cur.get()?;
                     let mut r = r.lock();
                     if r.ctx.is_none() {
@@ -369,7 +383,7 @@ pub fn dynamic_fields(
                     }
                     Ok(r.ctx.clone().map(Value::Table).unwrap_or(Value::Nil))
                 }
-                "status" => {
+                b"status" => {
                     let r = cur.get()?;
                     let status = r.lock().status;
                     Ok(Value::Integer(status.into()))

@@ -2,6 +2,7 @@
 //! back after it. Keeping this boundary plain data is what lets the plugins crate run
 //! OpenResty snippets without depending on the gateway or on Pingora's session.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -147,41 +148,62 @@ impl LuaRequest {
 
     /// `ngx.var.NAME`. `None` is Lua `nil`.
     pub fn var(&self, name: &str) -> Option<String> {
-        let v = match name {
-            "uri" => self.uri.clone(),
-            "request_uri" => self.request_uri.clone(),
-            "args" | "query_string" => return self.args.clone(),
-            "is_args" => if self.args.is_some() { "?" } else { "" }.to_string(),
-            "request_method" => self.method.clone(),
-            "host" => self.conn.host.clone(),
-            "hostname" => self.conn.hostname.clone(),
-            "scheme" => self.conn.scheme.to_string(),
-            "remote_addr" => self.conn.remote_addr.clone(),
-            "remote_port" => self.conn.remote_port.clone(),
-            "server_addr" => self.conn.server_addr.clone(),
-            "server_port" => self.conn.server_port.clone(),
-            "upstream_addr" => return self.upstream_addr.clone(),
-            "status" => {
-                return (self.status > 0).then(|| self.status.to_string());
+        self.var_ref(name).map(Cow::into_owned)
+    }
+
+    /// `ngx.var.NAME`, borrowed where the value is stored as is (most variables and
+    /// request headers), so reading one allocates nothing.
+    pub fn var_ref(&self, name: &str) -> Option<Cow<'_, str>> {
+        let v: &str = match name {
+            "uri" => &self.uri,
+            "request_uri" => &self.request_uri,
+            "args" | "query_string" => return self.args.as_deref().map(Cow::Borrowed),
+            "is_args" => {
+                if self.args.is_some() {
+                    "?"
+                } else {
+                    ""
+                }
             }
-            "request_time" => format!("{:.3}", self.started.elapsed().as_secs_f64()),
-            "content_type" => return self.header("content-type"),
-            "content_length" => return self.header("content-length"),
-            "http_cookie" => return self.header("cookie"),
+            "request_method" => &self.method,
+            "host" => &self.conn.host,
+            "hostname" => &self.conn.hostname,
+            "scheme" => self.conn.scheme,
+            "remote_addr" => &self.conn.remote_addr,
+            "remote_port" => &self.conn.remote_port,
+            "server_addr" => &self.conn.server_addr,
+            "server_port" => &self.conn.server_port,
+            "upstream_addr" => return self.upstream_addr.as_deref().map(Cow::Borrowed),
+            "status" => {
+                return (self.status > 0).then(|| Cow::Owned(self.status.to_string()));
+            }
+            "request_time" => {
+                return Some(Cow::Owned(format!(
+                    "{:.3}",
+                    self.started.elapsed().as_secs_f64()
+                )))
+            }
+            "content_type" => return self.header_ref("content-type"),
+            "content_length" => return self.header_ref("content-length"),
+            "http_cookie" => return self.header_ref("cookie"),
             _ => {
                 if let Some(h) = name.strip_prefix("http_") {
-                    return self.header(&h.replace('_', "-"));
+                    return if h.contains('_') {
+                        self.header_ref(&h.replace('_', "-"))
+                    } else {
+                        self.header_ref(h)
+                    };
                 }
                 if let Some(a) = name.strip_prefix("arg_") {
-                    return self.arg(a);
+                    return self.arg(a).map(Cow::Owned);
                 }
                 if let Some(c) = name.strip_prefix("cookie_") {
-                    return self.cookie(c);
+                    return self.cookie(c).map(Cow::Owned);
                 }
-                return self.user_vars.get(name).cloned();
+                return self.user_vars.get(name).map(|v| Cow::Borrowed(v.as_str()));
             }
         };
-        Some(v)
+        Some(Cow::Borrowed(v))
     }
 
     /// `ngx.var.NAME = value`: nginx lets `args` and user variables change; built-in
@@ -216,9 +238,13 @@ impl LuaRequest {
 
     /// First value of a request header, as a string.
     pub fn header(&self, name: &str) -> Option<String> {
+        self.header_ref(name).map(Cow::into_owned)
+    }
+
+    fn header_ref(&self, name: &str) -> Option<Cow<'_, str>> {
         self.headers
             .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
     }
 
     fn arg(&self, name: &str) -> Option<String> {
@@ -265,8 +291,13 @@ impl LuaRequest {
 
 /// OpenResty normalises header names given to `ngx.header`/`set_header`: `_` becomes `-`.
 pub fn header_name(name: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(name.replace('_', "-").to_ascii_lowercase().as_bytes())
-        .map_err(|_| format!("invalid header name \"{name}\""))
+    // `HeaderName::from_bytes` lowercases by itself; only `_` needs replacing first.
+    let parsed = if name.contains('_') {
+        HeaderName::from_bytes(name.replace('_', "-").as_bytes())
+    } else {
+        HeaderName::from_bytes(name.as_bytes())
+    };
+    parsed.map_err(|_| format!("invalid header name \"{name}\""))
 }
 
 fn header_value(v: &str) -> Result<HeaderValue, String> {

@@ -46,6 +46,10 @@ struct Loaded {
 /// Bound on cached functions per VM; least recently used ones go first.
 const MAX_LOADED: usize = 4096;
 
+/// Finished coroutines kept for reuse: about the number of calls that can be suspended
+/// at once on a worker (in `ngx.sleep` or `read_body`) before new ones are allocated.
+const THREAD_POOL: usize = 256;
+
 pub struct LuaVm {
     pub(super) lua: Lua,
     pub(super) current: Arc<CurrentRequest>,
@@ -68,7 +72,13 @@ impl LuaVm {
         worker: (usize, usize),
         dicts: &SharedDicts,
     ) -> mlua::Result<LuaVm> {
-        let lua = Lua::new();
+        // Coroutines are recycled: every rewrite/access/log call runs in one, and a new
+        // thread per call (mlua's default pool size is 0) costs an allocation, its
+        // stack and GC work each time.
+        let lua = Lua::new_with(
+            mlua::StdLib::ALL_SAFE,
+            mlua::LuaOptions::new().thread_pool_size(THREAD_POOL),
+        )?;
         let current = Arc::new(CurrentRequest::default());
         let deadline = Arc::new(AtomicU64::new(0));
         let epoch = Instant::now();
