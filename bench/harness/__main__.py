@@ -54,8 +54,9 @@ def main(argv):
                 s.check(f"{name} ran", "error", False)
             done.append(s)
             for target, measured, passed in s.checks:
-                print(f"   {'ok    ' if passed else 'MISSED'} {target}: {measured}", flush=True)
-        report.write(done, versions, command, started)
+                mark = "      " if passed is None else ("ok    " if passed else "MISSED")
+                print(f"   {mark} {target}: {measured}", flush=True)
+        report.write(done, versions, command, started, full=names == list(SCENARIOS))
     except KeyboardInterrupt:
         print("interrupted: stopping everything started", file=sys.stderr)
         return 130

@@ -31,7 +31,8 @@ class Scenario:
         self.tables.append((caption, header, rows))
 
     def check(self, target, measured, passed):
-        self.checks.append((target, measured, bool(passed)))
+        """`passed` None: a figure reported without a target."""
+        self.checks.append((target, measured, None if passed is None else bool(passed)))
 
     def note(self, text):
         self.notes.append(text)
@@ -50,7 +51,7 @@ class Scenario:
         if self.checks:
             out += ["| target | measured | |", "|---|---|---|"]
             for target, measured, passed in self.checks:
-                out.append(f"| {target} | {measured} | {'met' if passed else '**missed**'} |")
+                out.append(f"| {target} | {measured} | {verdict(passed)} |")
             out.append("")
         if self.load:
             out.append(f"Load average during the scenario: {min(self.load):.2f}-{max(self.load):.2f}.")
@@ -71,7 +72,8 @@ def machine(versions):
     return "\n".join(lines)
 
 
-def write(scenarios, versions, command, started):
+def write(scenarios, versions, command, started, full=True):
+    """Results files for every scenario run; docs/benchmarks.md only for a full run."""
     os.makedirs(RESULTS, exist_ok=True)
     date = started.strftime("%Y-%m-%d")
     header = machine(versions)
@@ -80,6 +82,8 @@ def write(scenarios, versions, command, started):
         with open(path, "w") as f:
             f.write(f"# Benchmark {s.key}, {started:%Y-%m-%d %H:%M} UTC\n\n{header}\n- Command: `{command}`\n\n")
             f.write(s.markdown(level=2))
+    if not full:
+        return
     body = [BEGIN, "", f"## Latest full run: {started:%Y-%m-%d %H:%M} UTC", "", header,
             f"- Command: `{command}`",
             f"- Duration: {(datetime.datetime.now(datetime.timezone.utc) - started).seconds // 60} min", "",
@@ -99,11 +103,10 @@ def summary_table(scenarios):
     rows = ["| scenario | target | measured | |", "|---|---|---|---|"]
     for s in scenarios:
         for target, measured, passed in s.checks:
-            rows.append(f"| {s.key} | {target} | {measured} | {'met' if passed else '**missed**'} |")
+            rows.append(f"| {s.key} | {target} | {measured} | {verdict(passed)} |")
     return "\n".join(rows)
 
 
-def ratio_text(values):
-    from .measure import spread
+def verdict(passed):
+    return "reported" if passed is None else ("met" if passed else "**missed**")
 
-    return spread(values, "{:.2f}") + "×" if values else "n/a"

@@ -200,8 +200,7 @@ def s3_five(run):
         s.table(["throughput lost to the five plugins", "median over rounds"],
                 [["Portico", f"{deg_p:.0%}"], ["nginx + ngx_lua", f"{deg_n:.0%}"]])
         r = compare.rps_ratio(tp, "portico+5lua", "nginx+5lua")
-        s.check("S3 capped req/s with 5 plugins vs nginx+ngx_lua (no target; reported)",
-                compare.fmt_ratio(r), True)
+        s.check("S3 capped req/s with 5 plugins vs nginx+ngx_lua", compare.fmt_ratio(r), None)
     finally:
         stop_all(ps)
     return s
