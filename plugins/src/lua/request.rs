@@ -146,13 +146,8 @@ impl LuaRequest {
         Arc::new(Mutex::new(self))
     }
 
-    /// `ngx.var.NAME`. `None` is Lua `nil`.
-    pub fn var(&self, name: &str) -> Option<String> {
-        self.var_ref(name).map(Cow::into_owned)
-    }
-
-    /// `ngx.var.NAME`, borrowed where the value is stored as is (most variables and
-    /// request headers), so reading one allocates nothing.
+    /// `ngx.var.NAME` (`None` is Lua `nil`), borrowed where the value is stored as is
+    /// (most variables and request headers), so reading one allocates nothing.
     pub fn var_ref(&self, name: &str) -> Option<Cow<'_, str>> {
         let v: &str = match name {
             "uri" => &self.uri,
@@ -237,10 +232,6 @@ impl LuaRequest {
     }
 
     /// First value of a request header, as a string.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.header_ref(name).map(Cow::into_owned)
-    }
-
     fn header_ref(&self, name: &str) -> Option<Cow<'_, str>> {
         self.headers
             .get(name)
@@ -324,13 +315,13 @@ mod tests {
     #[test]
     fn vars_resolve_like_nginx() {
         let r = req();
-        assert_eq!(r.var("uri").as_deref(), Some("/p"));
-        assert_eq!(r.var("request_uri").as_deref(), Some("/p?x=1&y=2"));
-        assert_eq!(r.var("arg_y").as_deref(), Some("2"));
-        assert_eq!(r.var("http_x_user").as_deref(), Some("alice"));
-        assert_eq!(r.var("cookie_sid").as_deref(), Some("s9"));
-        assert_eq!(r.var("status"), None);
-        assert_eq!(r.var("nope"), None);
+        assert_eq!(r.var_ref("uri").as_deref(), Some("/p"));
+        assert_eq!(r.var_ref("request_uri").as_deref(), Some("/p?x=1&y=2"));
+        assert_eq!(r.var_ref("arg_y").as_deref(), Some("2"));
+        assert_eq!(r.var_ref("http_x_user").as_deref(), Some("alice"));
+        assert_eq!(r.var_ref("cookie_sid").as_deref(), Some("s9"));
+        assert_eq!(r.var_ref("status"), None);
+        assert_eq!(r.var_ref("nope"), None);
     }
 
     #[test]
@@ -338,8 +329,8 @@ mod tests {
         let mut r = req();
         assert!(r.set_var("uri", Some("/x".into())).is_err());
         r.set_var("args", Some("z=3".into())).unwrap();
-        assert_eq!(r.var("arg_z").as_deref(), Some("3"));
+        assert_eq!(r.var_ref("arg_z").as_deref(), Some("3"));
         r.set_var("my_var", Some("v".into())).unwrap();
-        assert_eq!(r.var("my_var").as_deref(), Some("v"));
+        assert_eq!(r.var_ref("my_var").as_deref(), Some("v"));
     }
 }
