@@ -27,6 +27,7 @@ pub mod server;
 pub mod settings;
 pub mod snapshot;
 pub mod store;
+pub mod store_cli;
 pub mod vars;
 pub mod yaml_provider;
 

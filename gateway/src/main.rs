@@ -17,7 +17,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(name = "portico", version, about)]
 struct Cli {
     /// Static configuration file.
-    #[arg(short = 'c', long = "conf", default_value = "conf/portico.yaml")]
+    #[arg(
+        short = 'c',
+        long = "conf",
+        default_value = "conf/portico.yaml",
+        global = true
+    )]
     conf: PathBuf,
     /// Check the configuration (and the declarative resources it names), then exit.
     #[arg(short = 't', long = "test")]
@@ -26,6 +31,27 @@ struct Cli {
     /// upgrade): start the new process with this flag, then send SIGQUIT to the old one.
     #[arg(short = 'u', long = "upgrade")]
     upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Read or repair the durable store in `data_dir` while portico is stopped.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum StoreAction {
+    /// Every stored key, with its indexes, or why it does not load.
+    List,
+    /// One stored record (`/apisix/routes/1`).
+    Get { key: String },
+    /// Remove one stored record.
+    Delete { key: String },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +72,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Store { action }) = &cli.command {
+        let command = match action {
+            StoreAction::List => portico::store_cli::StoreCommand::List,
+            StoreAction::Get { key } => portico::store_cli::StoreCommand::Get(key.clone()),
+            StoreAction::Delete { key } => portico::store_cli::StoreCommand::Delete(key.clone()),
+        };
+        return match portico::store_cli::run(&settings.data_dir, &command) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portico: store: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.test {
         let errors = portico::server::check(&settings);
         if errors.is_empty() {

@@ -29,6 +29,8 @@ pub struct Metrics {
     bandwidth: IntCounterVec,
     config_version: IntGauge,
     config_applies: IntCounterVec,
+    /// Stored objects left out at startup because they no longer load, by kind.
+    store_skipped: IntCounterVec,
     /// Series for requests that matched no route (`route=""`).
     unmatched: Arc<RouteMetrics>,
     node_healthy: IntGaugeVec,
@@ -82,6 +84,13 @@ impl Metrics {
                 "Configuration changes by source (startup, admin, yaml) and result (ok, rejected)",
             ),
             &["source", "result"],
+        )?;
+        let store_skipped = IntCounterVec::new(
+            Opts::new(
+                "portico_store_skipped_objects_total",
+                "Stored objects left out at startup because they no longer load, by kind",
+            ),
+            &["kind"],
         )?;
         let node_healthy = IntGaugeVec::new(
             Opts::new(
@@ -156,6 +165,7 @@ impl Metrics {
         registry.register(Box::new(bandwidth.clone()))?;
         registry.register(Box::new(config_version.clone()))?;
         registry.register(Box::new(config_applies.clone()))?;
+        registry.register(Box::new(store_skipped.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -176,6 +186,7 @@ impl Metrics {
             bandwidth,
             config_version,
             config_applies,
+            store_skipped,
             unmatched,
             node_healthy,
             health_transitions,
@@ -218,6 +229,12 @@ impl Metrics {
         self.config_applies
             .with_label_values(&[source, if ok { "ok" } else { "rejected" }])
             .inc();
+    }
+
+    /// A stored object of `kind` (a bounded label: resource segments, `dynacode`,
+    /// `unknown`) was left out at startup.
+    pub fn count_store_skipped(&self, kind: &str) {
+        self.store_skipped.with_label_values(&[kind]).inc();
     }
 
     /// A node changed health.

@@ -10,6 +10,7 @@
 mod support;
 
 mod admin_api;
+mod admin_race;
 mod balancer;
 mod cli;
 mod dynacode_poll;
@@ -20,6 +21,7 @@ mod health_chash;
 mod health_config;
 mod health_passive;
 mod health_validation;
+mod hostile_admin;
 mod hot_swap;
 mod lua_async;
 mod lua_common;

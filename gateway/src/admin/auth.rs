@@ -46,11 +46,19 @@ pub fn authorize(
     Ok(role)
 }
 
+/// Compares two keys in time independent of their contents and lengths: both are hashed
+/// to fixed-length SHA-256 digests first, which are compared without an early exit. A
+/// byte-wise compare that returns on a length mismatch would tell an attacker the key's
+/// length.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use ring::digest::{digest, SHA256};
+    let (da, db) = (digest(&SHA256, a), digest(&SHA256, b));
+    let diff = da
+        .as_ref()
+        .iter()
+        .zip(db.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -89,5 +97,13 @@ mod tests {
             authorize(&k, Some("viewer-key-12345"), "PUT"),
             Err(AuthError::ReadOnlyRole)
         );
+    }
+
+    #[test]
+    fn keys_of_other_lengths_and_prefixes_do_not_match() {
+        assert!(constant_time_eq(b"admin-key-123456", b"admin-key-123456"));
+        assert!(!constant_time_eq(b"admin-key-123456", b"admin-key-12345"));
+        assert!(!constant_time_eq(b"admin-key-123456", b"admin-key-1234567"));
+        assert!(!constant_time_eq(b"", b"admin-key-123456"));
     }
 }

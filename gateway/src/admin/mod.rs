@@ -8,7 +8,6 @@ mod auth;
 mod configs;
 mod dynacode;
 mod healthcheck;
-mod patch;
 mod plugins;
 mod reply;
 mod resources;
@@ -49,6 +48,15 @@ pub(crate) fn query_arg<'a>(
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| crate::vars::percent_decode(v))
+}
+
+/// The value of query argument `name` as sent, without percent-decoding.
+fn query_arg_raw<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 /// Why a body could not be read.
@@ -150,11 +158,13 @@ impl ServeHttp for AdminApi {
         } else {
             return reply::error(404, "404 Route Not Found");
         };
-        let query_key = query_arg(query.as_deref(), "api_key");
+        // Verbatim, not percent-decoded: APISIX reads `ngx.var.arg_api_key`, which nginx
+        // leaves encoded, and docs/admin-api.md says so.
+        let query_key = query_arg_raw(query.as_deref(), "api_key");
         let presented = api_key
             .as_deref()
             .filter(|k| !k.is_empty())
-            .or(query_key.as_deref().filter(|k| !k.is_empty()));
+            .or(query_key.filter(|k| !k.is_empty()));
         if let Err(e) = auth::authorize(&self.keys, presented, &method) {
             return reply::json(
                 401,

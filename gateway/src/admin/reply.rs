@@ -41,7 +41,9 @@ pub fn envelope(kind: ResourceKind, id: &str, view: &StoredView) -> Value {
 /// Maps a refused change to its status and body.
 pub fn apply_error(e: &ApplyError) -> Response<Vec<u8>> {
     match e {
-        ApplyError::Invalid(_) | ApplyError::Referenced { .. } => error(400, e.to_string()),
+        ApplyError::Invalid(_) | ApplyError::Referenced { .. } | ApplyError::BadRequest(_) => {
+            error(400, e.to_string())
+        }
         ApplyError::NotFound => not_found(),
         ApplyError::ReadOnly => error(405, e.to_string()),
         ApplyError::Persist(_) => error(500, e.to_string()),

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use http::Response;
 use serde_json::{json, Value};
 
-use super::patch::{merge_patch, replace_at};
 use super::reply;
+use crate::config::patch::checked_body;
 use crate::config::ResourceKind;
 use crate::store::{ApplySource, Change, ConfigStore};
 
@@ -77,31 +77,6 @@ async fn apply(
     }
 }
 
-/// Checks the body is an object and its `id` (if any) agrees with the URL. The error is
-/// the 400 message.
-fn checked_body(kind: ResourceKind, id: Option<&str>, body: Value) -> Result<Value, String> {
-    let Value::Object(mut obj) = body else {
-        return Err("invalid configuration: expected a JSON object".to_string());
-    };
-    match (obj.get("id"), id) {
-        (Some(body_id), Some(url_id)) => {
-            let same = match body_id {
-                Value::String(s) => s == url_id,
-                Value::Number(n) => n.to_string() == url_id,
-                _ => false,
-            };
-            if !same {
-                return Err(format!("wrong {} id", kind.noun()));
-            }
-        }
-        (Some(_), None) => return Err(format!("wrong {} id, do not need it", kind.noun())),
-        _ => {}
-    }
-    obj.remove("create_time");
-    obj.remove("update_time");
-    Ok(Value::Object(obj))
-}
-
 /// `PUT /{res}/{id}`: 201 when created, 200 when replaced.
 pub async fn put(
     store: &Arc<ConfigStore>,
@@ -113,43 +88,26 @@ pub async fn put(
         Ok(v) => v,
         Err(m) => return reply::error(400, m),
     };
-    write_and_reply(store, kind, id.to_string(), value).await
+    let change = Change::Put {
+        kind,
+        id: id.to_string(),
+        value,
+    };
+    write_and_reply(store, kind, change).await
 }
 
-/// `POST /{res}`: a server-generated id, 201.
+/// `POST /{res}`: a server-generated id (chosen inside the writer, so concurrent POSTs
+/// never share one), 201.
 pub async fn post(store: &Arc<ConfigStore>, kind: ResourceKind, body: Value) -> Response<Vec<u8>> {
     let value = match checked_body(kind, None, body) {
         Ok(v) => v,
         Err(m) => return reply::error(400, m),
     };
-    let id = store.next_id();
-    write_and_reply(store, kind, id, value).await
+    write_and_reply(store, kind, Change::Create { kind, value }).await
 }
 
-async fn write_and_reply(
-    store: &Arc<ConfigStore>,
-    kind: ResourceKind,
-    id: String,
-    value: Value,
-) -> Response<Vec<u8>> {
-    let change = Change::Put {
-        kind,
-        id: id.clone(),
-        value,
-    };
-    match apply(store, change).await {
-        Ok(applied) => match store.resources().get(kind, &id) {
-            Some(view) => {
-                let status = if applied.created { 201 } else { 200 };
-                reply::json(status, &reply::envelope(kind, &id, &view))
-            }
-            None => reply::not_found(),
-        },
-        Err(e) => reply::apply_error(&e),
-    }
-}
-
-/// `PATCH /{res}/{id}` (merge patch) and `PATCH /{res}/{id}/{sub/path}` (replace).
+/// `PATCH /{res}/{id}` (merge patch) and `PATCH /{res}/{id}/{sub/path}` (replace). The
+/// read-merge-write runs inside the writer: concurrent PATCHes never lose an update.
 pub async fn patch(
     store: &Arc<ConfigStore>,
     kind: ResourceKind,
@@ -157,23 +115,33 @@ pub async fn patch(
     sub_path: &[&str],
     body: Value,
 ) -> Response<Vec<u8>> {
-    let Some(current) = store.resources().get(kind, id) else {
-        return reply::not_found();
+    let change = Change::Patch {
+        kind,
+        id: id.to_string(),
+        path: sub_path.iter().map(|s| s.to_string()).collect(),
+        patch: body,
     };
-    let mut value = (*current.value).clone();
-    if sub_path.is_empty() {
-        if !body.is_object() {
-            return reply::error(400, "invalid configuration: expected a JSON object");
+    write_and_reply(store, kind, change).await
+}
+
+async fn write_and_reply(
+    store: &Arc<ConfigStore>,
+    kind: ResourceKind,
+    change: Change,
+) -> Response<Vec<u8>> {
+    match apply(store, change).await {
+        Ok(applied) => {
+            let id = applied.id.unwrap_or_default();
+            match store.resources().get(kind, &id) {
+                Some(view) => {
+                    let status = if applied.created { 201 } else { 200 };
+                    reply::json(status, &reply::envelope(kind, &id, &view))
+                }
+                None => reply::not_found(),
+            }
         }
-        merge_patch(&mut value, &body);
-    } else if let Err(m) = replace_at(&mut value, sub_path, body) {
-        return reply::error(400, format!("invalid sub path {}: {m}", sub_path.join("/")));
+        Err(e) => reply::apply_error(&e),
     }
-    let value = match checked_body(kind, Some(id), value) {
-        Ok(v) => v,
-        Err(m) => return reply::error(400, m),
-    };
-    write_and_reply(store, kind, id.to_string(), value).await
 }
 
 /// `DELETE /{res}/{id}[?force=true]`.

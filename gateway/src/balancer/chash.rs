@@ -26,13 +26,24 @@ pub const POINTS_FACTOR: u32 = 4;
 
 /// Most weight units (after gcd normalisation) a ring is built with. Every
 /// unit costs 640 ring points (12 bytes each: 8 in the `Continuum`, 4 in our
-/// position table), so this caps a ring at about 10.5 M points / 126 MB (plus
-/// up to one unit per node from rounding up) and keeps `pingora_ketama`'s
-/// `u32` point arithmetic far from overflow. Larger
-/// totals are scaled down proportionally (each node keeping at least one
-/// unit); config validation should reject such weights instead of relying on
-/// this.
-pub const MAX_RING_WEIGHT_UNITS: u64 = 1 << 14;
+/// position table), so this caps a ring at 163,840 points / about 2 MB (plus
+/// up to one unit per node from rounding up). Larger totals are scaled down
+/// proportionally, each node keeping at least one unit, so weights are kept
+/// to a precision of 1/256: a `1:16383` upstream rings as `1:255`. It was
+/// 16,384 units (126 MB per ring): a 2 KB `PUT /configs` with eight such
+/// upstreams took 6 s and 1 GB to apply.
+pub const MAX_RING_WEIGHT_UNITS: u64 = 256;
+
+/// Points one ring of nodes with these weights holds (before hash collisions):
+/// what [`ChashRing::new`] will allocate, for the snapshot-wide cap checked
+/// before any ring is built.
+pub fn ring_points(weights: impl Iterator<Item = u32> + Clone) -> u64 {
+    let units: u64 = ring_weight_units(weights.filter(|&w| w > 0))
+        .iter()
+        .map(|&u| u64::from(u))
+        .sum();
+    units * 160 * u64::from(POINTS_FACTOR)
+}
 
 /// Ketama consistent-hash ring (the algorithm of nginx `hash $key consistent`,
 /// with [`POINTS_FACTOR`] times its points).

@@ -5,7 +5,9 @@
 //! then checked semantically ([`FieldError`] lists every problem with its JSON path).
 //! [`crate::snapshot`] compiles a validated [`ResourceSet`] into runtime objects.
 
+pub mod limits;
 mod lua_plugin;
+pub mod patch;
 mod route;
 mod service;
 mod set;
@@ -166,8 +168,12 @@ impl std::fmt::Display for Id {
     }
 }
 
-/// APISIX's id rule: 1..64 characters of `[a-zA-Z0-9-_.]`.
+/// APISIX's id rule: 1..64 characters of `[a-zA-Z0-9-_.]`; `.` and `..` are refused
+/// too, since they name the collection or its parent in a URL path.
 pub fn check_id(id: &str) -> Result<(), String> {
+    if id.bytes().all(|b| b == b'.') && !id.is_empty() {
+        return Err(format!("id `{id}` must not be made of dots only"));
+    }
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -187,6 +193,7 @@ pub fn parse_spec<T: DeserializeOwned + CheckSpec>(value: &Value) -> Result<T, V
     if !value.is_object() {
         return Err(vec![FieldError::new("", "expected a JSON object")]);
     }
+    limits::check_depth(value).map_err(|e| vec![e])?;
     let spec: T = from_json(value).map_err(|e| vec![e])?;
     let errors = spec.check();
     if errors.is_empty() {

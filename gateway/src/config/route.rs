@@ -85,6 +85,38 @@ impl RouteSpec {
     }
 }
 
+impl RouteSpec {
+    /// Bounds what the route expands into in the router: one entry per (uri, host).
+    fn check_expansion(&self) -> Vec<FieldError> {
+        use super::limits::{
+            check_count, MAX_REMOTE_ADDRS, MAX_ROUTE_ENTRIES, MAX_ROUTE_HOSTS, MAX_ROUTE_URIS,
+        };
+        let uris = self.uris.as_ref().map_or(0, Vec::len);
+        let hosts = self.hosts.as_ref().map_or(0, Vec::len);
+        let mut errors: Vec<FieldError> = [
+            check_count("uris", uris, MAX_ROUTE_URIS),
+            check_count("hosts", hosts, MAX_ROUTE_HOSTS),
+            check_count(
+                "remote_addrs",
+                self.remote_addrs.as_ref().map_or(0, Vec::len),
+                MAX_REMOTE_ADDRS,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if errors.is_empty() && uris.max(1) * hosts.max(1) > MAX_ROUTE_ENTRIES {
+            errors.push(FieldError::new(
+                "hosts",
+                format!(
+                    "{uris} uris × {hosts} hosts is more than {MAX_ROUTE_ENTRIES} router entries"
+                ),
+            ));
+        }
+        errors
+    }
+}
+
 impl CheckSpec for RouteSpec {
     fn check(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
@@ -129,6 +161,7 @@ impl CheckSpec for RouteSpec {
                 "a route needs one of `upstream`, `upstream_id`, `service_id` or `plugins`",
             ));
         }
+        errors.extend(self.check_expansion());
         if self.status > 1 {
             errors.push(FieldError::new("status", "must be 0 or 1"));
         }

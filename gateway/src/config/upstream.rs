@@ -113,12 +113,11 @@ impl Timeout {
             ("send", self.send),
             ("read", self.read),
         ] {
-            if !(v > 0.0 && v.is_finite()) {
-                errors.push(FieldError::new(
-                    format!("{path}.{name}"),
-                    format!("must be a number of seconds greater than 0, got {v}"),
-                ));
-            }
+            errors.extend(super::limits::check_seconds(
+                &format!("{path}.{name}"),
+                v,
+                false,
+            ));
         }
         errors
     }
@@ -299,6 +298,11 @@ impl CheckSpec for UpstreamSpec {
                 FieldError::new(super::join_path("checks", &path), message)
             }));
         }
+        errors.extend(super::limits::check_count(
+            "nodes",
+            self.nodes.len(),
+            super::limits::MAX_NODES,
+        ));
         if let Err(e) = self.nodes.normalise(self.scheme) {
             errors.extend(e);
         }
@@ -318,12 +322,7 @@ impl CheckSpec for UpstreamSpec {
             errors.extend(t.check("timeout"));
         }
         if let Some(rt) = self.retry_timeout {
-            if !(rt >= 0.0 && rt.is_finite()) {
-                errors.push(FieldError::new(
-                    "retry_timeout",
-                    "must be 0 or more seconds",
-                ));
-            }
+            errors.extend(super::limits::check_seconds("retry_timeout", rt, true));
         }
         if self.pass_host == PassHost::Rewrite
             && self.upstream_host.as_deref().unwrap_or("").is_empty()
@@ -334,12 +333,11 @@ impl CheckSpec for UpstreamSpec {
             ));
         }
         if let Some(pool) = &self.keepalive_pool {
-            if !(pool.idle_timeout >= 0.0 && pool.idle_timeout.is_finite()) {
-                errors.push(FieldError::new(
-                    "keepalive_pool.idle_timeout",
-                    "must be 0 or more seconds",
-                ));
-            }
+            errors.extend(super::limits::check_seconds(
+                "keepalive_pool.idle_timeout",
+                pool.idle_timeout,
+                true,
+            ));
             if pool.size == 0 {
                 errors.push(FieldError::new("keepalive_pool.size", "must be at least 1"));
             }

@@ -52,12 +52,17 @@ pub fn build(
     let mut errors = Vec::new();
     let mut upstreams: BTreeMap<String, Arc<UpstreamRuntime>> = BTreeMap::new();
 
-    let compile = |upstreams: &mut BTreeMap<String, Arc<UpstreamRuntime>>,
-                   identity: String,
-                   spec: &Arc<UpstreamSpec>,
-                   path: String,
-                   errors: &mut Vec<FieldError>|
+    let mut ring_points: u64 = 0;
+    let mut compile = |upstreams: &mut BTreeMap<String, Arc<UpstreamRuntime>>,
+                       identity: String,
+                       spec: &Arc<UpstreamSpec>,
+                       path: String,
+                       errors: &mut Vec<FieldError>|
      -> Option<Arc<UpstreamRuntime>> {
+        if let Err(e) = count_ring_points(spec, &mut ring_points) {
+            errors.push(e.under(&path));
+            return None;
+        }
         let reused = prev
             .and_then(|p| p.upstreams.get(&identity))
             .filter(|old| Arc::ptr_eq(&old.spec, spec) || *old.spec == **spec)
@@ -335,6 +340,28 @@ fn user_path(spec: &crate::config::RouteSpec, path: &str) -> String {
     path.to_string()
 }
 
+/// Adds the ring points a chash upstream will hold to `total`; an error once the
+/// configuration's rings would exceed [`MAX_TOTAL_RING_POINTS`], before any is built.
+fn count_ring_points(spec: &UpstreamSpec, total: &mut u64) -> Result<(), FieldError> {
+    use crate::config::limits::MAX_TOTAL_RING_POINTS;
+    if spec.kind != UpstreamType::Chash {
+        return Ok(());
+    }
+    let Ok(nodes) = spec.nodes.normalise(spec.scheme) else {
+        return Ok(()); // reported by the upstream's own checks
+    };
+    *total += crate::balancer::chash::ring_points(nodes.iter().map(|n| n.weight));
+    if *total > MAX_TOTAL_RING_POINTS {
+        return Err(FieldError::new(
+            "nodes",
+            format!(
+                "the configuration's chash rings would hold more than {MAX_TOTAL_RING_POINTS} points"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Compiles one upstream: resolves node addresses and builds its picker.
 pub fn compile_upstream(
     identity: &str,
@@ -411,9 +438,19 @@ pub fn compile_upstream(
             .map(|n| cx.health.node(identity, n.addr))
             .collect(),
     });
+    // Only untried nodes are retried, so more retries than other nodes would never run;
+    // clamp them and say so once per apply (`ngx.balancer.set_more_tries` adds its own).
+    let untried = nodes.len().saturating_sub(1);
     let retries = match spec.retries {
+        Some(r) if r as usize > untried => {
+            tracing::warn!(
+                upstream = identity,
+                "retries {r} clamped to {untried}: only untried nodes are retried"
+            );
+            untried
+        }
         Some(r) => r as usize,
-        None => nodes.len().saturating_sub(1),
+        None => untried,
     };
     Ok(UpstreamRuntime {
         id: identity.to_string(),

@@ -41,10 +41,14 @@ pub struct Record {
 }
 
 /// What a load returns: every record with its kind and id, and the revision counter.
+#[derive(Debug, Default)]
 pub struct Loaded {
     pub records: Vec<(ResourceKind, String, Record)>,
     /// The dynacode document, stored under its own key.
     pub dynacode: Option<Record>,
+    /// Keys whose record could not be read (not a resource key, not a record), with why:
+    /// the startup leaves them out and says so instead of refusing to start.
+    pub unreadable: Vec<(String, String)>,
     pub revision: u64,
 }
 
@@ -86,7 +90,9 @@ impl DiskStore {
         Ok(DiskStore { db })
     }
 
-    /// Reads every record. Keys that are not resource keys are reported, not skipped.
+    /// Reads every record. A key that is not a resource key, or whose record does not
+    /// decode, is returned in `unreadable`; only a failure of the database itself is an
+    /// error.
     pub fn load(&self) -> Result<Loaded, DiskError> {
         let tx = self
             .db
@@ -95,37 +101,88 @@ impl DiskStore {
         let table = tx
             .open_table(RESOURCES)
             .map_err(|e| err("load")(e.to_string()))?;
-        let mut records = Vec::new();
-        let mut dynacode = None;
+        let mut loaded = Loaded::default();
         for item in table.iter().map_err(|e| err("load")(e.to_string()))? {
             let (k, v) = item.map_err(|e| err("load")(e.to_string()))?;
             let key = k.value();
-            if key == crate::dynacode::KEY {
-                dynacode = Some(
-                    serde_json::from_slice(v.value())
-                        .map_err(|e| err("load")(format!("record `{key}`: {e}")))?,
-                );
-                continue;
+            let record = serde_json::from_slice::<Record>(v.value());
+            match (key == crate::dynacode::KEY, parse_key(key), record) {
+                (_, _, Err(e)) => loaded.unreadable.push((key.to_string(), e.to_string())),
+                (true, _, Ok(record)) => loaded.dynacode = Some(record),
+                (false, Some((kind, id)), Ok(record)) => {
+                    loaded.records.push((kind, id.to_string(), record))
+                }
+                (false, None, Ok(_)) => loaded
+                    .unreadable
+                    .push((key.to_string(), "not a resource key".to_string())),
             }
-            let (kind, id) =
-                parse_key(key).ok_or_else(|| err("load")(format!("unexpected key `{key}`")))?;
-            let record: Record = serde_json::from_slice(v.value())
-                .map_err(|e| err("load")(format!("record `{key}`: {e}")))?;
-            records.push((kind, id.to_string(), record));
         }
         let meta = tx
             .open_table(META)
             .map_err(|e| err("load")(e.to_string()))?;
-        let revision = meta
+        loaded.revision = meta
             .get(REVISION)
             .map_err(|e| err("load")(e.to_string()))?
             .map(|g| g.value())
             .unwrap_or(0);
-        Ok(Loaded {
-            records,
-            dynacode,
-            revision,
-        })
+        Ok(loaded)
+    }
+
+    /// Opens the store in `dir` for offline repair (`portico store`); unlike [`open`]
+    /// it creates nothing, and says so when another process holds the store.
+    ///
+    /// [`open`]: DiskStore::open
+    pub fn open_existing(dir: &Path) -> Result<DiskStore, DiskError> {
+        let path = dir.join("store.redb");
+        if !path.exists() {
+            return Err(err("open")(format!("{} does not exist", path.display())));
+        }
+        let db = Database::open(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => err("open")(format!(
+                "{} is in use by another process (stop portico first)",
+                path.display()
+            )),
+            other => err("open")(other.to_string()),
+        })?;
+        Ok(DiskStore { db })
+    }
+
+    /// Every key with its stored bytes, in key order, for `portico store`.
+    pub fn raw_records(&self) -> Result<Vec<(String, Vec<u8>)>, DiskError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| err("read")(e.to_string()))?;
+        let table = tx
+            .open_table(RESOURCES)
+            .map_err(|e| err("read")(e.to_string()))?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(|e| err("read")(e.to_string()))? {
+            let (k, v) = item.map_err(|e| err("read")(e.to_string()))?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes the record under `key` (any key, readable or not); whether it was there.
+    /// The revision counter is left as it is.
+    pub fn remove_key(&self, key: &str) -> Result<bool, DiskError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| err("write")(e.to_string()))?;
+        let removed = {
+            let mut table = tx
+                .open_table(RESOURCES)
+                .map_err(|e| err("write")(e.to_string()))?;
+            let removed = table
+                .remove(key)
+                .map_err(|e| err("write")(e.to_string()))?
+                .is_some();
+            removed
+        };
+        tx.commit().map_err(|e| err("commit")(e.to_string()))?;
+        Ok(removed)
     }
 
     /// Applies `write` and sets the revision counter, in one durable transaction.

@@ -1,6 +1,55 @@
-//! PATCH semantics: RFC 7386 JSON merge patch, and sub-path replacement.
+//! What an admin write does to an object before it is parsed: PATCH's RFC 7386 merge
+//! patch and sub-path replacement, and the checks of a written body (`id` agreement,
+//! store-set fields dropped). The store runs these inside its writer, so two PATCHes of
+//! one object never lose each other's fields.
 
 use serde_json::Value;
+
+use super::limits::MAX_SUB_PATH_SEGMENTS;
+use super::ResourceKind;
+
+/// Checks a written body is an object whose `id` (if any) agrees with the URL's, and
+/// drops the fields the store sets. The error is the 400 message.
+pub fn checked_body(kind: ResourceKind, id: Option<&str>, body: Value) -> Result<Value, String> {
+    let Value::Object(mut obj) = body else {
+        return Err("invalid configuration: expected a JSON object".to_string());
+    };
+    match (obj.get("id"), id) {
+        (Some(body_id), Some(url_id)) => {
+            let same = match body_id {
+                Value::String(s) => s == url_id,
+                Value::Number(n) => n.to_string() == url_id,
+                _ => false,
+            };
+            if !same {
+                return Err(format!("wrong {} id", kind.noun()));
+            }
+        }
+        (Some(_), None) => return Err(format!("wrong {} id, do not need it", kind.noun())),
+        _ => {}
+    }
+    obj.remove("create_time");
+    obj.remove("update_time");
+    Ok(Value::Object(obj))
+}
+
+/// Applies a PATCH body to `current`: a merge patch when `path` is empty (the body must
+/// be an object), else a replacement of the sub-tree at `path`. The error is the 400
+/// message.
+pub fn patched(current: &Value, path: &[String], body: Value) -> Result<Value, String> {
+    let mut value = current.clone();
+    if path.is_empty() {
+        if !body.is_object() {
+            return Err("invalid configuration: expected a JSON object".to_string());
+        }
+        merge_patch(&mut value, &body);
+    } else {
+        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        replace_at(&mut value, &segments, body)
+            .map_err(|m| format!("invalid sub path {}: {m}", path.join("/")))?;
+    }
+    Ok(value)
+}
 
 /// Applies a JSON merge patch: objects merge recursively, `null` deletes a key, anything
 /// else (arrays included) replaces the target whole.
@@ -24,8 +73,16 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Replaces the sub-tree at `path` (`nodes`, `upstream/nodes`, `uris/0`) with `new`.
-/// Missing intermediate objects are created; an array index must exist.
+/// Missing intermediate objects are created; an array index must exist. At most
+/// [`MAX_SUB_PATH_SEGMENTS`] segments: a longer path once built an object thousands of
+/// levels deep whose recursive clone and drop overflowed the stack.
 pub fn replace_at(target: &mut Value, path: &[&str], new: Value) -> Result<(), String> {
+    if path.len() > MAX_SUB_PATH_SEGMENTS {
+        return Err(format!(
+            "{} segments, at most {MAX_SUB_PATH_SEGMENTS} allowed",
+            path.len()
+        ));
+    }
     let Some((last, parents)) = path.split_last() else {
         *target = new;
         return Ok(());
@@ -97,5 +154,16 @@ mod tests {
         replace_at(&mut t, &["timeout", "read"], json!(3)).unwrap();
         assert_eq!(t["timeout"], json!({"read": 3}));
         assert!(replace_at(&mut t, &["uris", "5"], json!(1)).is_err());
+    }
+
+    #[test]
+    fn long_sub_paths_are_refused() {
+        let path: Vec<String> = (0..8000).map(|_| "a".to_string()).collect();
+        let err = patched(&json!({}), &path, json!(1)).unwrap_err();
+        assert!(err.contains("at most 32"), "{err}");
+        let ok: Vec<String> = (0..MAX_SUB_PATH_SEGMENTS)
+            .map(|_| "a".to_string())
+            .collect();
+        assert!(patched(&json!({}), &ok, json!(1)).is_ok());
     }
 }
