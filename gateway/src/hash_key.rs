@@ -2,8 +2,24 @@
 
 use std::borrow::Cow;
 
-use crate::config::HashOn;
+use serde::Deserialize;
+
 use crate::vars::{RequestView, Template, Var};
+
+/// What a `chash` upstream hashes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// `key` is a variable name: `uri`, `remote_addr`, `arg_id`, `http_x`, ...
+    #[default]
+    Vars,
+    /// `key` is a request header name.
+    Header,
+    /// `key` is a cookie name.
+    Cookie,
+    /// `key` is a template such as `$host$uri`.
+    VarsCombinations,
+}
 
 /// Where a request's hash key comes from.
 #[derive(Debug)]

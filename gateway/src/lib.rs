@@ -15,12 +15,12 @@ pub mod admin_keys;
 pub mod balancer;
 pub mod config;
 pub mod drain;
-pub mod dynacode;
 pub mod hash_key;
 pub mod health;
 pub mod keepalive;
 pub mod metrics;
 pub mod metrics_service;
+pub mod providers;
 pub mod proxy;
 pub mod router;
 pub mod server;
@@ -29,10 +29,12 @@ pub mod snapshot;
 pub mod store;
 pub mod store_cli;
 pub mod vars;
-pub mod yaml_provider;
 
 /// The crate version, reported by `portico --version` and at startup.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The `Server` header value on responses the gateway writes itself.
 pub const SERVER_NAME: &str = concat!("portico/", env!("CARGO_PKG_VERSION"));
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -17,10 +17,10 @@ use crate::admin_keys::{self, ResolvedKeys};
 use crate::health::{HealthEvents, HealthProber};
 use crate::metrics::Metrics;
 use crate::metrics_service::MetricsEndpoint;
+use crate::providers::yaml::{self as yaml_provider, YamlWatcher};
 use crate::proxy::Gateway;
 use crate::settings::{ConfigProvider, Settings};
 use crate::store::{ConfigStore, DiskStore, StoreDeps};
-use crate::yaml_provider::{self, YamlWatcher};
 use portico_healthcheck::HealthRegistry;
 use portico_plugins::PluginRegistry;
 
@@ -235,7 +235,7 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         tracing::info!("dynacode: polling {} every {}s", poll.url, poll.interval);
         let mut poller = background_service(
             "portico dynacode poller",
-            crate::dynacode::DynacodePoller {
+            crate::providers::DynacodePoller {
                 settings: poll,
                 store: Arc::clone(&store),
                 metrics: Arc::clone(&metrics),

@@ -8,7 +8,7 @@ use http::Response;
 use serde_json::{json, Map, Value};
 
 use super::reply;
-use crate::config::{FieldError, ResourceKind};
+use crate::config::{items_of, ResourceKind};
 use crate::store::{ApplyError, ApplySource, Change, ConfigStore};
 
 /// `GET /configs`: every resource, by kind, as lists of objects.
@@ -24,51 +24,6 @@ pub fn get(store: &ConfigStore) -> Response<Vec<u8>> {
         out.insert(kind.segment().to_string(), Value::Array(list));
     }
     reply::json(200, &Value::Object(out))
-}
-
-/// Reads a configs document into declarative items; errors name `routes[2].id` etc.
-pub fn items_of(doc: Value) -> Result<Vec<(ResourceKind, String, Value)>, Vec<FieldError>> {
-    let Value::Object(map) = doc else {
-        return Err(vec![FieldError::new("", "expected a JSON object")]);
-    };
-    let mut items = Vec::new();
-    let mut errors = Vec::new();
-    for (key, list) in map {
-        let Some(kind) = ResourceKind::from_segment(&key) else {
-            errors.push(FieldError::new(
-                key.clone(),
-                "unknown resource list (expected routes, upstreams, services, global_rules)",
-            ));
-            continue;
-        };
-        let Value::Array(list) = list else {
-            errors.push(FieldError::new(key, "expected an array"));
-            continue;
-        };
-        for (i, item) in list.into_iter().enumerate() {
-            let id = match item.get("id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => {
-                    errors.push(FieldError::new(format!("{key}[{i}].id"), "is required"));
-                    continue;
-                }
-            };
-            let mut item = item;
-            if let Some(o) = item.as_object_mut() {
-                o.remove("create_time");
-                o.remove("update_time");
-            }
-            items.push((kind, id, item));
-        }
-    }
-    // Kinds in dependency order so error indexes are stable.
-    items.sort_by_key(|(k, _, _)| *k);
-    if errors.is_empty() {
-        Ok(items)
-    } else {
-        Err(errors)
-    }
 }
 
 /// `PUT /configs` (`dry_run = false`) and `POST /configs/validate` (`dry_run = true`).

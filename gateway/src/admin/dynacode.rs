@@ -7,7 +7,9 @@ use http::Response;
 use serde_json::{json, Value};
 
 use super::reply;
-use crate::dynacode::{DynacodeDoc, DynacodeRuntime, KEY};
+use crate::config::dynacode::KEY;
+use crate::config::DynacodeDoc;
+use crate::snapshot::dynacode::DynacodeRuntime;
 use crate::store::{ApplySource, Change, ConfigStore};
 
 /// The envelope: APISIX's `{key, value, createdIndex, modifiedIndex}` plus `snippets`.

@@ -20,8 +20,6 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::Value;
 
-pub use configs::items_of;
-
 use crate::config::ResourceKind;
 use crate::settings::AdminKey;
 use crate::store::ConfigStore;

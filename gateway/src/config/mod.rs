@@ -5,6 +5,8 @@
 //! then checked semantically ([`FieldError`] lists every problem with its JSON path).
 //! [`crate::snapshot`] compiles a validated [`ResourceSet`] into runtime objects.
 
+mod document;
+pub mod dynacode;
 pub mod limits;
 mod lua_plugin;
 pub mod patch;
@@ -13,6 +15,8 @@ mod service;
 mod set;
 mod upstream;
 
+pub use document::items_of;
+pub use dynacode::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
 pub use lua_plugin::LuaPluginSpec;
 pub use route::{GlobalRuleSpec, RouteSpec};
 pub use service::ServiceSpec;

@@ -61,7 +61,7 @@ pub struct ResourceSet {
     pub routes: BTreeMap<String, Entry<RouteSpec>>,
     pub global_rules: BTreeMap<String, Entry<GlobalRuleSpec>>,
     /// The lua-resty-dynacode document, when one was pushed or polled.
-    pub dynacode: Option<Entry<crate::dynacode::DynacodeDoc>>,
+    pub dynacode: Option<Entry<crate::config::DynacodeDoc>>,
 }
 
 impl ResourceSet {

@@ -6,6 +6,9 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::hash_key::HashKey;
+pub use crate::hash_key::HashOn;
+
 use super::{CheckSpec, FieldError, Id};
 
 /// An upstream, standalone (`/upstreams/{id}`) or inline in a route or service.
@@ -58,21 +61,6 @@ pub enum UpstreamType {
     #[default]
     Roundrobin,
     Chash,
-}
-
-/// What a `chash` upstream hashes.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum HashOn {
-    /// `key` is a variable name: `uri`, `remote_addr`, `arg_id`, `http_x`, ...
-    #[default]
-    Vars,
-    /// `key` is a request header name.
-    Header,
-    /// `key` is a cookie name.
-    Cookie,
-    /// `key` is a template such as `$host$uri`.
-    VarsCombinations,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -312,7 +300,7 @@ impl CheckSpec for UpstreamSpec {
                     errors.push(FieldError::new("key", "is required when type is `chash`"))
                 }
                 Some(key) => {
-                    if let Err(msg) = crate::hash_key::HashKey::parse(self.hash_on, key) {
+                    if let Err(msg) = HashKey::parse(self.hash_on, key) {
                         errors.push(FieldError::new("key", msg));
                     }
                 }

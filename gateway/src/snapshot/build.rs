@@ -243,14 +243,14 @@ pub fn build(
 fn dynacode_runtime(
     set: &ResourceSet,
     prev: Option<&Snapshot>,
-) -> Option<Arc<crate::dynacode::DynacodeRuntime>> {
+) -> Option<Arc<crate::snapshot::dynacode::DynacodeRuntime>> {
     let entry = set.dynacode.as_ref()?;
     if let Some(old) = prev.and_then(|p| p.dynacode.as_ref()) {
         if old.source_is(&entry.value) {
             return Some(Arc::clone(old));
         }
     }
-    Some(Arc::new(crate::dynacode::DynacodeRuntime::build(
+    Some(Arc::new(crate::snapshot::dynacode::DynacodeRuntime::build(
         &entry.spec,
         Arc::clone(&entry.value),
     )))

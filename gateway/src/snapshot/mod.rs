@@ -6,6 +6,7 @@
 //! configuration, never a mix.
 
 mod build;
+pub mod dynacode;
 mod modules;
 
 use std::net::SocketAddr;
@@ -35,7 +36,7 @@ pub struct Snapshot {
     /// Plugins of the global rules alone: what a request that matched no route runs.
     pub global_chain: Arc<PluginChain>,
     /// The compiled dynacode document, if there is one.
-    pub dynacode: Option<Arc<crate::dynacode::DynacodeRuntime>>,
+    pub dynacode: Option<Arc<crate::snapshot::dynacode::DynacodeRuntime>>,
     /// Lua plugin modules by name (`lua_plugins` resources), compiled.
     pub lua_modules: std::collections::HashMap<String, Arc<LuaModule>>,
     /// Every built plugin instance by (name, configuration), reused by the next build.

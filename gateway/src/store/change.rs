@@ -212,7 +212,7 @@ fn next_set(
             Ok((next, false))
         }
         Change::PutDynacode(value) => {
-            let doc = crate::dynacode::DynacodeDoc::parse(value).map_err(ApplyError::Invalid)?;
+            let doc = crate::config::DynacodeDoc::parse(value).map_err(ApplyError::Invalid)?;
             let mut next = current.clone();
             let created = current.dynacode.is_none();
             let created_index = current

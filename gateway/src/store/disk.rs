@@ -106,7 +106,7 @@ impl DiskStore {
             let (k, v) = item.map_err(|e| err("load")(e.to_string()))?;
             let key = k.value();
             let record = serde_json::from_slice::<Record>(v.value());
-            match (key == crate::dynacode::KEY, parse_key(key), record) {
+            match (key == crate::config::dynacode::KEY, parse_key(key), record) {
                 (_, _, Err(e)) => loaded.unreadable.push((key.to_string(), e.to_string())),
                 (true, _, Ok(record)) => loaded.dynacode = Some(record),
                 (false, Some((kind, id)), Ok(record)) => {
@@ -210,17 +210,17 @@ impl DiskStore {
                 DiskWrite::Dynacode(Some(record)) => {
                     let bytes = encode(record)?;
                     table
-                        .insert(crate::dynacode::KEY, bytes.as_slice())
+                        .insert(crate::config::dynacode::KEY, bytes.as_slice())
                         .map_err(|e| err("write")(e.to_string()))?;
                 }
                 DiskWrite::Dynacode(None) => {
                     table
-                        .remove(crate::dynacode::KEY)
+                        .remove(crate::config::dynacode::KEY)
                         .map_err(|e| err("write")(e.to_string()))?;
                 }
                 DiskWrite::ReplaceAll(items) => {
                     table
-                        .retain(|k, _| k == crate::dynacode::KEY)
+                        .retain(|k, _| k == crate::config::dynacode::KEY)
                         .map_err(|e| err("write")(e.to_string()))?;
                     for (kind, id, record) in items {
                         let bytes = encode(record)?;

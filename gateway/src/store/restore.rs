@@ -65,7 +65,7 @@ pub fn restored_set(loaded: Loaded, plugins: &PluginRegistry) -> (ResourceSet, V
         }
     }
     if let Some(record) = dynacode {
-        match crate::dynacode::DynacodeDoc::parse(&record.value) {
+        match crate::config::DynacodeDoc::parse(&record.value) {
             Ok(doc) => {
                 set.dynacode = Some(Entry {
                     value: Arc::new(record.value),
@@ -76,7 +76,7 @@ pub fn restored_set(loaded: Loaded, plugins: &PluginRegistry) -> (ResourceSet, V
             }
             Err(errors) => skipped.push(Skipped {
                 kind: "dynacode",
-                key: crate::dynacode::KEY.to_string(),
+                key: crate::config::dynacode::KEY.to_string(),
                 reason: crate::config::describe(&errors),
             }),
         }
@@ -168,7 +168,7 @@ fn culprit(path: &str) -> Option<(ResourceKind, &str)> {
 }
 
 fn kind_label_of_key(key: &str) -> &'static str {
-    if key == crate::dynacode::KEY {
+    if key == crate::config::dynacode::KEY {
         return "dynacode";
     }
     key.strip_prefix("/apisix/")

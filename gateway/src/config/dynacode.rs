@@ -2,7 +2,10 @@
 
 use serde::Deserialize;
 
-use crate::config::FieldError;
+use super::FieldError;
+
+/// The key the document is stored under (APISIX-style).
+pub const KEY: &str = "/apisix/dynacode";
 
 /// `{"general": {...}, "domains": [...]}`. Unknown fields are ignored, as
 /// lua-resty-dynacode ignores them (CMSs add their own).

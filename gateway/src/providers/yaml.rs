@@ -55,7 +55,7 @@ pub fn parse(text: &str) -> Result<Vec<(ResourceKind, String, Value)>, Vec<Field
     } else {
         doc
     };
-    crate::admin::items_of(doc)
+    crate::config::items_of(doc)
 }
 
 /// Background task that re-applies the file whenever its contents change.

@@ -575,7 +575,7 @@ fn https_with_a_trusted_certificate() {
         .args([
             "--ignored",
             "--exact",
-            "dynacode::poll::tests::https_child",
+            "providers::dynacode_poll::tests::https_child",
             "--nocapture",
         ])
         .env("SSL_CERT_FILE", &ca)

@@ -8,7 +8,7 @@ use portico_plugins::{ChainEntry, Phase};
 use regex::Regex;
 use serde::Serialize;
 
-use super::doc::DynacodeDoc;
+use crate::config::DynacodeDoc;
 
 /// The phases a dynacode snippet may run in (lua-resty-dynacode's list).
 const PHASES: [Phase; 7] = [

@@ -1,0 +1,16 @@
+//! Configuration sources besides the admin API. Each produces a [`Change`] and hands it
+//! to [`ConfigStore::apply`], the one writer; none depends on the admin HTTP handlers.
+//!
+//! - [`yaml`]: `config_provider: yaml`, an APISIX standalone-style file, reloaded on
+//!   change;
+//! - [`dynacode_poll`]: the lua-resty-dynacode document, polled from a URL.
+//!
+//! An etcd watcher belongs here too.
+//!
+//! [`Change`]: crate::store::Change
+//! [`ConfigStore::apply`]: crate::store::ConfigStore::apply
+
+pub mod dynacode_poll;
+pub mod yaml;
+
+pub use dynacode_poll::DynacodePoller;
