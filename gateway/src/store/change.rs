@@ -5,8 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::disk::{DiskError, DiskStore, DiskWrite, Loaded, Record};
+use super::disk::{DiskError, DiskWrite, Loaded, Record};
 use super::ApplyError;
+use super::StoreBackend;
 use crate::config::{FieldError, ResourceKind, ResourceSet};
 use portico_plugins::PluginRegistry;
 
@@ -311,7 +312,7 @@ fn strip_times(v: &Value) -> Value {
 
 /// Writes what `op` changed in `next`, in one durable transaction.
 pub(super) fn persist(
-    disk: &DiskStore,
+    disk: &dyn StoreBackend,
     op: &PersistOp,
     next: &ResourceSet,
     revision: u64,

@@ -6,6 +6,7 @@
 //! rejected change swaps nothing and writes nothing. Startup is `apply(Restore(loaded))`
 //! on an empty store. Requests read [`ConfigStore::snapshot`] once each.
 
+mod backend;
 mod change;
 mod disk;
 mod restore;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+pub use backend::StoreBackend;
 pub use change::Change;
 pub use disk::{DiskError, DiskStore, DiskWrite, Loaded, Record};
 
@@ -86,7 +88,7 @@ pub struct Current {
 struct Writer {
     /// etcd-style revision behind `createdIndex`/`modifiedIndex`.
     revision: u64,
-    disk: Option<DiskStore>,
+    backend: Option<Box<dyn StoreBackend>>,
 }
 
 /// What the store builds snapshots with.
@@ -108,13 +110,16 @@ pub struct ConfigStore {
 }
 
 impl ConfigStore {
-    /// A store backed by `disk`, started with `apply(Restore(loaded), Startup)`: every
+    /// A store backed by `backend`, started with `apply(Restore(loaded), Startup)`: every
     /// persisted resource goes through the same validation and build as any change. A
     /// stored object that no longer loads is left out with an error naming its key (and
     /// `portico_store_skipped_objects_total`), never the whole gateway.
-    pub fn open(disk: DiskStore, deps: StoreDeps) -> Result<ConfigStore, ApplyError> {
-        let loaded = disk.load()?;
-        let store = ConfigStore::empty(Some(disk), deps, false)?;
+    pub fn open(
+        backend: impl StoreBackend + 'static,
+        deps: StoreDeps,
+    ) -> Result<ConfigStore, ApplyError> {
+        let loaded = backend.load()?;
+        let store = ConfigStore::empty(Some(Box::new(backend)), deps, false)?;
         store.apply(Change::Restore(loaded), ApplySource::Startup)?;
         Ok(store)
     }
@@ -132,7 +137,7 @@ impl ConfigStore {
 
     /// A store holding nothing (snapshot version 0), for startup to apply to.
     fn empty(
-        disk: Option<DiskStore>,
+        backend: Option<Box<dyn StoreBackend>>,
         deps: StoreDeps,
         read_only: bool,
     ) -> Result<ConfigStore, ApplyError> {
@@ -154,7 +159,10 @@ impl ConfigStore {
                 resources: Arc::new(set),
                 snapshot: Arc::new(snapshot),
             }),
-            writer: Mutex::new(Writer { revision: 0, disk }),
+            writer: Mutex::new(Writer {
+                revision: 0,
+                backend,
+            }),
             plugins,
             metrics,
             health,
@@ -259,8 +267,8 @@ impl ConfigStore {
         }
         writer.revision = match &planned.persist {
             Some(op) => {
-                if let Some(disk) = &writer.disk {
-                    change::persist(disk, op, &next, revision)?;
+                if let Some(backend) = &writer.backend {
+                    change::persist(backend.as_ref(), op, &next, revision)?;
                 }
                 revision
             }
