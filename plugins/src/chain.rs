@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use crate::lua::CompiledFunction;
+use crate::instance::{PluginInstance, Step};
 use crate::phase::Phase;
-use crate::registry::PluginInstance;
 
-/// One function of a chain, with the plugin it belongs to (for logs and metrics).
+/// One step of a chain (Lua or native), with the plugin it belongs to (for logs and
+/// metrics).
 #[derive(Debug, Clone)]
 pub struct ChainEntry {
     pub plugin: Arc<str>,
-    pub function: Arc<CompiledFunction>,
+    pub step: Step,
     /// A runtime error is logged and the request goes on (lua-resty-dynacode runs each
     /// snippet under `pcall`); timeouts and memory errors still follow the phase's rule.
     pub contain_errors: bool,
@@ -24,17 +24,18 @@ pub struct PluginChain {
 }
 
 impl PluginChain {
-    /// `global` runs before `local` in every phase; within each, higher priority first.
+    /// `global` runs before `local` in every phase; within each, higher priority first,
+    /// native and Lua plugins alike (APISIX orders all plugins by priority).
     pub fn build(global: &[Arc<PluginInstance>], local: &[Arc<PluginInstance>]) -> PluginChain {
         let mut chain = PluginChain::default();
         for group in [global, local] {
             let mut sorted: Vec<&Arc<PluginInstance>> = group.iter().collect();
             sorted.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
             for inst in sorted {
-                for (phase, f) in &inst.functions {
+                for (phase, step) in &inst.steps {
                     chain.phases[*phase as usize].push(ChainEntry {
                         plugin: Arc::clone(&inst.name),
-                        function: Arc::clone(f),
+                        step: step.clone(),
                         contain_errors: false,
                     });
                 }
@@ -63,7 +64,7 @@ mod tests {
         Arc::new(PluginInstance {
             name: Arc::from(name),
             priority,
-            functions: vec![(phase, Arc::new(f))],
+            steps: vec![(phase, Step::Lua(Arc::new(f)))],
         })
     }
 

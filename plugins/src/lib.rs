@@ -9,12 +9,18 @@
 #![forbid(unsafe_code)]
 
 mod chain;
+mod instance;
 pub mod lua;
+mod lua_module;
+pub mod native;
 pub mod phase;
 mod registry;
 pub mod schema;
 mod serverless;
 
 pub use chain::{ChainEntry, PluginChain};
+pub use instance::{PluginInstance, Step};
+pub use lua_module::LuaModule;
+pub use native::{NativeCtx, NativeOutcome, Plugin};
 pub use phase::Phase;
-pub use registry::{PluginError, PluginInstance, PluginRegistry};
+pub use registry::{PluginError, PluginRegistry};

@@ -1,12 +1,17 @@
-//! Which plugins exist, and how a configuration becomes a runnable [`PluginInstance`].
+//! Which plugins exist, and how a configuration becomes a runnable [`PluginInstance`]:
+//! built-in Lua plugins (the serverless pair), native plugins, and the Lua plugin
+//! modules a configuration uploads. [`PluginRegistry::resolve`] answers for any name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::instance::{BuildInput, PluginInstance, Step};
 use crate::lua::{CompiledFunction, LuaLimits, SharedDicts, Validator};
-use crate::phase::Phase;
+use crate::lua_module::LuaModule;
+use crate::native::NativePlugin;
+use crate::schema::Schema;
 
 /// Why a plugin configuration was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -19,31 +24,13 @@ pub enum PluginError {
     InvalidConfig { plugin: String, message: String },
 }
 
-/// A configured plugin, ready to run: the functions it runs and in which phase.
-#[derive(Debug)]
-pub struct PluginInstance {
-    pub name: Arc<str>,
-    /// Higher runs first within a phase (APISIX).
-    pub priority: i32,
-    /// The functions it runs, each in its phase, in order.
-    pub functions: Vec<(Phase, Arc<CompiledFunction>)>,
-}
-
-/// What a plugin factory gets at apply time.
-pub struct BuildInput<'a> {
-    pub conf: &'a Value,
-    /// Where the configuration lives (`routes[id=1].plugins.NAME`): names the code in
-    /// errors, and gives each place its own Lua closures, as APISIX does per config.
-    pub owner: &'a str,
-    pub validator: &'a Validator,
-}
-
 /// Turns a configuration into an instance; the error names the field.
 pub type Factory = fn(&BuildInput<'_>) -> Result<PluginInstance, String>;
 
 /// Plugin names known to this build.
 pub struct PluginRegistry {
     factories: BTreeMap<&'static str, Factory>,
+    natives: BTreeMap<&'static str, NativePlugin>,
     /// Runs user code once at apply time (it must load and return a function) in a VM
     /// no request ever uses.
     validator: Validator,
@@ -57,8 +44,13 @@ impl PluginRegistry {
         let mut factories: BTreeMap<&'static str, Factory> = BTreeMap::new();
         factories.insert("serverless-pre-function", crate::serverless::build_pre);
         factories.insert("serverless-post-function", crate::serverless::build_post);
+        let natives = crate::native::builtin()
+            .into_iter()
+            .map(|n| (n.name, n))
+            .collect();
         Ok(PluginRegistry {
             factories,
+            natives,
             validator,
         })
     }
@@ -91,9 +83,68 @@ impl PluginRegistry {
         Ok((compiled, info))
     }
 
-    /// Whether a plugin called `name` exists (a cheap check; `build` validates the conf).
+    /// Compiles the code of the Lua plugin module `id` (a `lua_plugins` resource) and
+    /// reads what it declares. The error names the problem, with the line for syntax
+    /// errors.
+    pub fn compile_module(&self, id: &str, code: &str) -> Result<LuaModule, String> {
+        if self.contains(id) {
+            return Err(format!("`{id}` is a built-in plugin"));
+        }
+        let (compiled, info) = self.inspect_module(&format!("lua_plugins.{id}"), code)?;
+        if let Some(name) = info.name.as_deref().filter(|n| *n != id) {
+            return Err(format!(
+                "the module's name `{name}` differs from the plugin id `{id}`"
+            ));
+        }
+        let schema = info
+            .schema
+            .as_ref()
+            .map(Schema::parse)
+            .transpose()
+            .map_err(|e| format!("schema: {e}"))?;
+        Ok(LuaModule {
+            name: Arc::from(id),
+            priority: i32::try_from(info.priority).unwrap_or(0),
+            schema,
+            schema_json: info.schema,
+            phases: info.phases,
+            compiled: Arc::new(compiled),
+            source: code.to_string(),
+        })
+    }
+
+    /// Whether a built-in plugin (Lua or native) called `name` exists (a cheap check;
+    /// `build` validates the conf).
     pub fn contains(&self, name: &str) -> bool {
-        self.factories.contains_key(name)
+        self.factories.contains_key(name) || self.natives.contains_key(name)
+    }
+
+    /// The JSON Schema of a native plugin's configuration.
+    pub fn native_schema(&self, name: &str) -> Option<Value> {
+        self.natives.get(name).map(|n| (n.schema)())
+    }
+
+    /// The instance of plugin `name` configured with `conf` at `owner`, whatever kind of
+    /// plugin it is: built-in, native, or one of the configuration's Lua `modules`.
+    /// `Ok(None)`: no plugin has that name (a module deleted with `force`). Errors carry
+    /// the path of the field they are about.
+    pub fn resolve(
+        &self,
+        name: &str,
+        conf: &Value,
+        owner: &str,
+        modules: &HashMap<String, Arc<LuaModule>>,
+    ) -> Result<Option<PluginInstance>, Vec<(String, String)>> {
+        if self.contains(name) {
+            return self
+                .build(name, conf, owner)
+                .map(Some)
+                .map_err(|e| vec![(owner.to_string(), e.to_string())]);
+        }
+        match modules.get(name) {
+            Some(m) => m.instance(conf, owner).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Builds a runnable instance of `name` from `conf`, configured at `owner`.
@@ -103,6 +154,22 @@ impl PluginRegistry {
         conf: &Value,
         owner: &str,
     ) -> Result<PluginInstance, PluginError> {
+        let invalid = |message| PluginError::InvalidConfig {
+            plugin: name.to_string(),
+            message,
+        };
+        if let Some(native) = self.natives.get(name) {
+            let instance = (native.build)(conf).map_err(invalid)?;
+            return Ok(PluginInstance {
+                name: Arc::from(native.name),
+                priority: native.priority,
+                steps: native
+                    .phases
+                    .iter()
+                    .map(|p| (*p, Step::Native(Arc::clone(&instance))))
+                    .collect(),
+            });
+        }
         let factory = self
             .factories
             .get(name)
@@ -112,22 +179,59 @@ impl PluginRegistry {
             owner,
             validator: &self.validator,
         })
-        .map_err(|message| PluginError::InvalidConfig {
-            plugin: name.to_string(),
-            message,
-        })
+        .map_err(invalid)
     }
 
-    /// Names of every registered plugin, sorted.
+    /// Names of every built-in plugin (Lua and native), sorted.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.factories.keys().copied()
+        let mut names: Vec<&'static str> = self
+            .factories
+            .keys()
+            .chain(self.natives.keys())
+            .copied()
+            .collect();
+        names.sort_unstable();
+        names.into_iter()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phase::Phase;
     use serde_json::json;
+
+    #[test]
+    fn native_plugins_resolve_into_native_steps() {
+        let r = PluginRegistry::builtin();
+        let inst = r
+            .resolve(
+                "request-id",
+                &json!({}),
+                "routes[id=1].plugins.request-id",
+                &HashMap::new(),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(inst.priority, 12015);
+        let phases: Vec<Phase> = inst.steps.iter().map(|(p, _)| *p).collect();
+        assert_eq!(phases, vec![Phase::Rewrite, Phase::HeaderFilter]);
+        assert!(matches!(inst.steps[0].1, Step::Native(_)));
+        let errs = r
+            .resolve(
+                "request-id",
+                &json!({"algorithm": 1}),
+                "x.request-id",
+                &HashMap::new(),
+            )
+            .unwrap_err();
+        assert_eq!(errs[0].0, "x.request-id");
+        assert!(r
+            .resolve("nope", &json!({}), "x", &HashMap::new())
+            .unwrap()
+            .is_none());
+        assert!(r.native_schema("request-id").is_some());
+    }
 
     #[test]
     fn unknown_plugin_is_named() {
@@ -142,7 +246,11 @@ mod tests {
         );
         assert_eq!(
             r.names().collect::<Vec<_>>(),
-            vec!["serverless-post-function", "serverless-pre-function"]
+            vec![
+                "request-id",
+                "serverless-post-function",
+                "serverless-pre-function"
+            ]
         );
     }
 
@@ -157,12 +265,15 @@ mod tests {
                 "routes[id=1].plugins.serverless-pre-function",
             )
             .unwrap();
+        let Step::Lua(f) = &inst.steps[0].1 else {
+            panic!("a serverless step is Lua")
+        };
         assert_eq!(
-            inst.functions[0].1.label,
+            f.label,
             "routes[id=1].plugins.serverless-pre-function.functions[0]"
         );
         assert_eq!(
-            (inst.priority, inst.functions[0].0, inst.functions.len()),
+            (inst.priority, inst.steps[0].0, inst.steps.len()),
             (10000, Phase::Access, 1)
         );
         let post = r
@@ -172,7 +283,7 @@ mod tests {
                 "x",
             )
             .unwrap();
-        assert_eq!((post.priority, post.functions[0].0), (-2000, Phase::Access));
+        assert_eq!((post.priority, post.steps[0].0), (-2000, Phase::Access));
         let e = r
             .check(
                 "serverless-pre-function",

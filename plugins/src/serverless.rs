@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::instance::{BuildInput, PluginInstance, Step};
 use crate::lua::compile;
 use crate::phase::Phase;
-use crate::registry::{BuildInput, PluginInstance};
 
 /// The phases APISIX's serverless plugins accept, plus two Portico adds: `content`
 /// (answer without an upstream) and `balancer` (choose the node, `ngx.balancer`).
@@ -66,11 +66,11 @@ fn build(
         let label = format!("{}.functions[{i}]", input.owner);
         let f = compile(&label, source, Some(Arc::clone(&shared_conf)))?;
         input.validator.check(&f)?;
-        functions.push((phase, Arc::new(f)));
+        functions.push((phase, Step::Lua(Arc::new(f))));
     }
     Ok(PluginInstance {
         name: Arc::from(name),
         priority,
-        functions,
+        steps: functions,
     })
 }

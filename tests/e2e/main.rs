@@ -32,6 +32,7 @@ mod lua_plugins;
 mod lua_responses;
 mod lua_safety;
 mod metrics;
+mod native_plugins;
 mod persistence;
 mod retries;
 mod routing;

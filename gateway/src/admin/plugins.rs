@@ -1,5 +1,5 @@
 //! `GET /apisix/admin/plugins/list` and `GET /apisix/admin/plugins/{name}` (APISIX):
-//! which plugins exist (built-in and Lua modules) and a plugin's schema.
+//! which plugins exist (built-in Lua, native, and Lua modules) and a plugin's schema.
 
 use http::Response;
 use serde_json::{json, Value};
@@ -25,10 +25,7 @@ fn serverless_schema() -> Value {
 
 pub fn list(store: &ConfigStore) -> Response<Vec<u8>> {
     let snapshot = store.snapshot();
-    let mut names: Vec<String> = ["serverless-post-function", "serverless-pre-function"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut names: Vec<String> = store.plugins().names().map(str::to_string).collect();
     names.extend(snapshot.lua_modules.keys().cloned());
     names.sort();
     reply::json(200, &Value::from(names))
@@ -37,6 +34,9 @@ pub fn list(store: &ConfigStore) -> Response<Vec<u8>> {
 pub fn schema(store: &ConfigStore, name: &str) -> Response<Vec<u8>> {
     if name == "serverless-pre-function" || name == "serverless-post-function" {
         return reply::json(200, &serverless_schema());
+    }
+    if let Some(schema) = store.plugins().native_schema(name) {
+        return reply::json(200, &schema);
     }
     match store.snapshot().lua_modules.get(name) {
         Some(m) => reply::json(

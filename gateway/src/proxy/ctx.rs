@@ -39,6 +39,8 @@ pub struct RequestCtx {
     pub lua: Option<super::lua::LuaCtx>,
     /// The response goes through body filters (sent chunked).
     pub body_filtered: bool,
+    /// Native plugins' per-request state, by type.
+    pub plugin_state: http::Extensions,
     /// Keeps the request counted as in flight (graceful shutdown waits for it).
     _in_flight: InFlightGuard,
 }
@@ -62,6 +64,7 @@ impl RequestCtx {
             dynacode: Vec::new(),
             lua: None,
             body_filtered: false,
+            plugin_state: http::Extensions::new(),
             _in_flight: in_flight,
         }
     }

@@ -12,7 +12,7 @@ use pingora::proxy::Session;
 use portico_plugins::lua::{
     BodyState, CallOutcome, ConnVars, LuaRequest, LuaVm, SharedRequest, WorkerVms, MAX_READ_BODY,
 };
-use portico_plugins::{ChainEntry, Phase, PluginChain};
+use portico_plugins::{ChainEntry, NativeOutcome, Phase, PluginChain, Step};
 
 use super::ctx::RequestCtx;
 use crate::metrics::Metrics;
@@ -181,7 +181,8 @@ fn ensure<'c>(
     Ok(lua)
 }
 
-/// Runs the functions of a phase that may yield (rewrite, access, before_proxy, log).
+/// Runs the steps of a phase that may yield (rewrite, access, content, before_proxy,
+/// log): Lua functions and native plugins, in chain order.
 pub async fn run_phase(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -192,19 +193,37 @@ pub async fn run_phase(
         return PhaseResult::Continue;
     }
     let entries = PhaseEntries::of(ctx, phase);
-    let Ok(lua) = ensure(session, ctx, env) else {
-        return failed(phase);
-    };
-    let started = Instant::now();
-    lua.req.lock().phase = phase;
+    let mut lua_time = None;
     let mut result = PhaseResult::Continue;
     for entry in entries.iter() {
+        let function = match &entry.step {
+            Step::Lua(f) => f,
+            Step::Native(plugin) => {
+                match super::native::request_step(session, ctx, phase, plugin) {
+                    NativeOutcome::Continue => continue,
+                    NativeOutcome::Respond { .. } if phase == Phase::Log => continue,
+                    NativeOutcome::Respond { status, body } => {
+                        result = PhaseResult::Respond {
+                            status,
+                            body: Some(body.to_vec()),
+                        };
+                        break;
+                    }
+                }
+            }
+        };
+        let Ok(lua) = ensure(session, ctx, env) else {
+            result = failed(phase);
+            break;
+        };
+        lua_time.get_or_insert_with(Instant::now);
         let wanted = {
             let mut r = lua.req.lock();
+            r.phase = phase;
             r.plugin = Arc::clone(&entry.plugin);
             Arc::clone(&r.body_wanted)
         };
-        let call = lua.vm.call(&entry.function, &lua.req);
+        let call = lua.vm.call(function, &lua.req);
         tokio::pin!(call);
         // Most calls finish without yielding: try once before setting up the wait.
         let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
@@ -244,12 +263,14 @@ pub async fn run_phase(
             }
         }
     }
-    env.metrics
-        .observe_lua_phase(phase, started.elapsed().as_secs_f64());
+    if let Some(started) = lua_time {
+        env.metrics
+            .observe_lua_phase(phase, started.elapsed().as_secs_f64());
+    }
     result
 }
 
-/// Runs the functions of a phase that must not yield (header_filter, body_filter,
+/// Runs the Lua functions of a phase that must not yield (header_filter, body_filter,
 /// balancer). Failures are logged; returns false if any function failed (the balancer
 /// then fails the request; the filters let the response go on, as in OpenResty).
 pub fn run_sync_phase(
@@ -262,15 +283,37 @@ pub fn run_sync_phase(
         return true;
     }
     let entries = PhaseEntries::of(ctx, phase);
+    let lua_entries: Vec<&ChainEntry> = entries.iter().filter(|e| is_lua(e)).collect();
+    run_sync_entries(session, ctx, phase, env, &lua_entries)
+}
+
+fn is_lua(entry: &ChainEntry) -> bool {
+    matches!(entry.step, Step::Lua(_))
+}
+
+/// Runs `entries` (Lua steps) of a synchronous phase, in order.
+fn run_sync_entries(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    phase: Phase,
+    env: &LuaEnv<'_>,
+    entries: &[&ChainEntry],
+) -> bool {
+    if entries.is_empty() {
+        return true;
+    }
     let Ok(lua) = ensure(session, ctx, env) else {
         return false;
     };
     let started = Instant::now();
     lua.req.lock().phase = phase;
     let mut ok = true;
-    for entry in entries.iter() {
+    for entry in entries {
+        let Step::Lua(function) = &entry.step else {
+            continue;
+        };
         lua.req.lock().plugin = std::sync::Arc::clone(&entry.plugin);
-        if let Err(e) = lua.vm.call_sync(&entry.function, &lua.req) {
+        if let Err(e) = lua.vm.call_sync(function, &lua.req) {
             report(env, &entry.plugin, phase, &e);
             if contained(entry, &e) {
                 continue;
@@ -424,37 +467,17 @@ pub fn filter_response_header(
         return Ok(false);
     }
     if has_header_filter {
-        if let Ok(lua) = ensure(session, ctx, env) {
-            let mut r = lua.req.lock();
-            r.status = header.status.as_u16();
-            r.response_headers = header.headers.clone();
-            r.response_changed = false;
-        }
-        let _ = run_sync_phase(session, ctx, Phase::HeaderFilter, env);
-        if let Some(lua) = &ctx.lua {
-            let r = lua.req.lock();
-            if r.response_changed {
-                if r.status != header.status.as_u16() {
-                    header.set_status(r.status)?;
-                }
-                let gone: Vec<http::HeaderName> = header
-                    .headers
-                    .keys()
-                    .filter(|name| !r.response_headers.contains_key(*name))
-                    .cloned()
-                    .collect();
-                for name in gone {
-                    header.remove_header(&name);
-                }
-                // Only the headers whose values differ are rewritten: rewriting every
-                // header costs more than the Lua that changed one.
-                for name in r.response_headers.keys() {
-                    if same_values(&header.headers, &r.response_headers, name) {
-                        continue;
-                    }
-                    header.remove_header(name);
-                    for v in r.response_headers.get_all(name) {
-                        header.append_header(name.clone(), v.clone())?;
+        let entries = PhaseEntries::of(ctx, Phase::HeaderFilter);
+        let steps: Vec<&ChainEntry> = entries.iter().collect();
+        // Chain order across kinds: each run of Lua steps sees the header as the native
+        // steps before it left it, and the native steps after it see Lua's changes.
+        for run in steps.chunk_by(|a, b| is_lua(a) == is_lua(b)) {
+            if is_lua(run[0]) {
+                lua_header_filter(session, ctx, header, env, run)?;
+            } else {
+                for entry in run {
+                    if let Step::Native(plugin) = &entry.step {
+                        super::native::header_step(session, ctx, header, plugin);
                     }
                 }
             }
@@ -467,6 +490,76 @@ pub fn filter_response_header(
         ctx.body_filtered = true;
     }
     Ok(has_body_filter)
+}
+
+/// Runs a run of Lua `header_filter` steps on `header` and writes back what Lua changed.
+fn lua_header_filter(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    header: &mut ResponseHeader,
+    env: &LuaEnv<'_>,
+    entries: &[&ChainEntry],
+) -> Result<()> {
+    if let Ok(lua) = ensure(session, ctx, env) {
+        let mut r = lua.req.lock();
+        r.status = header.status.as_u16();
+        r.response_headers = header.headers.clone();
+        r.response_changed = false;
+    }
+    let _ = run_sync_entries(session, ctx, Phase::HeaderFilter, env, entries);
+    let Some(lua) = &ctx.lua else {
+        return Ok(());
+    };
+    let r = lua.req.lock();
+    if !r.response_changed {
+        return Ok(());
+    }
+    if r.status != header.status.as_u16() {
+        header.set_status(r.status)?;
+    }
+    let gone: Vec<http::HeaderName> = header
+        .headers
+        .keys()
+        .filter(|name| !r.response_headers.contains_key(*name))
+        .cloned()
+        .collect();
+    for name in gone {
+        header.remove_header(&name);
+    }
+    // Only the headers whose values differ are rewritten: rewriting every header costs
+    // more than the Lua that changed one.
+    for name in r.response_headers.keys() {
+        if same_values(&header.headers, &r.response_headers, name) {
+            continue;
+        }
+        header.remove_header(name);
+        for v in r.response_headers.get_all(name) {
+            header.append_header(name.clone(), v.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes what Lua changed in the request so far into the session's request header, so
+/// a native step sees it; Lua's later changes are applied upstream as usual.
+pub fn flush_request_changes(session: &mut Session, ctx: &RequestCtx) -> Result<()> {
+    let Some(lua) = &ctx.lua else {
+        return Ok(());
+    };
+    if !lua.req.lock().request_changed {
+        return Ok(());
+    }
+    let original = session.req_header().headers.clone();
+    apply_request_changes(ctx, &original, session.req_header_mut())?;
+    lua.req.lock().request_changed = false;
+    Ok(())
+}
+
+/// Lua's view of the request headers, after a native step changed them.
+pub fn reload_request_headers(session: &Session, ctx: &RequestCtx) {
+    if let Some(lua) = &ctx.lua {
+        lua.req.lock().headers = session.req_header().headers.clone();
+    }
 }
 
 /// Runs `body_filter` on one chunk.

@@ -20,6 +20,7 @@ pub mod error;
 pub mod local;
 pub mod log;
 pub mod lua;
+mod native;
 pub mod request;
 pub mod upstream;
 

@@ -261,7 +261,7 @@ fn dynacode_runtime(
 /// keeps its closures (per worker) across swaps. Two routes with the same code get
 /// separate closures, as in APISIX.
 struct PluginInstances<'a> {
-    modules: &'a HashMap<String, Arc<super::LuaModule>>,
+    modules: &'a HashMap<String, Arc<portico_plugins::LuaModule>>,
     registry: &'a PluginRegistry,
     prev: Option<&'a HashMap<String, Arc<PluginInstance>>>,
     built: HashMap<String, Arc<PluginInstance>>,
@@ -291,27 +291,16 @@ impl PluginInstances<'_> {
                 .cloned();
             let instance = match found {
                 Some(i) => i,
-                None if self.registry.contains(name) => {
-                    match self.registry.build(name, conf, &owner) {
-                        Ok(i) => Arc::new(i),
-                        Err(e) => {
-                            errors.push(FieldError::new(format!("{path}.{name}"), e.to_string()));
-                            continue;
-                        }
-                    }
-                }
-                None => match module {
-                    Some(m) => match m.instance(conf, &owner) {
-                        Ok(i) => Arc::new(i),
-                        Err(errs) => {
-                            errors.extend(errs);
-                            continue;
-                        }
-                    },
-                    None => {
+                None => match self.registry.resolve(name, conf, &owner, self.modules) {
+                    Ok(Some(i)) => Arc::new(i),
+                    Ok(None) => {
                         // New writes naming an unknown plugin are refused earlier; this is
                         // a module deleted with `?force=true`: the use is skipped.
                         tracing::warn!("{owner}: plugin `{name}` no longer exists; skipped");
+                        continue;
+                    }
+                    Err(errs) => {
+                        errors.extend(errs.into_iter().map(|(p, m)| FieldError::new(p, m)));
                         continue;
                     }
                 },

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use portico_plugins::lua::compile_statements;
-use portico_plugins::{ChainEntry, Phase};
+use portico_plugins::{ChainEntry, Phase, Step};
 use regex::Regex;
 use serde::Serialize;
 
@@ -101,7 +101,7 @@ impl DynacodeRuntime {
                     Ok((phase, f)) => {
                         phases[phase as usize].push(ChainEntry {
                             plugin: Arc::clone(&dynacode_name),
-                            function: Arc::new(f),
+                            step: Step::Lua(Arc::new(f)),
                             contain_errors: true,
                         });
                         (SnippetState::Active, None)

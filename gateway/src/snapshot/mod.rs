@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use build::{build, BuildContext, BuildError, DnsFailure};
-pub use modules::LuaModule;
+pub use portico_plugins::LuaModule;
 
 use crate::balancer::PriorityPicker;
 use crate::config::{PassHost, UpstreamSpec};

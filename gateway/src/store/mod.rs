@@ -175,6 +175,11 @@ impl ConfigStore {
         Arc::clone(&self.current.load().snapshot)
     }
 
+    /// The plugins this build knows, for `/apisix/admin/plugins`.
+    pub fn plugins(&self) -> &Arc<PluginRegistry> {
+        &self.plugins
+    }
+
     /// The health registry, for `/v1/healthcheck`.
     pub fn health(&self) -> &Arc<HealthRegistry> {
         &self.health
