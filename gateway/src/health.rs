@@ -85,27 +85,3 @@ impl BackgroundService for HealthProber {
         Arc::clone(&self.registry).run_active(stop).await;
     }
 }
-
-/// The APISIX resource key of a health-checked upstream identity: standalone upstreams
-/// are `/apisix/upstreams/ID`, inline ones `/apisix/routes/ID` / `/apisix/services/ID`.
-pub fn resource_name(identity: &str) -> String {
-    if let Some(id) = identity.strip_prefix("route:") {
-        format!("/apisix/routes/{id}")
-    } else if let Some(id) = identity.strip_prefix("service:") {
-        format!("/apisix/services/{id}")
-    } else {
-        format!("/apisix/upstreams/{identity}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::resource_name;
-
-    #[test]
-    fn names_follow_apisix_keys() {
-        assert_eq!(resource_name("1"), "/apisix/upstreams/1");
-        assert_eq!(resource_name("route:7"), "/apisix/routes/7");
-        assert_eq!(resource_name("service:s"), "/apisix/services/s");
-    }
-}

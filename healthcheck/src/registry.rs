@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::spec::ChecksSpec;
+use crate::spec::{ChecksSpec, ProbeKind};
 use crate::state::{Counters, NodeState, Observation, Thresholds, Transition};
 use crate::TargetKey;
 
@@ -124,9 +124,9 @@ pub struct UpstreamTargets {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpstreamStatus {
     pub upstream: String,
-    /// `http`, `https` or `tcp`: the active probe type.
+    /// The active probe type (`http`, `https` or `tcp`).
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ProbeKind,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -376,13 +376,7 @@ fn new_permits(spec: &ChecksSpec) -> Arc<Semaphore> {
 fn upstream_status(id: &str, c: &Checked) -> UpstreamStatus {
     UpstreamStatus {
         upstream: id.to_string(),
-        kind: c
-            .spec
-            .active
-            .as_ref()
-            .map(|a| a.kind.as_str())
-            .unwrap_or("http")
-            .to_string(),
+        kind: c.spec.active.as_ref().map(|a| a.kind).unwrap_or_default(),
         nodes: c
             .targets
             .iter()

@@ -16,7 +16,7 @@ pub struct ChecksSpec {
 }
 
 /// How a probe (active) or a report (passive) talks to the node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeKind {
     #[default]

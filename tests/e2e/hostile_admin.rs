@@ -3,7 +3,7 @@
 //! after a restart, one bad stored object never keeps the gateway from starting, and no
 //! small request expands into seconds of work or gigabytes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::lua_common::*;
 use crate::support::gateway::run_portico;
@@ -308,14 +308,10 @@ fn chash_weights_cannot_amplify_a_small_request() {
         .collect();
     let body = json!({ "upstreams": ups });
     assert!(body.to_string().len() < 2048);
-    let started = Instant::now();
+    // Memory is the deterministic measure here (time depends on the machine's load):
+    // before the cap this took 1 GB.
     let (status, _, resp) = gw.admin("PUT", "/configs", Some(body));
-    let took = started.elapsed();
     assert_eq!(status, 200, "{resp}");
-    assert!(
-        took < Duration::from_secs(3),
-        "8 capped rings apply quickly, took {took:?}"
-    );
     let rss = std::fs::read_to_string(format!("/proc/{}/status", gw.pid()))
         .unwrap()
         .lines()

@@ -174,7 +174,7 @@ impl ServeHttp for AdminApi {
                 return reply::error(405, format!("method {method} is not allowed here"));
             }
             let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-            return healthcheck::get(self.store.health(), &segments);
+            return healthcheck::get(&self.store, &segments);
         }
         let body = match read_body(session).await {
             Ok(b) => b,

@@ -433,3 +433,25 @@ fn node_set_inline_and_heap() {
         assert!(!s.contains(0));
     }
 }
+
+#[test]
+fn chash_ring_size_is_capped() {
+    let nodes = [
+        BalancerNode {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            weight: 1,
+        },
+        BalancerNode {
+            addr: "127.0.0.1:2".parse().unwrap(),
+            weight: 16383,
+        },
+    ];
+    let ring = ChashRing::new(&nodes);
+    let cap = (chash::MAX_RING_WEIGHT_UNITS as usize + nodes.len()) * 640;
+    assert!(ring.points() <= cap, "{} points", ring.points());
+    assert_eq!(
+        chash::ring_points(nodes.iter().map(|n| n.weight)),
+        256 * 640,
+        "1:16383 rings as 1:255"
+    );
+}

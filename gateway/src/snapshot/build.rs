@@ -15,7 +15,9 @@ use crate::router::{RouteMatchSpec, Router};
 use portico_healthcheck::HealthRegistry;
 use portico_plugins::{PluginChain, PluginInstance, PluginRegistry};
 
-use super::{NodeRuntime, RouteRuntime, Snapshot, Timeouts, UpstreamHealth, UpstreamRuntime};
+use super::{
+    NodeRuntime, RouteRuntime, Snapshot, Timeouts, UpstreamHealth, UpstreamKey, UpstreamRuntime,
+};
 
 /// Every problem that stopped a build, with resource-qualified paths.
 #[derive(Debug)]
@@ -54,7 +56,7 @@ pub fn build(
 
     let mut ring_points: u64 = 0;
     let mut compile = |upstreams: &mut BTreeMap<String, Arc<UpstreamRuntime>>,
-                       identity: String,
+                       key: UpstreamKey,
                        spec: &Arc<UpstreamSpec>,
                        path: String,
                        errors: &mut Vec<FieldError>|
@@ -63,13 +65,14 @@ pub fn build(
             errors.push(e.under(&path));
             return None;
         }
+        let identity = key.label();
         let reused = prev
             .and_then(|p| p.upstreams.get(&identity))
             .filter(|old| Arc::ptr_eq(&old.spec, spec) || *old.spec == **spec)
             .cloned();
         let runtime = match reused {
             Some(r) => Some(r),
-            None => match compile_upstream(&identity, spec, cx) {
+            None => match compile_upstream(key, spec, cx) {
                 Ok(r) => Some(Arc::new(r)),
                 Err(errs) => {
                     errors.extend(errs.into_iter().map(|e| e.under(&path)));
@@ -86,7 +89,7 @@ pub fn build(
     for (id, entry) in &set.upstreams {
         compile(
             &mut upstreams,
-            id.clone(),
+            UpstreamKey::Upstream(id.clone()),
             &entry.spec,
             format!("upstreams[id={id}]"),
             &mut errors,
@@ -97,7 +100,7 @@ pub fn build(
         let up = match (&entry.spec.upstream, &entry.spec.upstream_id) {
             (Some(inline), _) => compile(
                 &mut upstreams,
-                format!("service:{id}"),
+                UpstreamKey::Service(id.clone()),
                 &Arc::new(inline.clone()),
                 format!("services[id={id}].upstream"),
                 &mut errors,
@@ -144,7 +147,7 @@ pub fn build(
         let upstream = match (&spec.upstream, &spec.upstream_id) {
             (Some(inline), _) => compile(
                 &mut upstreams,
-                format!("route:{id}"),
+                UpstreamKey::Route(id.clone()),
                 &Arc::new(inline.clone()),
                 format!("routes[id={id}].upstream"),
                 &mut errors,
@@ -353,10 +356,12 @@ fn count_ring_points(spec: &UpstreamSpec, total: &mut u64) -> Result<(), FieldEr
 
 /// Compiles one upstream: resolves node addresses and builds its picker.
 pub fn compile_upstream(
-    identity: &str,
+    key: UpstreamKey,
     spec: &Arc<UpstreamSpec>,
     cx: &BuildContext<'_>,
 ) -> Result<UpstreamRuntime, Vec<FieldError>> {
+    let label = key.label();
+    let identity = label.as_str();
     let addrs = spec.nodes.normalise(spec.scheme)?;
     let mut errors = Vec::new();
     let mut nodes = Vec::with_capacity(addrs.len());
@@ -442,7 +447,8 @@ pub fn compile_upstream(
         None => untried,
     };
     Ok(UpstreamRuntime {
-        id: identity.to_string(),
+        key,
+        id: label.clone(),
         picker,
         hash_key,
         retries,

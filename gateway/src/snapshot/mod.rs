@@ -8,6 +8,7 @@
 mod build;
 pub mod dynacode;
 mod modules;
+mod upstream_key;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use build::{build, BuildContext, BuildError, DnsFailure};
 pub use portico_plugins::LuaModule;
+pub use upstream_key::UpstreamKey;
 
 use crate::balancer::PriorityPicker;
 use crate::config::{PassHost, UpstreamSpec};
@@ -84,7 +86,9 @@ impl Timeouts {
 /// A compiled upstream. Built over all its nodes; which ones a request may use is decided
 /// at pick time, so the chash ring never moves when a node is skipped.
 pub struct UpstreamRuntime {
-    /// Identity: the upstream id, or `route:ID` / `service:ID` for inline upstreams.
+    /// The resource it belongs to.
+    pub key: UpstreamKey,
+    /// `key.label()`, kept for the request path's metric and health labels.
     pub id: String,
     pub nodes: Box<[NodeRuntime]>,
     pub picker: PriorityPicker,
