@@ -27,8 +27,12 @@ pub mod server;
 pub mod settings;
 pub mod snapshot;
 pub mod store;
+pub mod uri_path;
 pub mod vars;
 pub mod yaml_provider;
+
+#[cfg(test)]
+mod fuzz_tests;
 
 /// The crate version, reported by `portico --version` and at startup.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

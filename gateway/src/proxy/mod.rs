@@ -21,6 +21,7 @@ pub mod local;
 pub mod log;
 pub mod lua;
 pub mod request;
+pub mod sanitize;
 pub mod upstream;
 
 use std::sync::Arc;
