@@ -16,6 +16,7 @@ pub mod balancer;
 pub mod config;
 pub mod drain;
 pub mod dynacode;
+pub mod edge;
 pub mod hash_key;
 pub mod health;
 pub mod keepalive;

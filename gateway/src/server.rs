@@ -232,10 +232,10 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     };
     let mut proxy = Service::new(
         "portico proxy".to_string(),
-        crate::keepalive::IdleLight::new(pingora::proxy::http_proxy(
-            &server.configuration,
-            gateway,
-        )),
+        crate::keepalive::IdleLight::new(
+            pingora::proxy::http_proxy(&server.configuration, gateway),
+            crate::edge::EdgeLimits::from_settings(&settings.proxy),
+        ),
     );
     for addr in &settings.proxy.listen {
         proxy.add_listener(proxy_listener(addr));
