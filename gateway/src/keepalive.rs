@@ -341,8 +341,14 @@ mod tests {
     #[test]
     fn blank_line_search_resumes() {
         let mut scanned = 0;
-        assert!(!head_may_be_complete(b"GET / HTTP/1.1\r\nHost: a\r", &mut scanned));
-        assert!(head_may_be_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &mut scanned));
+        assert!(!head_may_be_complete(
+            b"GET / HTTP/1.1\r\nHost: a\r",
+            &mut scanned
+        ));
+        assert!(head_may_be_complete(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            &mut scanned
+        ));
         let mut scanned = 0;
         assert!(head_may_be_complete(b"GET / HTTP/1.0\n\n", &mut scanned));
     }

@@ -374,11 +374,16 @@ mod tests {
         assert_eq!(s.proxy.max_header_connections, 3);
         assert_eq!(s.proxy.client_max_header_size, 4096);
         assert_eq!(s.proxy.listen, vec!["0.0.0.0:9080"]);
-        let s = Settings::parse("proxy:\n  client_header_timeout: 0\n  client_max_header_size: 10\n")
-            .unwrap();
+        let s =
+            Settings::parse("proxy:\n  client_header_timeout: 0\n  client_max_header_size: 10\n")
+                .unwrap();
         let errors = s.check();
-        assert!(errors.iter().any(|e| e.starts_with("proxy.client_header_timeout")));
-        assert!(errors.iter().any(|e| e.starts_with("proxy.client_max_header_size")));
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("proxy.client_header_timeout")));
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("proxy.client_max_header_size")));
         let err = Settings::parse("proxy:\n  client_header_timout: 1\n").unwrap_err();
         assert!(err.contains("client_header_timout"), "{err}");
     }

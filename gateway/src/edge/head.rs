@@ -56,9 +56,7 @@ pub fn check(buf: &[u8], max: usize) -> Check {
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > max => {
-            return Check::Reject(Reject::TooLarge)
-        }
+        Ok(httparse::Status::Partial) if buf.len() > max => return Check::Reject(Reject::TooLarge),
         Ok(httparse::Status::Partial) => return Check::Partial,
         Err(httparse::Error::TooManyHeaders) => return Check::Reject(Reject::TooLarge),
         // A space or control byte in the target, a bad header name, obsolete line
@@ -136,8 +134,14 @@ fn framing(req: &httparse::Request<'_, '_>) -> Result<Framing, &'static str> {
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -147,8 +151,9 @@ fn content_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter()
-        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// `Host`: a reg-name, IPv4 or `[IPv6]`, with an optional port; not empty, no `..`.
@@ -219,13 +224,31 @@ mod tests {
             })
         );
         let h = "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n";
-        assert!(matches!(c(h), Check::Complete(Head { framing: Framing::Chunked, .. })));
+        assert!(matches!(
+            c(h),
+            Check::Complete(Head {
+                framing: Framing::Chunked,
+                ..
+            })
+        ));
         let h = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
-        assert!(matches!(c(h), Check::Complete(Head { framing: Framing::Tunnel, .. })));
+        assert!(matches!(
+            c(h),
+            Check::Complete(Head {
+                framing: Framing::Tunnel,
+                ..
+            })
+        ));
         // HTTP/1.0 needs no Host.
         assert!(matches!(c("GET / HTTP/1.0\r\n\r\n"), Check::Complete(_)));
-        assert!(matches!(c("GET / HTTP/1.1\r\nHost: [::1]:9080\r\n\r\n"), Check::Complete(_)));
-        assert!(matches!(c("GET /a\"b{|} HTTP/1.1\r\nHost: a\r\n\r\n"), Check::Complete(_)));
+        assert!(matches!(
+            c("GET / HTTP/1.1\r\nHost: [::1]:9080\r\n\r\n"),
+            Check::Complete(_)
+        ));
+        assert!(matches!(
+            c("GET /a\"b{|} HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Check::Complete(_)
+        ));
     }
 
     #[test]
@@ -249,7 +272,9 @@ mod tests {
         bad("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n");
         bad("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n");
         bad("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n");
-        bad("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+        bad(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
         bad("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n");
         bad("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n");
         bad("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -259,12 +284,21 @@ mod tests {
 
     #[test]
     fn too_large() {
-        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(2000));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(2000)
+        );
         assert_eq!(check(big.as_bytes(), 1024), Check::Reject(Reject::TooLarge));
-        assert_eq!(check(&big.as_bytes()[..1500], 1024), Check::Reject(Reject::TooLarge));
+        assert_eq!(
+            check(&big.as_bytes()[..1500], 1024),
+            Check::Reject(Reject::TooLarge)
+        );
         assert!(matches!(check(big.as_bytes(), 4096), Check::Complete(_)));
         let many: String = (0..300).map(|i| format!("X{i}: y\r\n")).collect();
         let h = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
-        assert_eq!(check(h.as_bytes(), 1 << 20), Check::Reject(Reject::TooLarge));
+        assert_eq!(
+            check(h.as_bytes(), 1 << 20),
+            Check::Reject(Reject::TooLarge)
+        );
     }
 }
