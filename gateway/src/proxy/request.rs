@@ -75,6 +75,9 @@ pub async fn route_request(
         return Ok(true);
     }
     super::sanitize::drop_underscore_headers(session.req_header_mut());
+    if super::sanitize::must_close_after(session.req_header()) {
+        session.set_keepalive(None);
+    }
     let host = request_host(session);
     let (route, hash_key) = {
         let view = request_view(session, &host);

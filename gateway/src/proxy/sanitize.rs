@@ -55,6 +55,16 @@ pub fn drop_underscore_headers(req: &mut RequestHeader) -> usize {
     dropped
 }
 
+/// True when the connection must close after this request: its body is chunked (and
+/// it is not an upgrade). The edge's gate cannot tell where a chunked body ends, so it
+/// cannot keep a pipelined next request apart from it ([`crate::edge::gate`]); closing,
+/// with `Connection: close` on the response, is what the client is told instead. Upgrade
+/// requests end their connection anyway (101) and keep Pingora's own handling.
+pub fn must_close_after(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && !req.headers.contains_key(http::header::UPGRADE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +92,16 @@ mod tests {
     #[test]
     fn above_root_is_an_error() {
         assert_eq!(normalize_path(&mut req("/..")), Err(PathError::AboveRoot));
+    }
+
+    #[test]
+    fn chunked_requests_close_the_connection() {
+        let mut r = req("/");
+        assert!(!must_close_after(&r));
+        r.append_header("Transfer-Encoding", "chunked").unwrap();
+        assert!(must_close_after(&r));
+        r.append_header("Upgrade", "websocket").unwrap();
+        assert!(!must_close_after(&r));
     }
 
     #[test]
