@@ -1,5 +1,5 @@
 //! Property tests of the request path normaliser and the router on arbitrary paths and
-//! hosts. The case count is proptest's `PROPTEST_CASES` (default 256 here, a few
+//! hosts, and of the edge's head check and chunked-body end finder on arbitrary bytes. The case count is proptest's `PROPTEST_CASES` (default 256 here, a few
 //! seconds); a long run: `PROPTEST_CASES=100000 cargo test -p portico --lib fuzz_tests`.
 
 use std::borrow::Cow;
@@ -116,5 +116,38 @@ proptest! {
                 prop_assert!(found == Some(1) || found == Some(2), "{normal} -> {found:?}");
             }
         }
+    }
+
+    #[test]
+    fn head_check_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = crate::edge::head::check(&bytes, 256);
+    }
+
+    #[test]
+    fn chunked_end_is_found_wherever_the_body_is_split(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..20), 0..5),
+        split in any::<prop::sample::Index>(),
+    ) {
+        use crate::edge::chunked::{ChunkedEnd, Feed};
+        let mut body = Vec::new();
+        for c in &chunks {
+            body.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            body.extend_from_slice(c);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        let end = body.len();
+        body.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let at = split.index(body.len() + 1);
+        let mut t = ChunkedEnd::default();
+        let found = match t.feed(&body[..at]) {
+            Feed::Ends(k) => Some(k),
+            Feed::More => match t.feed(&body[at..]) {
+                Feed::Ends(k) => Some(at + k),
+                _ => None,
+            },
+            Feed::Invalid => None,
+        };
+        prop_assert_eq!(found, Some(end));
     }
 }

@@ -13,7 +13,8 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
-use crate::edge::gate::Gate;
+use crate::edge::chunked::{ChunkedEnd, Feed};
+use crate::edge::gate::{Budget, Gate};
 use crate::edge::head::{self, Check, Framing, Head, Reject};
 use crate::edge::{EdgeLimits, EdgeReply, HeaderSlot, HeaderSlots};
 
@@ -144,18 +145,25 @@ fn head_may_be_complete(buf: &[u8], scanned: &mut usize) -> bool {
 }
 
 /// Splits a checked head (with whatever followed it in `buf`) into Pingora's prefix,
-/// the bytes past the end of the request and the body bytes still to come from the
-/// socket (`None`: the end is not known here).
-fn split_request(mut buf: BytesMut, head: Head) -> (BytesMut, Option<BytesMut>, Option<u64>) {
+/// the bytes past the end of the request, and what is left of the request on the socket.
+fn split_request(mut buf: BytesMut, head: Head) -> (BytesMut, Option<BytesMut>, Budget) {
     let extra = (buf.len() - head.len) as u64;
     let (end, budget) = match head.framing {
-        Framing::Empty => (head.len, Some(0)),
+        Framing::Empty => (head.len, Budget::Bytes(0)),
         Framing::Length(n) => {
             let take = extra.min(n);
             // `take` <= `extra`, which is a usize.
-            (head.len + take as usize, Some(n - take))
+            (head.len + take as usize, Budget::Bytes(n - take))
         }
-        Framing::Chunked | Framing::Tunnel => (buf.len(), None),
+        Framing::Chunked => {
+            let mut end = Box::<ChunkedEnd>::default();
+            match end.feed(&buf[head.len..]) {
+                Feed::Ends(k) => (head.len + k, Budget::Bytes(0)),
+                Feed::More => (buf.len(), Budget::Chunked(end)),
+                Feed::Invalid => (buf.len(), Budget::Unbounded),
+            }
+        }
+        Framing::Tunnel => (buf.len(), Budget::Unbounded),
     };
     let rest = buf.split_off(end);
     (buf, (!rest.is_empty()).then_some(rest), budget)
@@ -249,15 +257,16 @@ where
             };
             slot = None;
             let (prefix, rest, budget) = split_request(buf, head);
+            let unbounded = matches!(budget, Budget::Unbounded);
             gate.set_budget(budget);
             if let Some(rest) = rest {
                 gate.put_ahead(rest);
             }
-            // Chunked bodies and tunnels pass through the gate unbounded, so the gate
-            // cannot keep a pipelined request apart: Pingora's pipelining keeps bytes
-            // that arrive while the response is on its way from failing this request,
-            // and the connection closes after it (see docs/security.md).
-            let unbounded = budget.is_none();
+            // A tunnel (or a body Pingora is about to refuse) passes through the gate
+            // unbounded, so the gate cannot keep a pipelined request apart: Pingora's
+            // pipelining keeps bytes that arrive while the response is on its way from
+            // failing this request, and the connection closes after it (the gateway
+            // answers upgrade requests with `Connection: close` unless they switch).
             let mut session = ServerSession::new_http1(gate);
             if first {
                 first = false;
@@ -311,7 +320,7 @@ mod tests {
         let (prefix, rest, budget) = split_request(buf, h);
         assert_eq!(&prefix[..], b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(rest.as_deref(), Some(&b"GET /b HTTP/1.1\r\n"[..]));
-        assert_eq!(budget, Some(0));
+        assert!(matches!(budget, Budget::Bytes(0)));
     }
 
     #[test]
@@ -320,22 +329,28 @@ mod tests {
         let (prefix, rest, budget) = split_request(buf, h);
         assert!(prefix.ends_with(b"\r\n\r\nhello"));
         assert_eq!(rest.as_deref(), Some(&b"GET"[..]));
-        assert_eq!(budget, Some(0));
+        assert!(matches!(budget, Budget::Bytes(0)));
         let (buf, h) = head_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe");
         let (prefix, rest, budget) = split_request(buf, h);
         assert!(prefix.ends_with(b"\r\n\r\nhe"));
         assert!(rest.is_none());
-        assert_eq!(budget, Some(3));
+        assert!(matches!(budget, Budget::Bytes(3)));
     }
 
     #[test]
-    fn chunked_bodies_are_not_split() {
+    fn a_chunked_body_is_split_at_its_end() {
         let (buf, h) =
             head_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET");
         let (prefix, rest, budget) = split_request(buf, h);
-        assert!(prefix.ends_with(b"0\r\n\r\nGET"));
+        assert!(prefix.ends_with(b"\r\n\r\n0\r\n\r\n"));
+        assert_eq!(rest.as_deref(), Some(&b"GET"[..]));
+        assert!(matches!(budget, Budget::Bytes(0)));
+        let (buf, h) =
+            head_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe");
+        let (prefix, rest, budget) = split_request(buf, h);
+        assert!(prefix.ends_with(b"5\r\nhe"));
         assert!(rest.is_none());
-        assert_eq!(budget, None);
+        assert!(matches!(budget, Budget::Chunked(_)));
     }
 
     #[test]

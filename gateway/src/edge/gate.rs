@@ -29,9 +29,22 @@ use pingora::protocols::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::chunked::{ChunkedEnd, Feed};
+
 /// The most bytes of the next request read ahead while the current one is in flight;
 /// the rest stays in the socket (and the client is held back by TCP).
 const AHEAD_READ: usize = 4096;
+
+/// What is left of the current request on the socket.
+#[derive(Debug)]
+pub enum Budget {
+    /// No end known (a tunnel, or a body Pingora is about to refuse): reads pass through.
+    Unbounded,
+    /// This many bytes (0: the request has ended).
+    Bytes(u64),
+    /// A chunked body, ending where [`ChunkedEnd`] finds its end.
+    Chunked(Box<ChunkedEnd>),
+}
 
 /// A client stream whose reads stop at the end of the current request.
 #[derive(Debug)]
@@ -39,9 +52,7 @@ pub struct Gate {
     inner: Stream,
     /// Bytes read past the end of the current request: the start of the next one.
     ahead: BytesMut,
-    /// Bytes of the current request Pingora may still read from the socket; `None`: no
-    /// end known (a chunked body or a tunnel), every read passes through.
-    budget: Option<u64>,
+    budget: Budget,
 }
 
 impl Gate {
@@ -49,7 +60,7 @@ impl Gate {
         Gate {
             inner,
             ahead: BytesMut::new(),
-            budget: None,
+            budget: Budget::Unbounded,
         }
     }
 
@@ -69,8 +80,8 @@ impl Gate {
         self.ahead = bytes;
     }
 
-    /// Sets how many more bytes of the current request are to come from the socket.
-    pub fn set_budget(&mut self, budget: Option<u64>) {
+    /// Sets what is left of the current request on the socket.
+    pub fn set_budget(&mut self, budget: Budget) {
         self.budget = budget;
     }
 
@@ -99,27 +110,43 @@ impl AsyncRead for Gate {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        let Some(budget) = this.budget else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        };
-        if budget == 0 {
-            return this.poll_past_end(cx);
+        match &mut this.budget {
+            Budget::Unbounded => Pin::new(&mut this.inner).poll_read(cx, buf),
+            Budget::Bytes(0) => this.poll_past_end(cx),
+            Budget::Bytes(budget) => {
+                let budget = *budget;
+                let before = buf.filled().len();
+                if (buf.remaining() as u64) <= budget {
+                    // Pingora caps body reads at what is left of the body: the usual case.
+                    ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                } else {
+                    let limit = usize::try_from(budget).unwrap_or(usize::MAX);
+                    let dst = buf.initialize_unfilled_to(limit);
+                    let mut sub = ReadBuf::new(dst);
+                    ready!(Pin::new(&mut this.inner).poll_read(cx, &mut sub))?;
+                    let got = sub.filled().len();
+                    buf.advance(got);
+                }
+                let got = (buf.filled().len() - before) as u64;
+                this.budget = Budget::Bytes(budget.saturating_sub(got));
+                Poll::Ready(Ok(()))
+            }
+            Budget::Chunked(end) => {
+                let before = buf.filled().len();
+                ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                match end.feed(&buf.filled()[before..]) {
+                    Feed::More => {}
+                    Feed::Ends(k) => {
+                        // The bytes after the body are the next request's.
+                        this.ahead.extend_from_slice(&buf.filled()[before + k..]);
+                        buf.set_filled(before + k);
+                        this.budget = Budget::Bytes(0);
+                    }
+                    Feed::Invalid => this.budget = Budget::Unbounded,
+                }
+                Poll::Ready(Ok(()))
+            }
         }
-        let before = buf.filled().len();
-        if (buf.remaining() as u64) <= budget {
-            // Pingora caps body reads at what is left of the body: the usual case.
-            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        } else {
-            let limit = usize::try_from(budget).unwrap_or(usize::MAX);
-            let dst = buf.initialize_unfilled_to(limit);
-            let mut sub = ReadBuf::new(dst);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut sub))?;
-            let got = sub.filled().len();
-            buf.advance(got);
-        }
-        let got = (buf.filled().len() - before) as u64;
-        this.budget = Some(budget.saturating_sub(got));
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -249,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn reads_stop_at_the_budget_and_the_rest_waits_ahead() {
         let mut g = gate(b"abcdefgh").await;
-        g.set_budget(Some(3));
+        g.set_budget(Budget::Bytes(3));
         let mut buf = [0u8; 16];
         let n = g.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"abc");
@@ -263,9 +290,26 @@ mod tests {
     #[tokio::test]
     async fn end_of_stream_past_the_end_is_passed_on() {
         let mut g = gate(b"").await;
-        g.set_budget(Some(0));
+        g.set_budget(Budget::Bytes(0));
         let mut buf = [0u8; 4];
         assert_eq!(g.read(&mut buf).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_ends_where_its_last_chunk_does() {
+        let mut g = gate(b"3\r\nabc\r\n0\r\n\r\nGET /next").await;
+        g.set_budget(Budget::Chunked(Box::default()));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while got.len() < 13 {
+            let n = g.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"3\r\nabc\r\n0\r\n\r\n");
+        let pending = tokio::time::timeout(Duration::from_millis(50), g.read(&mut buf)).await;
+        assert!(pending.is_err());
+        assert_eq!(g.take_ahead().as_deref(), Some(&b"GET /next"[..]));
     }
 
     #[tokio::test]

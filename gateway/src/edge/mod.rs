@@ -4,12 +4,13 @@
 //! - [`head`]: checks of the raw request head (the requests nginx refuses) and the
 //!   framing of its body;
 //! - [`gate`]: the client stream cut at the end of each request, so pipelined requests
-//!   are answered in order;
+//!   are answered in order; [`chunked`] finds the end of a chunked body for it;
 //! - this module: the limits (`proxy.client_header_timeout`, ...), the count of
 //!   connections still sending a header, and the answers written here (400, 408, 431).
 //!
 //! The keep-alive loop that uses them is [`crate::keepalive`].
 
+pub mod chunked;
 pub mod gate;
 pub mod head;
 

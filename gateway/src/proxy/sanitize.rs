@@ -55,14 +55,12 @@ pub fn drop_underscore_headers(req: &mut RequestHeader) -> usize {
     dropped
 }
 
-/// True when the connection must close after this request: its body is chunked (and
-/// it is not an upgrade). The edge's gate cannot tell where a chunked body ends, so it
-/// cannot keep a pipelined next request apart from it ([`crate::edge::gate`]); closing,
-/// with `Connection: close` on the response, is what the client is told instead. Upgrade
-/// requests end their connection anyway (101) and keep Pingora's own handling.
+/// True when the connection must close after this request: an `Upgrade` request. The
+/// edge's gate passes a tunnel through unbounded ([`crate::edge::gate`]), so it closes
+/// the connection after one; this makes a refused upgrade (any status but 101) say
+/// `Connection: close` instead of closing unannounced. A 101 closes it anyway.
 pub fn must_close_after(req: &RequestHeader) -> bool {
-    req.headers.contains_key(http::header::TRANSFER_ENCODING)
-        && !req.headers.contains_key(http::header::UPGRADE)
+    req.headers.contains_key(http::header::UPGRADE)
 }
 
 #[cfg(test)]
@@ -95,13 +93,12 @@ mod tests {
     }
 
     #[test]
-    fn chunked_requests_close_the_connection() {
+    fn upgrade_requests_close_the_connection() {
         let mut r = req("/");
-        assert!(!must_close_after(&r));
         r.append_header("Transfer-Encoding", "chunked").unwrap();
-        assert!(must_close_after(&r));
-        r.append_header("Upgrade", "websocket").unwrap();
         assert!(!must_close_after(&r));
+        r.append_header("Upgrade", "websocket").unwrap();
+        assert!(must_close_after(&r));
     }
 
     #[test]
