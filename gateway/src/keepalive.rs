@@ -250,7 +250,9 @@ where
             let (buf, head) = match self.read_head(&mut gate, start, deadline, &mut slot).await {
                 Ok(read) => read,
                 Err(HeadEnd::Reply(reply)) => {
-                    reply.send_and_close(gate).await;
+                    // Boxed: its drain buffer would otherwise be part of every idle
+                    // connection's future.
+                    Box::pin(reply.send_and_close(gate)).await;
                     return None;
                 }
                 Err(HeadEnd::Close) => return None,
