@@ -424,3 +424,34 @@ fn stalled_request_body_gets_408() {
     let mut line = String::new();
     let _ = c.read_line(&mut line);
 }
+
+#[test]
+fn fd_exhaustion_does_not_stop_the_listener() {
+    let gw = Gateway::start(GatewayOpts {
+        proxy_extra: "  client_header_timeout: 1\n".to_owned(),
+        fd_limit: Some(96),
+        ..Default::default()
+    });
+    let b = Backend::start("b");
+    gw.put("/routes/1", json!({"uri": "/*", "upstream": upstream(&b)}));
+    gw.sync();
+    assert_eq!(gw.proxy_get("/before").status, 200);
+
+    // More idle connections than the process has descriptors: accept() fails with
+    // EMFILE and the rest wait in the listen backlog.
+    let hogs: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect(gw.proxy_addr()).expect("connect (backlog)"))
+        .collect();
+    assert!(
+        wait_until(WAIT, || gw.logs().contains("Too many open files")),
+        "descriptors ran out:\n{}",
+        gw.logs()
+    );
+    // The header timeout closes the idle ones; the listener keeps accepting and a
+    // client queued behind them is served, without anyone closing a connection.
+    let started = Instant::now();
+    let r = gw.proxy_get("/after");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(started.elapsed() < WAIT);
+    drop(hogs);
+}

@@ -72,6 +72,8 @@ pub struct GatewayOpts {
     pub proxy_extra: String,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// Start the process with this `RLIMIT_NOFILE` (through `sh -c 'ulimit -n N; exec ...'`).
+    pub fd_limit: Option<u64>,
     /// Proxy worker threads (`threads:`; default 2).
     pub threads: usize,
     /// The `lua:` section of `portico.yaml` (`None`: defaults, with the test budget).
@@ -126,6 +128,7 @@ impl Default for GatewayOpts {
             extra_yaml: String::new(),
             proxy_extra: String::new(),
             env: Vec::new(),
+            fd_limit: None,
             threads: 2,
             lua: None,
             dynacode: None,
@@ -259,7 +262,19 @@ impl Gateway {
         let mut err = self.log_file("stderr.log");
         let _ = writeln!(out, "===== spawn =====");
         let _ = writeln!(err, "===== spawn =====");
-        let mut cmd = portico_cmd();
+        let mut cmd = match self.opts.fd_limit {
+            None => portico_cmd(),
+            Some(n) => {
+                // `exec` keeps the pid, so kill/terminate reach portico itself.
+                let mut c = Command::new("sh");
+                c.env_remove("PORTICO_ADMIN_KEY")
+                    .env("RUST_BACKTRACE", "1")
+                    .arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(portico_bin());
+                c
+            }
+        };
         cmd.arg("-c")
             .arg(&self.config_path)
             .current_dir(self.dir.path())
