@@ -20,9 +20,10 @@
 //!   `pchar`: unreserved, sub-delims, `:` and `@`) is written raw, every other byte as
 //!   `%XX` with upper-case hex. So `%41` becomes `A`, `%2F` becomes a `/` separator,
 //!   and a space, `%`, `?`, `#`, a control byte or a non-ASCII byte stays escaped.
-//!   Each path has exactly one spelling, which is also what the upstream receives
-//!   (nginx forwards its normalised URI with `proxy_pass` without a URI part; it
-//!   re-escapes fewer bytes, Portico re-escapes whatever `pchar` excludes).
+//!   Each path has exactly one spelling, which is also what the upstream receives, so
+//!   the origin cannot resolve the path differently from the router (nginx forwards its
+//!   normalised URI when `proxy_pass` has a URI part, the client's original target
+//!   when it has none; it re-escapes fewer bytes, Portico whatever `pchar` excludes).
 //!
 //! Errors: a malformed escape (`%zz`, `%4`), a NUL byte (raw or `%00`), a path above the
 //! root. A path that does not start with `/` (`*` of `OPTIONS *`) is left as it is.
