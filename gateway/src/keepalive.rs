@@ -1,13 +1,22 @@
 //! The proxy's HTTP/1 keep-alive loop, replacing Pingora's so that an idle client
-//! connection holds a small future instead of a whole request's state (benchmark S9).
+//! connection holds a small future instead of a whole request's state (benchmark S9),
+//! and so that every request head passes the edge's checks and limits
+//! ([`crate::edge`]) before Pingora parses it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
+
+use crate::edge::chunked::{ChunkedEnd, Feed};
+use crate::edge::gate::{Budget, Gate};
+use crate::edge::head::{self, Check, Framing, Head, Reject};
+use crate::edge::{EdgeLimits, EdgeReply, HeaderSlot, HeaderSlots};
 
 /// How long an idle client connection is kept open for its next request: Pingora's own
 /// value (`ServerApp::process_new` in pingora-core's apps/mod.rs sets 60 s), applied by
@@ -19,52 +28,145 @@ const CLIENT_KEEPALIVE_SECS: u64 = 60;
 const FIRST_READ: usize = 4096;
 
 /// Pingora's HTTP proxy app, minus what it keeps allocated on an idle keep-alive
-/// connection.
+/// connection, behind the edge's checks.
 ///
 /// Between two requests Pingora waits for the next request header inside the next
 /// request's `process_new_http` future: a 14 KB box sized for the whole request state
 /// machine, plus the `HttpSession` (680 B) and its 4 KiB header buffer. Most of an idle
 /// connection's memory (benchmark S9) was that. Here a plain HTTP/1 connection waits in
-/// this small future instead, and Pingora's session starts only when bytes arrive; those
-/// bytes go to the session as the start of its header buffer (its pipelined prefix), so
-/// no byte is read twice and no syscall is added.
+/// this small future instead.
 ///
-/// TLS, h2c and custom sessions go through Pingora's loop unchanged. HTTP/1 pipelining
-/// must stay off (Pingora's default; Portico never enables it): with it on, a finished
-/// request could carry the start of the next one in its `HttpPersistentSettings`, which
-/// this wait could not see.
+/// Each request head is then read here whole, within `client_header_timeout` (a total,
+/// like nginx's; 408 when it passes), up to `client_max_header_size` (431 above), while
+/// the connection counts against `max_header_connections`, and checked
+/// ([`head::check`]: 400 for what nginx refuses). Only then does Pingora's session
+/// start, with the head (and the body bytes that came with it) as its pipelined prefix,
+/// so no byte is read twice. The client stream is wrapped in a [`Gate`] that stops
+/// Pingora's reads at the end of the request: bytes of a pipelined next request wait in
+/// the gate and start the next turn of this loop, in order.
+///
+/// TLS, h2c and custom sessions go through Pingora's loop unchanged.
 pub struct IdleLight<A> {
     inner: Arc<A>,
+    limits: EdgeLimits,
+    header_slots: HeaderSlots,
     /// Set by `cleanup` (shutdown): idle connections close, as Pingora's own do.
     closing: std::sync::atomic::AtomicBool,
     closed: tokio::sync::Notify,
 }
 
+/// Why no request head came.
+enum HeadEnd {
+    /// Answer this and close.
+    Reply(EdgeReply),
+    /// Close without an answer (the client went away, or too many are sending headers).
+    Close,
+}
+
 impl<A> IdleLight<A> {
-    pub fn new(inner: A) -> IdleLight<A> {
+    pub fn new(inner: A, limits: EdgeLimits) -> IdleLight<A> {
         IdleLight {
             inner: Arc::new(inner),
+            limits,
+            header_slots: HeaderSlots::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             closed: tokio::sync::Notify::new(),
         }
     }
 
     /// Waits until the client sends bytes (the start of its next request) and returns
-    /// them; `None` when it closes, the keep-alive timeout passes or the server shuts down.
-    async fn next_request_start(&self, stream: &mut Stream) -> Option<bytes::BytesMut> {
+    /// them; `None` when it closes, `wait` passes or the server shuts down.
+    async fn next_request_start(&self, stream: &mut Stream, wait: Duration) -> Option<BytesMut> {
         // Created before the flag is read: `notify_waiters` reaches it even unpolled.
         let closed = self.closed.notified();
         if self.closing.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
         let read = std::future::poll_fn(|cx| read_available(stream, cx));
-        let keepalive = std::time::Duration::from_secs(CLIENT_KEEPALIVE_SECS);
         tokio::select! {
             biased;
-            read = tokio::time::timeout(keepalive, read) => read.ok()?.ok()?,
+            read = tokio::time::timeout(wait, read) => read.ok()?.ok()?,
             _ = closed => None,
         }
     }
+
+    /// Reads until `buf` holds a whole request head, and checks it. `slot` counts this
+    /// connection as sending a header while it does (taken here if it is not yet).
+    async fn read_head(
+        &self,
+        gate: &mut Gate,
+        mut buf: BytesMut,
+        deadline: Instant,
+        slot: &mut Option<HeaderSlot>,
+    ) -> Result<(BytesMut, Head), HeadEnd> {
+        let max = self.limits.max_header_size;
+        // Where the search for the blank line resumes, so a trickled head is scanned
+        // once, not once per read.
+        let mut scanned = 0;
+        loop {
+            if head_may_be_complete(&buf, &mut scanned) || buf.len() > max {
+                match head::check(&buf, max) {
+                    Check::Complete(h) => return Ok((buf, h)),
+                    Check::Reject(Reject::TooLarge) => {
+                        return Err(HeadEnd::Reply(EdgeReply::HeaderTooLarge))
+                    }
+                    Check::Reject(Reject::BadRequest(why)) => {
+                        tracing::debug!("400 before routing: {why}");
+                        return Err(HeadEnd::Reply(EdgeReply::BadRequest));
+                    }
+                    Check::Partial => {}
+                }
+            }
+            if slot.is_none() {
+                *slot = Some(
+                    self.header_slots
+                        .acquire(self.limits.max_header_connections)
+                        .ok_or(HeadEnd::Close)?,
+                );
+            }
+            buf.reserve(FIRST_READ.min(max + 1 - buf.len().min(max)));
+            let read = tokio::io::AsyncReadExt::read_buf(gate.inner_mut(), &mut buf);
+            match tokio::time::timeout_at(deadline.into(), read).await {
+                Err(_) => return Err(HeadEnd::Reply(EdgeReply::RequestTimeout)),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadEnd::Close),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// True once `buf` contains the blank line that ends a head (`\n\n` or `\n\r\n`);
+/// `scanned` is where the previous search stopped.
+fn head_may_be_complete(buf: &[u8], scanned: &mut usize) -> bool {
+    let hay = &buf[scanned.saturating_sub(2).min(buf.len())..];
+    let found = hay.windows(2).any(|w| w == b"\n\n") || hay.windows(3).any(|w| w == b"\n\r\n");
+    *scanned = buf.len();
+    found
+}
+
+/// Splits a checked head (with whatever followed it in `buf`) into Pingora's prefix,
+/// the bytes past the end of the request, and what is left of the request on the socket.
+fn split_request(mut buf: BytesMut, head: Head) -> (BytesMut, Option<BytesMut>, Budget) {
+    let extra = (buf.len() - head.len) as u64;
+    let (end, budget) = match head.framing {
+        Framing::Empty => (head.len, Budget::Bytes(0)),
+        Framing::Length(n) => {
+            let take = extra.min(n);
+            // `take` <= `extra`, which is a usize.
+            (head.len + take as usize, Budget::Bytes(n - take))
+        }
+        Framing::Chunked => {
+            let mut end = Box::<ChunkedEnd>::default();
+            match end.feed(&buf[head.len..]) {
+                Feed::Ends(k) => (head.len + k, Budget::Bytes(0)),
+                Feed::More => (buf.len(), Budget::Chunked(end)),
+                Feed::Invalid => (buf.len(), Budget::Unbounded),
+            }
+        }
+        Framing::Tunnel => (buf.len(), Budget::Unbounded),
+    };
+    let rest = buf.split_off(end);
+    (buf, (!rest.is_empty()).then_some(rest), budget)
 }
 
 /// One read of whatever the client has sent, into a buffer on the stack (not kept in the
@@ -97,7 +199,7 @@ where
 {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let options = self.inner.server_options();
@@ -106,13 +208,68 @@ where
         if !plain_http1 {
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
+        // A new connection is sending its first header from the accept on (nginx's
+        // `client_header_timeout` also starts there).
+        let accepted = Instant::now();
+        let Some(first_slot) = self
+            .header_slots
+            .acquire(self.limits.max_header_connections)
+        else {
+            tracing::debug!("max_header_connections reached: closing a new connection");
+            return None;
+        };
+        let mut slot = Some(first_slot);
+        let mut gate = Box::new(Gate::new(stream));
         // What Pingora's loop does (pingora-core apps/mod.rs, `process_new`), with the
         // wait for each request moved out of Pingora's session.
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
-            let start = self.next_request_start(&mut stream).await?;
-            let mut session = ServerSession::new_http1(stream);
+            let deadline = if first {
+                accepted + self.limits.header_timeout
+            } else {
+                Instant::now() + self.limits.header_timeout
+            };
+            let start = match gate.take_ahead() {
+                Some(pipelined) => pipelined,
+                None => {
+                    let wait = if first {
+                        deadline.saturating_duration_since(Instant::now())
+                    } else {
+                        Duration::from_secs(CLIENT_KEEPALIVE_SECS)
+                    };
+                    self.next_request_start(gate.inner_mut(), wait).await?
+                }
+            };
+            // A kept-alive connection's head is timed from its first byte.
+            let deadline = if first {
+                deadline
+            } else {
+                Instant::now() + self.limits.header_timeout
+            };
+            let (buf, head) = match self.read_head(&mut gate, start, deadline, &mut slot).await {
+                Ok(read) => read,
+                Err(HeadEnd::Reply(reply)) => {
+                    // Boxed: its drain buffer would otherwise be part of every idle
+                    // connection's future.
+                    Box::pin(reply.send_and_close(gate)).await;
+                    return None;
+                }
+                Err(HeadEnd::Close) => return None,
+            };
+            slot = None;
+            let (prefix, rest, budget) = split_request(buf, head);
+            let unbounded = matches!(budget, Budget::Unbounded);
+            gate.set_budget(budget);
+            if let Some(rest) = rest {
+                gate.put_ahead(rest);
+            }
+            // A tunnel (or a body Pingora is about to refuse) passes through the gate
+            // unbounded, so the gate cannot keep a pipelined request apart: Pingora's
+            // pipelining keeps bytes that arrive while the response is on its way from
+            // failing this request, and the connection closes after it (the gateway
+            // answers upgrade requests with `Connection: close` unless they switch).
+            let mut session = ServerSession::new_http1(gate);
             if first {
                 first = false;
                 if *shutdown.borrow() {
@@ -126,9 +283,16 @@ where
             } else if let Some(settings) = persistent.take() {
                 settings.apply_to_session(&mut session);
             }
-            session.set_pipelined_prefix(start);
+            session.set_read_timeout(Some(self.limits.body_timeout));
+            session.set_pipelining_enabled(unbounded);
+            session.set_pipelined_prefix(prefix);
             let reused = self.inner.process_new_http(session, shutdown).await?;
+            if unbounded {
+                return None;
+            }
+            let stream;
             (stream, persistent) = reused.consume();
+            gate = stream.into_any().downcast::<Gate>().ok()?;
         }
     }
 
@@ -137,5 +301,72 @@ where
             .store(true, std::sync::atomic::Ordering::Release);
         self.closed.notify_waiters();
         ServerApp::cleanup(&*self.inner).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_of(text: &str) -> (BytesMut, Head) {
+        let buf = BytesMut::from(text.as_bytes());
+        match head::check(&buf, 1 << 15) {
+            Check::Complete(h) => (buf, h),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_are_split_at_the_end_of_the_first() {
+        let (buf, h) = head_of("GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\n");
+        let (prefix, rest, budget) = split_request(buf, h);
+        assert_eq!(&prefix[..], b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(rest.as_deref(), Some(&b"GET /b HTTP/1.1\r\n"[..]));
+        assert!(matches!(budget, Budget::Bytes(0)));
+    }
+
+    #[test]
+    fn a_body_stays_with_its_request() {
+        let (buf, h) = head_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET");
+        let (prefix, rest, budget) = split_request(buf, h);
+        assert!(prefix.ends_with(b"\r\n\r\nhello"));
+        assert_eq!(rest.as_deref(), Some(&b"GET"[..]));
+        assert!(matches!(budget, Budget::Bytes(0)));
+        let (buf, h) = head_of("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe");
+        let (prefix, rest, budget) = split_request(buf, h);
+        assert!(prefix.ends_with(b"\r\n\r\nhe"));
+        assert!(rest.is_none());
+        assert!(matches!(budget, Budget::Bytes(3)));
+    }
+
+    #[test]
+    fn a_chunked_body_is_split_at_its_end() {
+        let (buf, h) =
+            head_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET");
+        let (prefix, rest, budget) = split_request(buf, h);
+        assert!(prefix.ends_with(b"\r\n\r\n0\r\n\r\n"));
+        assert_eq!(rest.as_deref(), Some(&b"GET"[..]));
+        assert!(matches!(budget, Budget::Bytes(0)));
+        let (buf, h) =
+            head_of("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe");
+        let (prefix, rest, budget) = split_request(buf, h);
+        assert!(prefix.ends_with(b"5\r\nhe"));
+        assert!(rest.is_none());
+        assert!(matches!(budget, Budget::Chunked(_)));
+    }
+
+    #[test]
+    fn blank_line_search_resumes() {
+        let mut scanned = 0;
+        assert!(!head_may_be_complete(
+            b"GET / HTTP/1.1\r\nHost: a\r",
+            &mut scanned
+        ));
+        assert!(head_may_be_complete(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            &mut scanned
+        ));
+        let mut scanned = 0;
+        assert!(head_may_be_complete(b"GET / HTTP/1.0\n\n", &mut scanned));
     }
 }

@@ -15,6 +15,7 @@ pub mod admin_keys;
 pub mod balancer;
 pub mod config;
 pub mod drain;
+pub mod edge;
 pub mod hash_key;
 pub mod health;
 pub mod keepalive;
@@ -28,13 +29,16 @@ pub mod settings;
 pub mod snapshot;
 pub mod store;
 pub mod store_cli;
+pub mod uri_path;
 pub mod vars;
+
+#[cfg(test)]
+mod edge_fuzz_tests;
+#[cfg(test)]
+mod fuzz_tests;
 
 /// The crate version, reported by `portico --version` and at startup.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The `Server` header value on responses the gateway writes itself.
 pub const SERVER_NAME: &str = concat!("portico/", env!("CARGO_PKG_VERSION"));
-
-#[cfg(test)]
-mod fuzz_tests;

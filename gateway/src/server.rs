@@ -39,6 +39,48 @@ pub enum StartError {
     Store(#[from] crate::store::ApplyError),
     #[error("yaml_config {path}: {message}")]
     Yaml { path: String, message: String },
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Fails startup when any configured listener cannot bind (address in use, permission),
+/// as nginx does, before any service starts.
+///
+/// Pingora binds each service's listeners when the service starts and panics in that
+/// service's thread when it cannot; the other services kept running, so a busy admin
+/// port left a process that proxied without an admin API. Binding every address here
+/// first (all at once, so two keys naming the same address also fail) and releasing
+/// them just before Pingora binds turns that into a clean error naming the key and the
+/// address. The window between this check and Pingora's bind is a few milliseconds; a
+/// port taken in between still makes Pingora panic. Skipped for a graceful upgrade,
+/// where the listening sockets come from the running instance.
+fn check_listeners(settings: &Settings) -> Result<(), StartError> {
+    let mut addrs: Vec<(&'static str, &str)> = settings
+        .proxy
+        .listen
+        .iter()
+        .map(|a| ("proxy.listen", a.as_str()))
+        .collect();
+    addrs.push(("admin.listen", settings.admin.listen.as_str()));
+    addrs.push(("metrics.listen", settings.metrics.listen.as_str()));
+    let mut held = Vec::with_capacity(addrs.len());
+    for (key, addr) in addrs {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => held.push(l),
+            Err(source) => {
+                return Err(StartError::Bind {
+                    key,
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Builds the resource store for the configured provider.
@@ -131,6 +173,9 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     if !errors.is_empty() {
         return Err(StartError::Settings(errors.join("; ")));
     }
+    if !upgrade {
+        check_listeners(&settings)?;
+    }
     let ResolvedKeys { keys, generated } = admin_keys::resolve(&settings, admin_keys::env_key())?;
     if let Some(path) = &generated {
         tracing::warn!(
@@ -187,10 +232,10 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     };
     let mut proxy = Service::new(
         "portico proxy".to_string(),
-        crate::keepalive::IdleLight::new(pingora::proxy::http_proxy(
-            &server.configuration,
-            gateway,
-        )),
+        crate::keepalive::IdleLight::new(
+            pingora::proxy::http_proxy(&server.configuration, gateway),
+            crate::edge::EdgeLimits::from_settings(&settings.proxy),
+        ),
     );
     for addr in &settings.proxy.listen {
         proxy.add_listener(proxy_listener(addr));

@@ -125,16 +125,37 @@ impl Default for Settings {
     }
 }
 
+/// `proxy:`: the client-facing listeners and the limits on what clients may send
+/// (docs/security.md, "HTTP edge").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySettings {
     pub listen: Vec<String>,
+    /// Seconds a client has to send a whole request header (nginx's
+    /// `client_header_timeout`, a total, not per read). For the first request of a
+    /// connection it counts from the accept; on a kept-alive connection from the
+    /// request's first byte.
+    pub client_header_timeout: u64,
+    /// Seconds between two reads of a request body (nginx's `client_body_timeout`,
+    /// per read).
+    pub client_body_timeout: u64,
+    /// Most connections at once that are still sending a request header (from the accept
+    /// until the first header is complete, and from the first byte of each later
+    /// request); a connection beyond it is closed at once.
+    pub max_header_connections: usize,
+    /// Largest request header section in bytes (request line and header fields); a
+    /// larger one is answered 431 and the connection closed.
+    pub client_max_header_size: usize,
 }
 
 impl Default for ProxySettings {
     fn default() -> Self {
         ProxySettings {
             listen: vec!["0.0.0.0:9080".to_string()],
+            client_header_timeout: 60,
+            client_body_timeout: 60,
+            max_header_connections: 4096,
+            client_max_header_size: 32 * 1024,
         }
     }
 }
@@ -255,6 +276,18 @@ impl Settings {
                 ));
             }
         }
+        if self.proxy.client_header_timeout == 0 {
+            errors.push("proxy.client_header_timeout: must be at least 1 second".to_string());
+        }
+        if self.proxy.client_body_timeout == 0 {
+            errors.push("proxy.client_body_timeout: must be at least 1 second".to_string());
+        }
+        if self.proxy.max_header_connections == 0 {
+            errors.push("proxy.max_header_connections: must be at least 1".to_string());
+        }
+        if self.proxy.client_max_header_size < 1024 {
+            errors.push("proxy.client_max_header_size: must be at least 1024 bytes".to_string());
+        }
         if self.admin.listen.parse::<SocketAddr>().is_err() {
             errors.push(format!(
                 "admin.listen: `{}` is not an ip:port address",
@@ -323,7 +356,36 @@ mod tests {
         assert_eq!(s.metrics.listen, "127.0.0.1:9091");
         assert_eq!(s.config_provider, ConfigProvider::Admin);
         assert_eq!(s.threads, 2);
+        assert_eq!(s.proxy.client_header_timeout, 60);
+        assert_eq!(s.proxy.client_body_timeout, 60);
+        assert_eq!(s.proxy.max_header_connections, 4096);
+        assert_eq!(s.proxy.client_max_header_size, 32 * 1024);
         assert!(s.check().is_empty());
+    }
+
+    #[test]
+    fn proxy_limits_parse_and_are_checked() {
+        let s = Settings::parse(
+            "proxy:\n  client_header_timeout: 1\n  client_body_timeout: 2\n  max_header_connections: 3\n  client_max_header_size: 4096\n",
+        )
+        .unwrap();
+        assert_eq!(s.proxy.client_header_timeout, 1);
+        assert_eq!(s.proxy.client_body_timeout, 2);
+        assert_eq!(s.proxy.max_header_connections, 3);
+        assert_eq!(s.proxy.client_max_header_size, 4096);
+        assert_eq!(s.proxy.listen, vec!["0.0.0.0:9080"]);
+        let s =
+            Settings::parse("proxy:\n  client_header_timeout: 0\n  client_max_header_size: 10\n")
+                .unwrap();
+        let errors = s.check();
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("proxy.client_header_timeout")));
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("proxy.client_max_header_size")));
+        let err = Settings::parse("proxy:\n  client_header_timout: 1\n").unwrap_err();
+        assert!(err.contains("client_header_timout"), "{err}");
     }
 
     #[test]

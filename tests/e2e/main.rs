@@ -22,6 +22,7 @@ mod health_config;
 mod health_passive;
 mod health_validation;
 mod hostile_admin;
+mod hostile_http;
 mod hot_swap;
 mod lua_async;
 mod lua_common;

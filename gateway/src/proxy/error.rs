@@ -6,10 +6,12 @@ use pingora::proxy::{FailToProxy, Session};
 use super::ctx::RequestCtx;
 
 /// The status a failed request gets: 504 for upstream timeouts, 502 for other upstream
-/// failures, an explicit `HTTPStatus` as given, 400 for downstream protocol errors.
+/// failures, an explicit `HTTPStatus` as given, 400 for downstream protocol errors, 408
+/// when the client stopped sending its body (`client_body_timeout`, as nginx).
 pub fn status_for(e: &Error) -> u16 {
     match e.etype() {
         HTTPStatus(code) => *code,
+        ReadTimedout if matches!(e.esource(), ErrorSource::Downstream) => 408,
         ConnectTimedout | ReadTimedout | WriteTimedout => 504,
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
@@ -25,6 +27,7 @@ pub fn status_for(e: &Error) -> u16 {
 fn body_for(code: u16) -> &'static str {
     match code {
         400 => r#"{"error_msg":"400 Bad Request"}"#,
+        408 => r#"{"error_msg":"408 Request Time-out"}"#,
         502 => r#"{"error_msg":"502 Bad Gateway"}"#,
         503 => r#"{"error_msg":"503 Service Temporarily Unavailable"}"#,
         504 => r#"{"error_msg":"504 Gateway Time-out"}"#,
@@ -71,5 +74,8 @@ mod tests {
         e.as_up();
         assert_eq!(status_for(&e), 502);
         assert_eq!(status_for(&Error::new(HTTPStatus(503))), 503);
+        let mut e = Error::new(ReadTimedout);
+        e.as_down();
+        assert_eq!(status_for(&e), 408, "client_body_timeout");
     }
 }

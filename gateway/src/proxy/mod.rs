@@ -22,6 +22,7 @@ pub mod log;
 pub mod lua;
 mod native;
 pub mod request;
+pub mod sanitize;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -68,6 +68,16 @@ pub async fn route_request(
     ctx: &mut RequestCtx,
     env: &LuaEnv<'_>,
 ) -> Result<bool> {
+    // Before anything reads the request (docs/security.md, "HTTP edge").
+    if let Err(e) = super::sanitize::normalize_path(session.req_header_mut()) {
+        tracing::debug!("400 for path {:?}: {e}", session.req_header().uri.path());
+        respond_json(session, ctx, 400, r#"{"error_msg":"400 Bad Request"}"#, env).await?;
+        return Ok(true);
+    }
+    super::sanitize::drop_underscore_headers(session.req_header_mut());
+    if super::sanitize::must_close_after(session.req_header()) {
+        session.set_keepalive(None);
+    }
     let host = request_host(session);
     let (route, hash_key) = {
         let view = request_view(session, &host);

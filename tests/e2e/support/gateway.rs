@@ -67,8 +67,13 @@ pub struct GatewayOpts {
     pub admin_host: String,
     /// Appended verbatim at the top level of `portico.yaml`.
     pub extra_yaml: String,
+    /// Appended verbatim inside the `proxy:` section (indented keys, one per line,
+    /// e.g. `"  client_header_timeout: 1\n"`).
+    pub proxy_extra: String,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// Start the process with this `RLIMIT_NOFILE` (through `sh -c 'ulimit -n N; exec ...'`).
+    pub fd_limit: Option<u64>,
     /// Proxy worker threads (`threads:`; default 2).
     pub threads: usize,
     /// The `lua:` section of `portico.yaml` (`None`: defaults, with the test budget).
@@ -121,7 +126,9 @@ impl Default for GatewayOpts {
             admin_keys: true,
             admin_host: "127.0.0.1".to_owned(),
             extra_yaml: String::new(),
+            proxy_extra: String::new(),
             env: Vec::new(),
+            fd_limit: None,
             threads: 2,
             lua: None,
             dynacode: None,
@@ -209,6 +216,7 @@ impl Gateway {
     /// The static config this gateway runs with.
     pub fn config_text(&self) -> String {
         let mut s = format!("proxy:\n  listen: [\"127.0.0.1:{}\"]\n", self.proxy_port);
+        s += &self.opts.proxy_extra;
         s += &format!(
             "admin:\n  listen: \"{}:{}\"\n",
             self.opts.admin_host, self.admin_port
@@ -254,7 +262,19 @@ impl Gateway {
         let mut err = self.log_file("stderr.log");
         let _ = writeln!(out, "===== spawn =====");
         let _ = writeln!(err, "===== spawn =====");
-        let mut cmd = portico_cmd();
+        let mut cmd = match self.opts.fd_limit {
+            None => portico_cmd(),
+            Some(n) => {
+                // `exec` keeps the pid, so kill/terminate reach portico itself.
+                let mut c = Command::new("sh");
+                c.env_remove("PORTICO_ADMIN_KEY")
+                    .env("RUST_BACKTRACE", "1")
+                    .arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(portico_bin());
+                c
+            }
+        };
         cmd.arg("-c")
             .arg(&self.config_path)
             .current_dir(self.dir.path())
@@ -311,6 +331,22 @@ impl Gateway {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("portico not running").id()
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.child.as_mut()?.try_wait().expect("try_wait");
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     pub fn is_running(&mut self) -> bool {

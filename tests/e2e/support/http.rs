@@ -266,6 +266,11 @@ pub fn read_framed_body(
     Ok(None)
 }
 
+/// Reads one response (of a request that was not `HEAD`) from a raw connection.
+pub fn read_one(r: &mut impl BufRead) -> io::Result<Response> {
+    read_response(r, false).map(|(resp, _)| resp)
+}
+
 /// Returns the response and whether it was delimited by connection close.
 fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<(Response, bool)> {
     loop {
