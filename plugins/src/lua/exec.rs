@@ -44,7 +44,9 @@ impl LuaVm {
         f: &CompiledFunction,
         req: &SharedRequest,
     ) -> Result<(mlua::Function, Value, Table), LuaFailure> {
-        let (func, conf) = self.function(f)?;
+        let (func, conf) = self.function(f).inspect_err(|e| {
+            self.relieve_memory::<()>(&Err(e.clone()));
+        })?;
         let ctx = self.ctx_table(req)?;
         super::ngx_lib::refresh_time(&self.lua);
         Ok((func, conf, ctx))
@@ -66,7 +68,12 @@ impl LuaVm {
             r
         })
         .await;
-        outcome(result, req)
+        // The coroutine goes back to mlua's pool (its stack cleared) before the
+        // collection, so nothing of this call stays reachable.
+        drop(fut);
+        let result = outcome(result, req);
+        self.relieve_memory(&result);
+        result
     }
 
     /// Runs `f(conf, ngx.ctx)` to completion without yielding (header and body filters).
@@ -79,7 +86,9 @@ impl LuaVm {
         self.enter(Some(req));
         let result = func.call::<MultiValue>((conf, ctx));
         self.leave();
-        outcome(result, req)
+        let result = outcome(result, req);
+        self.relieve_memory(&result);
+        result
     }
 }
 

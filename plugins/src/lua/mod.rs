@@ -1,8 +1,11 @@
 //! The Lua runtime: Luau VMs (one per proxy worker thread), the `ngx` API, phase
 //! execution with a CPU budget per slice and a memory cap per VM.
 
+mod budget;
 mod compile;
+mod env;
 mod exec;
+mod memory;
 mod missing;
 mod ngx_balancer;
 mod ngx_lib;
@@ -77,5 +80,7 @@ impl std::fmt::Display for LuaFailure {
     }
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;
