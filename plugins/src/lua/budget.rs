@@ -35,28 +35,37 @@ impl Budget {
     }
 }
 
-/// Fails with the slice-timeout error once the running slice is past its deadline
-/// (the same error the interrupt raises, so it counts as `kind="timeout"`).
-pub(crate) fn check_slice(lua: &Lua) -> mlua::Result<()> {
-    match lua.app_data_ref::<Budget>() {
-        Some(b) if b.expired() => Err(b.timeout_error()),
-        _ => Ok(()),
-    }
+/// Checks for a loop inside a built-in: take one before the loop, call `check` each
+/// round. Outside a Portico VM (no budget in the app data) every check passes.
+pub(crate) struct WorkGuard {
+    budget: Option<Budget>,
 }
 
-/// Fails with a memory error (`kind="memory"`) when a result of `len` bytes being built
-/// in Rust, on top of what the VM already holds, would pass the VM's cap: the string
-/// would fail to enter the VM anyway, and building it first costs time and process
-/// memory the cap is meant to bound.
-pub(crate) fn check_output(lua: &Lua, len: usize, what: &str) -> mlua::Result<()> {
-    let cap = match lua.app_data_ref::<Budget>() {
-        Some(b) => b.max_memory,
-        None => return Ok(()),
-    };
-    if len.saturating_add(lua.used_memory()) > cap {
-        return Err(mlua::Error::MemoryError(format!(
-            "{what}: the result would pass the Lua VM memory limit (lua.max_memory_mb)"
-        )));
+impl WorkGuard {
+    pub(crate) fn new(lua: &Lua) -> WorkGuard {
+        WorkGuard {
+            budget: lua.app_data_ref::<Budget>().map(|b| b.clone()),
+        }
     }
-    Ok(())
+
+    /// Fails with the slice-timeout error once the running slice is past its deadline
+    /// (the error the interrupt raises, so it counts as `kind="timeout"`), and with a
+    /// memory error (`kind="memory"`) when a result of `len` bytes being built in Rust,
+    /// on top of what the VM holds, would pass the VM's cap: the string would fail to
+    /// enter the VM anyway, and building it first costs the time and process memory the
+    /// cap is meant to bound.
+    pub(crate) fn check(&self, lua: &Lua, len: usize, what: &str) -> mlua::Result<()> {
+        let Some(b) = &self.budget else {
+            return Ok(());
+        };
+        if b.expired() {
+            return Err(b.timeout_error());
+        }
+        if len.saturating_add(lua.used_memory()) > b.max_memory {
+            return Err(mlua::Error::MemoryError(format!(
+                "{what}: the result would pass the Lua VM memory limit (lua.max_memory_mb)"
+            )));
+        }
+        Ok(())
+    }
 }

@@ -183,3 +183,96 @@ fn vm_that_stays_at_its_cap_is_replaced() {
 fn elapsed_ms(t: Instant) -> u128 {
     t.elapsed().as_millis()
 }
+
+/// The plain search gives what Luau's own `string.find` gives.
+#[test]
+fn plain_string_find_matches_luau() {
+    let vm = vm_with(2000, 32);
+    let cases = [
+        r#"("hello world"):find("o w")"#,
+        r#"("hello world"):find("o", 6)"#,
+        r#"("hello world"):find("o", -3)"#,
+        r#"("hello world"):find("o", -100)"#,
+        r#"("hello world"):find("o", 100)"#,
+        r#"("hello"):find("")"#,
+        r#"("hello"):find("", 6)"#,
+        r#"("hello"):find("", 7)"#,
+        r#"("a.b"):find(".", 1, true)"#,
+        r#"("a.b"):find("%.")"#,
+        r#"("a\0b"):find("\0b")"#,
+        r#"string.find(12345, 34)"#,
+        r#"("abc"):find("c", 1.0)"#,
+    ];
+    let code: Vec<String> = cases
+        .iter()
+        .map(|c| format!("table.insert(out, table.concat({{tostring((select(1, {c}))), tostring((select(2, {c})))}}, \",\"))"))
+        .collect();
+    let f = func(
+        "find",
+        &format!(
+            "local out = {{}}\n{}\nreturn 200, table.concat(out, \" \")",
+            code.join("\n")
+        ),
+    );
+    assert_eq!(
+        body(run(&vm, &f)),
+        "5,7 8,8 nil,nil 5,5 nil,nil 1,0 6,5 nil,nil 2,2 2,2 2,3 3,4 3,3"
+    );
+}
+
+/// A plain search that was O(subject x pattern) and could not be interrupted.
+#[test]
+fn plain_string_find_is_linear() {
+    let vm = vm_with(5000, 64);
+    let f = func(
+        "plain",
+        r#"local s = string.rep("a", 1e7) local p = string.rep("a", 2e4) .. "b"
+           local t = os.clock()
+           local found = string.find(s, p, 1, true)
+           local took = os.clock() - t
+           return 200, tostring(found) .. " " .. tostring(took < 0.5) .. " " .. took"#,
+    );
+    let out = body(run(&vm, &f));
+    assert!(out.starts_with("nil true"), "{out}");
+}
+
+/// A search that backtracks without end gets PCRE's match-limit error.
+#[test]
+fn regex_backtracking_is_bounded() {
+    let vm = vm_with(2000, 64);
+    let f = func(
+        "re",
+        r#"local m, err = ngx.re.match(string.rep("a", 30) .. "c", [[^(\w+)+\1b]])
+           return 200, tostring(m) .. " " .. tostring(err)"#,
+    );
+    assert_eq!(body(run(&vm, &f)), "nil pcre_exec() failed: -8");
+}
+
+/// A gsub whose result would not fit in the VM fails as a memory error before it is
+/// built; one that runs past the slice budget is stopped as a timeout.
+#[test]
+fn gsub_output_and_time_are_bounded() {
+    let vm = vm_with(2000, 32);
+    let amplify = func(
+        "amplify",
+        r#"local r = ngx.re.gsub(string.rep("a", 2e5), "a", string.rep("b", 1000)) return 200, tostring(#r)"#,
+    );
+    let t = Instant::now();
+    let e = run(&vm, &amplify).unwrap_err();
+    assert_eq!(e.kind(), "memory", "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    let vm = vm_with(100, 128);
+    let long = func(
+        "long",
+        r#"local r, n = ngx.re.gsub(string.rep("a", 1e6), "", "xy") return 200, tostring(n)"#,
+    );
+    let t = Instant::now();
+    let e = run(&vm, &long).unwrap_err();
+    assert_eq!(e.kind(), "timeout", "{e:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -15,6 +15,7 @@ mod request;
 mod resty_http;
 mod shared_dict;
 mod signal;
+mod strlib;
 mod vm;
 mod workers;
 

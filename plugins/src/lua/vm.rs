@@ -104,6 +104,9 @@ impl LuaVm {
             globals.raw_set(name, Value::Nil)?;
         }
         super::env::install_loadstring(&lua, &globals)?;
+        if let Value::Table(string) = globals.raw_get::<Value>("string")? {
+            super::strlib::install(&lua, &string)?;
+        }
 
         let ngx = lua.create_table()?;
         super::ngx_lib::install(&lua, &ngx)?;
