@@ -20,6 +20,7 @@ mod health_chash;
 mod health_config;
 mod health_passive;
 mod health_validation;
+mod hostile_lua;
 mod hot_swap;
 mod lua_async;
 mod lua_common;
