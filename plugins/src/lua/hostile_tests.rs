@@ -276,3 +276,24 @@ fn gsub_output_and_time_are_bounded() {
         t.elapsed()
     );
 }
+
+/// A body table that shares one table many times fails the call instead of expanding
+/// to 2^60 JSON nodes outside the slice budget.
+#[test]
+fn shared_body_table_fails_fast() {
+    let vm = vm_with(2000, 32);
+    let f = func(
+        "shared",
+        "local a = {'x'} for i = 1, 60 do a = {a, a} end return 200, a",
+    );
+    let t = Instant::now();
+    let e = run(&vm, &f).unwrap_err();
+    assert!(e.message().contains("body table"), "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // With the product's budget, the time runs out first.
+    let vm = vm_with(100, 128);
+    let t = Instant::now();
+    let e = run(&vm, &f).unwrap_err();
+    assert_eq!(e.kind(), "timeout", "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}

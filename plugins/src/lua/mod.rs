@@ -3,6 +3,7 @@
 
 mod budget;
 mod compile;
+mod convert;
 mod env;
 mod exec;
 mod memory;
@@ -81,6 +82,8 @@ impl std::fmt::Display for LuaFailure {
     }
 }
 
+#[cfg(test)]
+mod convert_fuzz;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 
 use super::budget::Budget;
 use super::compile::{ChunkKind, CompiledFunction};
+use super::convert::json_to_lua;
 use super::env::{new_env, seal};
 use super::ngx_req::{self, CurrentRequest};
 use super::request::SharedRequest;
@@ -200,6 +201,12 @@ impl LuaVm {
             .store(limit.as_nanos().max(1) as u64, Ordering::Relaxed);
     }
 
+    /// The running slice is past its deadline.
+    pub(super) fn slice_expired(&self) -> bool {
+        let d = self.deadline.load(Ordering::Relaxed);
+        d != 0 && self.epoch.elapsed().as_nanos() as u64 > d
+    }
+
     /// Ends the slice.
     pub(super) fn leave(&self) {
         self.deadline.store(0, Ordering::Relaxed);
@@ -353,31 +360,4 @@ pub fn lua_type_name(v: &Value) -> &'static str {
         Value::Integer(_) => "number",
         other => other.type_name(),
     }
-}
-
-/// Converts plugin configuration JSON into a Lua value (`null` → `ngx.null`).
-pub fn json_to_lua(lua: &Lua, v: &serde_json::Value) -> mlua::Result<Value> {
-    Ok(match v {
-        serde_json::Value::Null => Value::NULL,
-        serde_json::Value::Bool(b) => Value::Boolean(*b),
-        serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) => Value::Integer(i as _),
-            None => Value::Number(n.as_f64().unwrap_or(0.0)),
-        },
-        serde_json::Value::String(s) => Value::String(lua.create_string(s)?),
-        serde_json::Value::Array(items) => {
-            let t = lua.create_table()?;
-            for item in items {
-                t.raw_push(json_to_lua(lua, item)?)?;
-            }
-            Value::Table(t)
-        }
-        serde_json::Value::Object(map) => {
-            let t = lua.create_table()?;
-            for (k, item) in map {
-                t.raw_set(k.as_str(), json_to_lua(lua, item)?)?;
-            }
-            Value::Table(t)
-        }
-    })
 }
