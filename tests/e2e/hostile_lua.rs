@@ -197,6 +197,43 @@ end"#;
     wait_log_line(&gw, &["new requests get a fresh VM"]);
 }
 
+/// `ngx.say`/`ngx.log` of a table that contains itself recursed until the stack
+/// overflowed and took the whole gateway down; now the request fails with 500.
+#[test]
+fn cyclic_table_in_ngx_say_fails_the_request_not_the_gateway() {
+    let mut gw = one_worker(1000, 64, &[]);
+    let b = Backend::start("b");
+    lua_route(
+        &gw,
+        "say",
+        "/say",
+        Some(&b),
+        pre("access", "local t = {} t[1] = t ngx.say(t)"),
+    );
+    lua_route(
+        &gw,
+        "log",
+        "/log",
+        Some(&b),
+        pre("access", "local t = {} t[1] = t ngx.log(ngx.ERR, t)"),
+    );
+    lua_route(
+        &gw,
+        "ok",
+        "/ok",
+        Some(&b),
+        pre("access", "return 200, 'ok'"),
+    );
+    gw.sync();
+    for path in ["/say", "/log"] {
+        let r = gw.try_proxy(Request::get(path));
+        assert!(matches!(&r, Ok(r) if r.status == 500), "{path}: {r:?}");
+        assert!(gw.is_running(), "{path}: the gateway died");
+    }
+    assert_eq!(gw.proxy_get("/ok").text(), "ok");
+    wait_log_line(&gw, &["nested deeper than 100"]);
+}
+
 /// Latency samples of `clients` keep-alive clients sending `path` until stopped.
 struct Sampler {
     stop: Arc<AtomicBool>,

@@ -297,3 +297,30 @@ fn shared_body_table_fails_fast() {
     assert_eq!(e.kind(), "timeout", "{e:?}");
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
+
+/// `ngx.say` of a table that contains itself, or of a table shared many times, fails
+/// the call (it recursed until the process's stack overflowed, or ran for ages).
+#[test]
+fn say_of_cyclic_or_shared_tables_fails() {
+    let vm = vm_with(100, 32);
+    for (name, code) in [
+        ("cyclic", "local t = {} t[1] = t ngx.say(t)"),
+        (
+            "shared",
+            "local a = {'x'} for i = 1, 60 do a = {a, a} end ngx.say(a)",
+        ),
+        (
+            "big",
+            "local s = string.rep('x', 1e6) for i = 1, 1000 do ngx.print(s) end",
+        ),
+    ] {
+        let t = Instant::now();
+        let e = run(&vm, &func(name, code)).unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{name}: {:?}",
+            t.elapsed()
+        );
+        eprintln!("{name}: {e:?}");
+    }
+}
