@@ -197,10 +197,11 @@ end"#;
     wait_log_line(&gw, &["new requests get a fresh VM"]);
 }
 
-/// `ngx.say`/`ngx.log` of a table that contains itself recursed until the stack
-/// overflowed and took the whole gateway down; now the request fails with 500.
+/// `ngx.say`/`ngx.log`/`ngx.req.set_header` of a table that contains itself
+/// recursed until the stack overflowed and took the whole gateway down; now the
+/// request fails with 500.
 #[test]
-fn cyclic_table_in_ngx_say_fails_the_request_not_the_gateway() {
+fn self_containing_table_fails_the_request_not_the_gateway() {
     let mut gw = one_worker(1000, 64, &[]);
     let b = Backend::start("b");
     lua_route(
@@ -224,8 +225,18 @@ fn cyclic_table_in_ngx_say_fails_the_request_not_the_gateway() {
         Some(&b),
         pre("access", "return 200, 'ok'"),
     );
+    lua_route(
+        &gw,
+        "header",
+        "/header",
+        Some(&b),
+        pre(
+            "access",
+            r#"local t = {} t[1] = t ngx.req.set_header("X-A", t)"#,
+        ),
+    );
     gw.sync();
-    for path in ["/say", "/log"] {
+    for path in ["/say", "/log", "/header"] {
         let r = gw.try_proxy(Request::get(path));
         assert!(matches!(&r, Ok(r) if r.status == 500), "{path}: {r:?}");
         assert!(gw.is_running(), "{path}: the gateway died");

@@ -324,3 +324,27 @@ fn say_of_cyclic_or_shared_tables_fails() {
         eprintln!("{name}: {e:?}");
     }
 }
+
+/// Header, variable and body-chunk values given as a table that contains itself.
+#[test]
+fn self_containing_values_fail_the_call() {
+    let vm = vm_with(100, 32);
+    for code in [
+        r#"local t = {} t[1] = t ngx.req.set_header("X-A", t)"#,
+        r#"local t = {} t[1] = t ngx.header["X-A"] = t"#,
+        r#"local t = {} t[1] = t ngx.var.foo = t"#,
+        r#"local t = {} for i = 1, 50 do t[i] = t end ngx.req.set_header("X-A", t)"#,
+    ] {
+        let t = Instant::now();
+        let e = run(&vm, &func("v", code)).unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{code}: {:?}",
+            t.elapsed()
+        );
+        assert!(
+            e.kind() == "timeout" || e.message().contains("nested deeper"),
+            "{code}: {e:?}"
+        );
+    }
+}
