@@ -93,7 +93,6 @@ impl LuaVm {
     }
 }
 
-/// `max_body` bounds the JSON a returned body table becomes (see `convert.rs`).
 impl LuaVm {
     /// The call's outcome. Encoding a returned body table is Lua work done in Rust, so
     /// it gets a slice budget of its own and is bounded by the memory cap.

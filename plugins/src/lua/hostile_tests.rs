@@ -179,11 +179,6 @@ fn vm_that_stays_at_its_cap_is_replaced() {
     assert_eq!(body(run(&fresh, &keep)), "20", "fresh upvalues");
 }
 
-#[allow(dead_code)]
-fn elapsed_ms(t: Instant) -> u128 {
-    t.elapsed().as_millis()
-}
-
 /// The plain search gives what Luau's own `string.find` gives.
 #[test]
 fn plain_string_find_matches_luau() {
