@@ -23,6 +23,7 @@ mod health_passive;
 mod health_validation;
 mod hostile_admin;
 mod hostile_http;
+mod hostile_lua;
 mod hot_swap;
 mod lua_async;
 mod lua_common;

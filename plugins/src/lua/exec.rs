@@ -6,6 +6,7 @@ use mlua::{MultiValue, Table, Value};
 use parking_lot::Mutex;
 
 use super::compile::CompiledFunction;
+use super::convert::{lua_to_json, lua_to_json_bounded};
 use super::request::SharedRequest;
 use super::shared_dict::SharedDicts;
 use super::signal::{self, Exit};
@@ -44,7 +45,9 @@ impl LuaVm {
         f: &CompiledFunction,
         req: &SharedRequest,
     ) -> Result<(mlua::Function, Value, Table), LuaFailure> {
-        let (func, conf) = self.function(f)?;
+        let (func, conf) = self.function(f).inspect_err(|e| {
+            self.relieve_memory::<()>(&Err(e.clone()));
+        })?;
         let ctx = self.ctx_table(req)?;
         super::ngx_lib::refresh_time(&self.lua);
         Ok((func, conf, ctx))
@@ -66,7 +69,12 @@ impl LuaVm {
             r
         })
         .await;
-        outcome(result, req)
+        // The coroutine goes back to mlua's pool (its stack cleared) before the
+        // collection, so nothing of this call stays reachable.
+        drop(fut);
+        let result = self.finish(result, req);
+        self.relieve_memory(&result);
+        result
     }
 
     /// Runs `f(conf, ngx.ctx)` to completion without yielding (header and body filters).
@@ -79,13 +87,35 @@ impl LuaVm {
         self.enter(Some(req));
         let result = func.call::<MultiValue>((conf, ctx));
         self.leave();
-        outcome(result, req)
+        let result = self.finish(result, req);
+        self.relieve_memory(&result);
+        result
     }
 }
 
+impl LuaVm {
+    /// The call's outcome. Encoding a returned body table is Lua work done in Rust, so
+    /// it gets a slice budget of its own and is bounded by the memory cap.
+    fn finish(
+        &self,
+        result: mlua::Result<MultiValue>,
+        req: &SharedRequest,
+    ) -> Result<CallOutcome, LuaFailure> {
+        self.enter(Some(req));
+        let r = outcome(result, req, self.limits.max_memory, &|| {
+            self.slice_expired()
+        });
+        self.leave();
+        r
+    }
+}
+
+/// `max_body` and `expired` bound the JSON a returned body table becomes (`convert.rs`).
 fn outcome(
     result: mlua::Result<MultiValue>,
     req: &SharedRequest,
+    max_body: usize,
+    expired: &dyn Fn() -> bool,
 ) -> Result<CallOutcome, LuaFailure> {
     // `ngx.exit` wins even when `pcall` caught its unwinding error.
     if let Some(code) = req.lock().exit_code.take() {
@@ -102,7 +132,21 @@ fn outcome(
             let body = match it.next() {
                 None | Some(Value::Nil) => None,
                 Some(Value::String(s)) => Some(s.as_bytes().to_vec()),
-                Some(v @ Value::Table(_)) => Some(lua_to_json(&v).to_string().into_bytes()),
+                Some(v @ Value::Table(_)) => match lua_to_json_bounded(&v, max_body, expired) {
+                    Some(json) => Some(json.to_string().into_bytes()),
+                    None if expired() => {
+                        return Err(LuaFailure::Timeout(
+                            "encoding the returned body table as JSON ran longer than lua.max_slice_ms; stopped"
+                                .to_string(),
+                        ))
+                    }
+                    None => {
+                        return Err(LuaFailure::Error(format!(
+                            "the returned body table encodes to more than lua.max_memory_mb ({} MB) of JSON (a cycle or a table shared many times?)",
+                            max_body / (1024 * 1024)
+                        )))
+                    }
+                },
                 Some(other) => Some(other.to_string().unwrap_or_default().into_bytes()),
             };
             Ok(respond(status, body))
@@ -124,52 +168,6 @@ fn respond(code: i64, body: Option<Vec<u8>>) -> CallOutcome {
         },
         -1 => CallOutcome::Respond { status: 500, body },
         _ => CallOutcome::Continue,
-    }
-}
-
-/// A Lua value as JSON, the way APISIX's `core.response.exit` encodes a table body.
-pub fn lua_to_json(v: &Value) -> serde_json::Value {
-    to_json(v, 0)
-}
-
-fn to_json(v: &Value, depth: usize) -> serde_json::Value {
-    use serde_json::Value as J;
-    if depth > 100 {
-        return J::Null;
-    }
-    match v {
-        Value::Nil => J::Null,
-        Value::Boolean(b) => J::Bool(*b),
-        Value::Integer(i) => J::from(*i),
-        Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => J::from(*n as i64),
-        Value::Number(n) => serde_json::Number::from_f64(*n)
-            .map(J::Number)
-            .unwrap_or(J::Null),
-        Value::String(s) => J::String(s.to_string_lossy()),
-        Value::Table(t) => {
-            let len = t.raw_len();
-            let count = t.clone().pairs::<Value, Value>().count();
-            if len > 0 && count == len {
-                J::Array(
-                    t.clone()
-                        .sequence_values::<Value>()
-                        .filter_map(|v| v.ok())
-                        .map(|v| to_json(&v, depth + 1))
-                        .collect(),
-                )
-            } else {
-                let mut map = serde_json::Map::new();
-                for (k, v) in t.clone().pairs::<Value, Value>().flatten() {
-                    let key = match &k {
-                        Value::String(s) => s.to_string_lossy(),
-                        other => other.to_string().unwrap_or_default(),
-                    };
-                    map.insert(key, to_json(&v, depth + 1));
-                }
-                J::Object(map)
-            }
-        }
-        _ => J::Null,
     }
 }
 
@@ -221,7 +219,10 @@ impl Validator {
             _ => return Err(format!("{}: `priority` must be a number", f.label)),
         };
         let schema = match t.raw_get::<Value>("schema") {
-            Ok(v @ Value::Table(_)) => Some(lua_to_json(&v)),
+            Ok(v @ Value::Table(_)) => match lua_to_json(&v) {
+                Some(json) => Some(json),
+                None => return Err(format!("{}: `schema` is too large", f.label)),
+            },
             Ok(Value::Nil) => None,
             _ => return Err(format!("{}: `schema` must be a table", f.label)),
         };

@@ -1,8 +1,12 @@
 //! The Lua runtime: Luau VMs (one per proxy worker thread), the `ngx` API, phase
 //! execution with a CPU budget per slice and a memory cap per VM.
 
+mod budget;
 mod compile;
+mod convert;
+mod env;
 mod exec;
+mod memory;
 mod missing;
 mod ngx_balancer;
 mod ngx_lib;
@@ -12,6 +16,7 @@ mod request;
 mod resty_http;
 mod shared_dict;
 mod signal;
+mod strlib;
 mod vm;
 mod workers;
 
@@ -77,5 +82,9 @@ impl std::fmt::Display for LuaFailure {
     }
 }
 
+#[cfg(test)]
+mod convert_fuzz;
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

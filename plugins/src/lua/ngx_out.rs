@@ -5,12 +5,27 @@ use std::sync::Arc;
 
 use mlua::{Lua, MultiValue, Table, Value, Variadic};
 
+use super::budget::WorkGuard;
 use super::ngx_req::{err, CurrentRequest};
 use super::signal::Exit;
 
+/// Deepest table nesting `ngx.say`/`ngx.print` render (a table that contains itself
+/// recursed until the process's stack overflowed).
+const MAX_RENDER_DEPTH: usize = 100;
+
 /// Renders the arguments of `ngx.say`/`ngx.print` as OpenResty does: strings, numbers,
 /// booleans, `nil`/`ngx.null`, and (nested) arrays of those.
-fn render(out: &mut Vec<u8>, v: &Value) -> mlua::Result<()> {
+///
+/// The output is buffered in Rust, outside the VM, so it counts against the VM's
+/// memory cap, and rendering a table checks the slice budget: a table shared many times
+/// (`a = {a, a}`, 60 times) would otherwise render for ever outside Lua.
+fn render(
+    lua: &Lua,
+    guard: &WorkGuard,
+    out: &mut Vec<u8>,
+    v: &Value,
+    depth: usize,
+) -> mlua::Result<()> {
     match v {
         Value::String(s) => out.extend_from_slice(&s.as_bytes()),
         Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
@@ -19,8 +34,14 @@ fn render(out: &mut Vec<u8>, v: &Value) -> mlua::Result<()> {
         Value::Nil => out.extend_from_slice(b"nil"),
         Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
         Value::Table(t) => {
+            if depth >= MAX_RENDER_DEPTH {
+                return Err(err(format!(
+                    "bad argument to 'say': tables nested deeper than {MAX_RENDER_DEPTH} (a table that contains itself?)"
+                )));
+            }
+            guard.check(lua, out.len(), "ngx.say")?;
             for item in t.clone().sequence_values::<Value>() {
-                render(out, &item?)?;
+                render(lua, guard, out, &item?, depth + 1)?;
             }
         }
         other => {
@@ -62,25 +83,29 @@ pub(super) fn install(
     let cur = Arc::clone(&current);
     ngx.raw_set(
         "say",
-        lua.create_function(move |_, args: Variadic<Value>| {
+        lua.create_function(move |lua, args: Variadic<Value>| {
             let r = cur.get()?;
             let mut r = r.lock();
+            let guard = WorkGuard::new(lua);
             for a in args.iter() {
-                render(&mut r.output, a)?;
+                render(lua, &guard, &mut r.output, a, 0)?;
             }
             r.output.push(b'\n');
+            guard.check(lua, r.output.len(), "ngx.say")?;
             Ok(1)
         })?,
     )?;
     let cur = Arc::clone(&current);
     ngx.raw_set(
         "print",
-        lua.create_function(move |_, args: Variadic<Value>| {
+        lua.create_function(move |lua, args: Variadic<Value>| {
             let r = cur.get()?;
             let mut r = r.lock();
+            let guard = WorkGuard::new(lua);
             for a in args.iter() {
-                render(&mut r.output, a)?;
+                render(lua, &guard, &mut r.output, a, 0)?;
             }
+            guard.check(lua, r.output.len(), "ngx.print")?;
             Ok(1)
         })?,
     )?;
@@ -137,10 +162,11 @@ pub(super) fn install(
     let cur = Arc::clone(&current);
     ngx.raw_set(
         "log",
-        lua.create_function(move |_, (level, args): (i64, Variadic<Value>)| {
+        lua.create_function(move |lua, (level, args): (i64, Variadic<Value>)| {
             let mut msg = Vec::new();
+            let guard = WorkGuard::new(lua);
             for a in args.iter() {
-                render(&mut msg, a)?;
+                render(lua, &guard, &mut msg, a, 0)?;
             }
             let msg = String::from_utf8_lossy(&msg);
             let plugin = cur

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mlua::{Lua, Table, Value};
 use parking_lot::Mutex;
 
+use super::budget::WorkGuard;
 use super::ngx_lib::codec;
 use super::ngx_out::format_number;
 use super::request::{BodyState, SharedRequest};
@@ -34,20 +35,48 @@ pub(super) fn err(msg: impl Into<String>) -> mlua::Error {
     mlua::Error::runtime(msg.into())
 }
 
-fn lua_string_list(v: Value) -> mlua::Result<Vec<String>> {
-    Ok(match v {
+fn lua_string_list(lua: &Lua, v: Value) -> mlua::Result<Vec<String>> {
+    let guard = WorkGuard::new(lua);
+    let mut len = 0;
+    string_list(lua, &guard, v, 0, &mut len)
+}
+
+/// Nested tables are joined, as OpenResty does. A table that contains itself recursed
+/// until the process's stack overflowed, and one shared many times could expand
+/// without end, so the depth is bounded and each table checks the budget and the
+/// memory cap (`len` counts the bytes collected so far).
+fn string_list(
+    lua: &Lua,
+    guard: &WorkGuard,
+    v: Value,
+    depth: usize,
+    len: &mut usize,
+) -> mlua::Result<Vec<String>> {
+    let out = match v {
         Value::Nil => Vec::new(),
         Value::String(s) => vec![s.to_str()?.to_string()],
         Value::Integer(i) => vec![i.to_string()],
         Value::Number(n) => vec![format_number(n)],
         Value::Boolean(b) => vec![b.to_string()],
-        Value::Table(t) => t
-            .sequence_values::<Value>()
-            .map(|v| lua_string_list(v?).map(|l| l.join("")))
-            .collect::<mlua::Result<Vec<_>>>()?,
+        Value::Table(t) => {
+            if depth >= MAX_VALUE_DEPTH {
+                return Err(err(format!(
+                    "bad value: tables nested deeper than {MAX_VALUE_DEPTH} (a table that contains itself?)"
+                )));
+            }
+            guard.check(lua, *len, "string value")?;
+            t.sequence_values::<Value>()
+                .map(|v| string_list(lua, guard, v?, depth + 1, len).map(|l| l.join("")))
+                .collect::<mlua::Result<Vec<_>>>()?
+        }
         other => return Err(err(format!("bad header value: {}", other.type_name()))),
-    })
+    };
+    *len += out.iter().map(String::len).sum::<usize>();
+    Ok(out)
 }
+
+/// Deepest nesting of a table given as a header, variable or body-chunk value.
+const MAX_VALUE_DEPTH: usize = 100;
 
 /// A header map as the Lua table OpenResty returns: lowercase names, repeated headers as
 /// arrays, and a metatable so `h["X-Foo"]` and `h.x_foo` find `x-foo`.
@@ -148,8 +177,8 @@ pub fn install(
     let cur = Arc::clone(&current);
     req.raw_set(
         "set_header",
-        lua.create_function(move |_, (name, value): (mlua::LuaString, Value)| {
-            let values = lua_string_list(value)?;
+        lua.create_function(move |lua, (name, value): (mlua::LuaString, Value)| {
+            let values = lua_string_list(lua, value)?;
             cur.get()?
                 .lock()
                 .set_request_header(&name.to_str()?, &values)
@@ -287,10 +316,10 @@ pub fn install(
     })?;
     let cur = Arc::clone(&current);
     let set = lua.create_function(
-        move |_, (_t, name, value): (Value, mlua::LuaString, Value)| {
+        move |lua, (_t, name, value): (Value, mlua::LuaString, Value)| {
             let value = match value {
                 Value::Nil => None,
-                v => Some(lua_string_list(v)?.join("")),
+                v => Some(lua_string_list(lua, v)?.join("")),
             };
             cur.get()?
                 .lock()
@@ -322,8 +351,8 @@ pub fn install(
     })?;
     let cur = Arc::clone(&current);
     let set = lua.create_function(
-        move |_, (_t, name, value): (Value, mlua::LuaString, Value)| {
-            let values = lua_string_list(value)?;
+        move |lua, (_t, name, value): (Value, mlua::LuaString, Value)| {
+            let values = lua_string_list(lua, value)?;
             let r = cur.get()?;
             let mut r = r.lock();
             if matches!(r.phase, Phase::BodyFilter | Phase::Log) {
@@ -348,12 +377,12 @@ pub fn install(
         })
     })?;
     let cur = Arc::clone(&current);
-    let set = lua.create_function(move |_, (_t, i, v): (Table, i64, Value)| {
+    let set = lua.create_function(move |lua, (_t, i, v): (Table, i64, Value)| {
         let r = cur.get()?;
         let mut r = r.lock();
         match (i, v) {
             (1, Value::Nil) => r.chunk = Some(bytes::Bytes::new()),
-            (1, v) => r.chunk = Some(bytes::Bytes::from(lua_string_list(v)?.join(""))),
+            (1, v) => r.chunk = Some(bytes::Bytes::from(lua_string_list(lua, v)?.join(""))),
             (2, v) => r.eof = !matches!(v, Value::Nil | Value::Boolean(false)),
             _ => return Err(err("ngx.arg: only [1] (chunk) and [2] (eof) may be set")),
         }

@@ -1,7 +1,7 @@
 //! One Luau VM per proxy worker thread: sandboxed, CPU-budgeted, memory-capped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,11 +9,13 @@ use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, Table, Value, VmState};
 use parking_lot::Mutex;
 
+use super::budget::Budget;
 use super::compile::{ChunkKind, CompiledFunction};
+use super::convert::json_to_lua;
+use super::env::{new_env, seal};
 use super::ngx_req::{self, CurrentRequest};
 use super::request::SharedRequest;
 use super::shared_dict::SharedDicts;
-use super::signal::SliceTimeout;
 use super::LuaFailure;
 
 /// Limits from the static config (`lua.max_slice_ms`, `lua.max_memory_mb`).
@@ -56,7 +58,14 @@ pub struct LuaVm {
     /// Nanoseconds since `epoch` when the running slice must stop; 0 = no slice running.
     deadline: Arc<AtomicU64>,
     epoch: Instant,
-    limits: LuaLimits,
+    pub(super) limits: LuaLimits,
+    /// (id, count) for `ngx.worker`; a replacement VM keeps the id.
+    pub(super) worker: (usize, usize),
+    /// Set when the VM stayed near its memory cap after a full collection: the worker
+    /// hands out a fresh VM to new requests (see `memory.rs`).
+    pub(super) retired: AtomicBool,
+    /// Memory in use after the last full collection this VM forced.
+    pub(super) gc_floor: AtomicUsize,
     /// The read-only globals every plugin environment falls back to.
     globals: Table,
     loaded: Mutex<(u64, HashMap<u64, Loaded>)>,
@@ -94,6 +103,10 @@ impl LuaVm {
         globals.raw_set("debug", debug)?;
         for name in ["getfenv", "setfenv", "newproxy"] {
             globals.raw_set(name, Value::Nil)?;
+        }
+        super::env::install_loadstring(&lua, &globals)?;
+        if let Value::Table(string) = globals.raw_get::<Value>("string")? {
+            super::strlib::install(&lua, &string)?;
         }
 
         let ngx = lua.create_table()?;
@@ -150,12 +163,16 @@ impl LuaVm {
         )?;
 
         lua.sandbox(true)?;
-        let dl = Arc::clone(&deadline);
-        let budget_ms = limits.max_slice.as_millis() as u64;
+        let budget = Budget {
+            deadline: Arc::clone(&deadline),
+            epoch,
+            budget_ms: limits.max_slice.as_millis() as u64,
+            max_memory: limits.max_memory,
+        };
+        lua.set_app_data(budget.clone());
         lua.set_interrupt(move |_| {
-            let d = dl.load(Ordering::Relaxed);
-            if d != 0 && epoch.elapsed().as_nanos() as u64 > d {
-                return Err(mlua::Error::external(SliceTimeout(budget_ms)));
+            if budget.expired() {
+                return Err(budget.timeout_error());
             }
             Ok(VmState::Continue)
         });
@@ -166,6 +183,9 @@ impl LuaVm {
             deadline,
             epoch,
             limits,
+            worker,
+            retired: AtomicBool::new(false),
+            gc_floor: AtomicUsize::new(0),
             globals,
             loaded: Mutex::new((0, HashMap::new())),
             modules: Mutex::new(HashMap::new()),
@@ -179,6 +199,12 @@ impl LuaVm {
         let limit = self.epoch.elapsed() + self.limits.max_slice;
         self.deadline
             .store(limit.as_nanos().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// The running slice is past its deadline.
+    pub(super) fn slice_expired(&self) -> bool {
+        let d = self.deadline.load(Ordering::Relaxed);
+        d != 0 && self.epoch.elapsed().as_nanos() as u64 > d
     }
 
     /// Ends the slice.
@@ -226,10 +252,7 @@ impl LuaVm {
 
     /// Runs the outer chunk in its own environment and returns the function it returns.
     fn load(&self, compiled: &CompiledFunction) -> mlua::Result<(Function, Value)> {
-        let env = self.lua.create_table()?;
-        let env_mt = self.lua.create_table()?;
-        env_mt.raw_set("__index", self.globals.clone())?;
-        env.set_metatable(Some(env_mt.clone()))?;
+        let (env, env_mt) = new_env(&self.lua, &self.globals)?;
         let chunk = self
             .lua
             .load(&compiled.bytecode[..])
@@ -270,16 +293,7 @@ impl LuaVm {
         };
         // After loading, a new global is an error: it would be shared by every request
         // this worker serves. Locals and ngx.ctx are the ways to keep state.
-        let label = compiled.label.clone();
-        env_mt.raw_set(
-            "__newindex",
-            self.lua.create_function(move |_, (_t, k): (Value, Value)| -> mlua::Result<()> {
-                Err(mlua::Error::runtime(format!(
-                    "{label}: writing a global variable ({}) is not allowed; use a local or ngx.ctx",
-                    k.to_string().unwrap_or_default()
-                )))
-            })?,
-        )?;
+        seal(&self.lua, &env_mt, &compiled.label)?;
         let conf = match &compiled.conf {
             Some(json) => json_to_lua(&self.lua, json)?,
             None => Value::Nil,
@@ -314,10 +328,7 @@ impl LuaVm {
 
     /// Runs a module chunk for inspection (no request): its table.
     pub(super) fn inspect_module(&self, compiled: &CompiledFunction) -> mlua::Result<Table> {
-        let env = self.lua.create_table()?;
-        let env_mt = self.lua.create_table()?;
-        env_mt.raw_set("__index", self.globals.clone())?;
-        env.set_metatable(Some(env_mt))?;
+        let (env, _) = new_env(&self.lua, &self.globals)?;
         self.enter(None);
         let result = self
             .lua
@@ -349,31 +360,4 @@ pub fn lua_type_name(v: &Value) -> &'static str {
         Value::Integer(_) => "number",
         other => other.type_name(),
     }
-}
-
-/// Converts plugin configuration JSON into a Lua value (`null` → `ngx.null`).
-pub fn json_to_lua(lua: &Lua, v: &serde_json::Value) -> mlua::Result<Value> {
-    Ok(match v {
-        serde_json::Value::Null => Value::NULL,
-        serde_json::Value::Bool(b) => Value::Boolean(*b),
-        serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) => Value::Integer(i as _),
-            None => Value::Number(n.as_f64().unwrap_or(0.0)),
-        },
-        serde_json::Value::String(s) => Value::String(lua.create_string(s)?),
-        serde_json::Value::Array(items) => {
-            let t = lua.create_table()?;
-            for item in items {
-                t.raw_push(json_to_lua(lua, item)?)?;
-            }
-            Value::Table(t)
-        }
-        serde_json::Value::Object(map) => {
-            let t = lua.create_table()?;
-            for (k, item) in map {
-                t.raw_set(k.as_str(), json_to_lua(lua, item)?)?;
-            }
-            Value::Table(t)
-        }
-    })
 }

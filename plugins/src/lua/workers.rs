@@ -37,12 +37,18 @@ impl WorkerVms {
     }
 
     /// This thread's VM, created on first use.
+    /// A retired VM (one that stayed near its memory cap) is replaced by a fresh one with
+    /// the same worker id; requests still running on it keep it until they finish.
     pub fn current(&self) -> Result<Arc<LuaVm>, LuaFailure> {
         THREAD_VM.with(|slot| {
+            let mut reuse_id = None;
             if let Some(vm) = slot.borrow().as_ref() {
-                return Ok(Arc::clone(vm));
+                if !vm.is_retired() {
+                    return Ok(Arc::clone(vm));
+                }
+                reuse_id = Some(vm.worker.0);
             }
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let id = reuse_id.unwrap_or_else(|| self.next_id.fetch_add(1, Ordering::Relaxed));
             let vm = Arc::new(
                 LuaVm::new(self.limits, (id, self.workers), &self.dicts)
                     .map_err(|e| LuaFailure::Error(format!("cannot create a Lua VM: {e}")))?,

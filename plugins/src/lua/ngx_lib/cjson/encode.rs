@@ -1,5 +1,6 @@
 //! JSON encoding for `cjson.encode`.
 
+use crate::lua::budget::WorkGuard;
 use mlua::{Lua, Table, Value};
 
 use super::{is_empty_array, Config, ARRAY_MT_KEY, EMPTY_ARRAY_MT_KEY};
@@ -83,7 +84,14 @@ struct Encoder<'a> {
     array_mt: Option<Table>,
     empty_array_mt: Option<Table>,
     out: Vec<u8>,
+    lua: &'a Lua,
+    /// A table that references one large string many times encodes to far more than
+    /// the VM holds: the budget and the memory cap are checked every `CHECK_EVERY` values.
+    guard: WorkGuard,
+    values: usize,
 }
+
+const CHECK_EVERY: usize = 256;
 
 impl Encoder<'_> {
     fn number(&mut self, n: f64) -> mlua::Result<()> {
@@ -223,6 +231,10 @@ impl Encoder<'_> {
                 Some(v) => self.scalar(&v)?,
                 None => {}
             }
+            self.values += 1;
+            if self.values % CHECK_EVERY == 0 {
+                self.guard.check(self.lua, self.out.len(), "cjson.encode")?;
+            }
             if self.out.len() > super::super::MAX_RESULT_LEN {
                 return Err(mlua::Error::runtime(format!(
                     "Cannot serialise: output longer than {} bytes",
@@ -277,7 +289,11 @@ pub(super) fn encode(lua: &Lua, cfg: &Config, v: &Value) -> mlua::Result<Vec<u8>
         array_mt: lua.named_registry_value::<Option<Table>>(ARRAY_MT_KEY)?,
         empty_array_mt: lua.named_registry_value::<Option<Table>>(EMPTY_ARRAY_MT_KEY)?,
         out: Vec::new(),
+        lua,
+        guard: WorkGuard::new(lua),
+        values: 0,
     };
     enc.encode(v.clone())?;
+    enc.guard.check(lua, enc.out.len(), "cjson.encode")?;
     Ok(enc.out)
 }

@@ -95,7 +95,14 @@ pub(super) fn exec(
     if t > hay.len() {
         return Ok(None);
     }
-    let err = |e: fancy_regex::Error| format!("regex execution failed: {e}");
+    // PCRE's wording for its match limit (PCRE_ERROR_MATCHLIMIT), which OpenResty
+    // code may test for.
+    let err = |e: fancy_regex::Error| match e {
+        fancy_regex::Error::RuntimeError(fancy_regex::RuntimeError::BacktrackLimitExceeded) => {
+            "pcre_exec() failed: -8".to_string()
+        }
+        e => format!("regex execution failed: {e}"),
+    };
     let spans: Spans = if want_groups {
         let Some(caps) = c.re.captures_from_pos(hay, t).map_err(err)? else {
             return Ok(None);

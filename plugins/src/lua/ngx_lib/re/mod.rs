@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 use mlua::{Lua, Table, Value, Variadic};
 
+use crate::lua::budget::WorkGuard;
 use cache::{compile, Cache, CACHE_SIZE};
 use captures::{captures_table, parse_template, Piece, Replacement};
 use exec::{exec, Text};
@@ -145,6 +146,7 @@ fn re_gmatch(
         let Some(pos) = *st else {
             return Ok(Variadic::from_iter([Value::Nil]));
         };
+        WorkGuard::new(lua).check(lua, 0, "ngx.re.gmatch")?;
         let spans = match exec(&c, &text, pos, opts.anchored, true) {
             Ok(Some(s)) => s,
             Ok(None) => {
@@ -212,7 +214,12 @@ fn re_sub(
     let mut count = 0usize;
     let mut pos = 0usize;
     let mut copied = 0usize;
+    // A gsub can run long without Lua running (many matches, or a replacement that
+    // amplifies the subject): the slice budget and the memory cap are checked per match.
+    let guard = WorkGuard::new(lua);
+    let what = format!("ngx.re.{fname}");
     loop {
+        guard.check(lua, out.len(), &what)?;
         let spans = match exec(&c, &text, pos, opts.anchored, want_groups) {
             Ok(Some(s)) => s,
             Ok(None) => break,
@@ -259,6 +266,7 @@ fn re_sub(
                 super::MAX_RESULT_LEN
             )));
         }
+        guard.check(lua, out.len(), &what)?;
         if !global {
             break;
         }
