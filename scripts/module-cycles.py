@@ -98,6 +98,12 @@ def graph(root):
                 add(g.group(1), [s.strip() for s in segs])
         for r in REF.finditer(text):
             add(r.group(1), [s for s in r.group(2).split("::") if s])
+        # A module naming its own child by a bare path (`params::prepare(..)`,
+        # `use params::X`) depends on it, as does one re-exporting it.
+        for c in set(MOD_DECL.findall(text)):
+            child = here + (c,)
+            if child in modules and child != m and re.search(r"\b" + c + r"::", text):
+                edges[m].add(child)
         for c in PUB_USE_CHILD.findall(text):
             child = here + (c,)
             if child in modules and child != m:

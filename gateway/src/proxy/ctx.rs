@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use portico_plugins::lua::{LuaVm, SharedRequest};
+
 use crate::drain::InFlightGuard;
 use crate::snapshot::{RouteRuntime, Snapshot};
 
@@ -36,7 +38,7 @@ pub struct RequestCtx {
     /// once, from the host).
     pub dynacode: Vec<u16>,
     /// The request's Lua VM and state, from its first Lua phase on.
-    pub lua: Option<super::lua::LuaCtx>,
+    pub lua: Option<LuaCtx>,
     /// The response goes through body filters (sent chunked).
     pub body_filtered: bool,
     /// Native plugins' per-request state, by type.
@@ -68,4 +70,12 @@ impl RequestCtx {
             _in_flight: in_flight,
         }
     }
+}
+
+/// The request's VM and Lua-side state, kept from its first Lua phase to its last.
+pub struct LuaCtx {
+    pub vm: Arc<LuaVm>,
+    pub req: SharedRequest,
+    /// `ctx.tried.len()` when `upstream_addr` was last brought up to date.
+    pub(crate) tried_seen: usize,
 }

@@ -41,7 +41,7 @@ pub async fn respond_error(
     session: &mut Session,
     e: &Error,
     ctx: &mut RequestCtx,
-    env: &super::lua::LuaEnv<'_>,
+    env: &super::phases::LuaEnv<'_>,
 ) -> FailToProxy {
     let code = status_for(e);
     if code > 0 && session.response_written().is_none() {

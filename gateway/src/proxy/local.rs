@@ -7,7 +7,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::ctx::RequestCtx;
-use super::lua::{self, LuaEnv};
+use super::filters;
+use super::phases::{self, LuaEnv};
 
 /// The status Lua set with `ngx.status`, if any.
 fn lua_status(ctx: &RequestCtx) -> Option<u16> {
@@ -40,7 +41,7 @@ pub async fn respond(
     let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, content_type)?;
     header.insert_header(http::header::SERVER, crate::SERVER_NAME)?;
-    if let Some(extra) = lua::lua_response_headers(ctx) {
+    if let Some(extra) = phases::lua_response_headers(ctx) {
         for name in extra.keys() {
             header.remove_header(name);
             for v in extra.get_all(name) {
@@ -48,10 +49,10 @@ pub async fn respond(
             }
         }
     }
-    let body_filters = lua::filter_response_header(session, ctx, &mut header, env)?;
+    let body_filters = filters::filter_response_header(session, ctx, &mut header, env)?;
     let mut body = Some(body);
     if body_filters {
-        lua::filter_body(session, ctx, &mut body, true, env);
+        filters::filter_body(session, ctx, &mut body, true, env);
     }
     let body = body.unwrap_or_default();
     // The whole body is known here, so it goes with a length, not chunked.
@@ -95,7 +96,7 @@ pub async fn respond_from_lua(
     let json = body
         .as_ref()
         .is_some_and(|b| b.first() == Some(&b'{') || b.first() == Some(&b'['));
-    let mut body = lua::take_output(ctx, body);
+    let mut body = phases::take_output(ctx, body);
     let mut content_type = if json {
         "application/json"
     } else {

@@ -10,20 +10,23 @@
 //! | before_proxy      | `upstream_request_filter`    | [`request`]   |
 //! | content           | `request_filter`             | [`request`]   |
 //! | (passive health)  | `upstream_response_filter`   | [`upstream`]  |
-//! | header_filter     | `response_filter`            | [`lua`]       |
-//! | body_filter       | `response_body_filter`       | [`lua`]       |
+//! | header_filter     | `response_filter`            | [`filters`]   |
+//! | body_filter       | `response_body_filter`       | [`filters`]   |
 //! | error page        | `fail_to_proxy`              | [`error`]     |
 //! | log               | `logging`                    | [`log`]       |
 
 pub mod ctx;
 pub mod error;
+pub mod filters;
 pub mod local;
 pub mod log;
-pub mod lua;
 mod native;
+pub mod phases;
 pub mod request;
+mod rewrite;
 pub mod sanitize;
 pub mod upstream;
+pub mod view;
 
 use std::sync::Arc;
 
@@ -49,8 +52,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    fn lua_env(&self) -> lua::LuaEnv<'_> {
-        lua::LuaEnv {
+    fn lua_env(&self) -> phases::LuaEnv<'_> {
+        phases::LuaEnv {
             workers: &self.lua,
             metrics: &self.metrics,
         }
@@ -74,7 +77,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let choice = lua::run_balancer(session, ctx, &self.lua_env())?;
+        let choice = phases::run_balancer(session, ctx, &self.lua_env())?;
         upstream::select_peer(ctx, &self.metrics, choice)
     }
 
@@ -109,38 +112,18 @@ impl ProxyHttp for Gateway {
         let env = self.lua_env();
         // An answer here is written now; the error then only stops the proxying (the
         // error page is skipped because a response was written).
-        match lua::run_phase(session, ctx, Phase::BeforeProxy, &env).await {
-            lua::PhaseResult::Failed => {
+        match phases::run_phase(session, ctx, Phase::BeforeProxy, &env).await {
+            phases::PhaseResult::Failed => {
                 local::respond_lua_failure(session, ctx, &env).await?;
                 return Error::e_explain(HTTPStatus(500), "before_proxy Lua failed");
             }
-            lua::PhaseResult::Respond { status, body } => {
+            phases::PhaseResult::Respond { status, body } => {
                 local::respond_from_lua(session, ctx, status, body, &env).await?;
                 return Error::e_explain(HTTPStatus(status), "before_proxy Lua answered");
             }
-            lua::PhaseResult::Continue => {}
+            phases::PhaseResult::Continue => {}
         }
-        lua::apply_request_changes(ctx, &session.req_header().headers, upstream_request)
-    }
-
-    async fn response_filter(
-        &self,
-        session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        lua::filter_response_header(session, ctx, upstream_response, &self.lua_env()).map(|_| ())
-    }
-
-    fn response_body_filter(
-        &self,
-        session: &mut Session,
-        body: &mut Option<bytes::Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<std::time::Duration>> {
-        lua::filter_body(session, ctx, body, end_of_stream, &self.lua_env());
-        Ok(None)
+        rewrite::apply_request_changes(ctx, &session.req_header().headers, upstream_request)
     }
 
     async fn upstream_response_filter(
@@ -153,6 +136,27 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        filters::filter_response_header(session, ctx, upstream_response, &self.lua_env())
+            .map(|_| ())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        filters::filter_body(session, ctx, body, end_of_stream, &self.lua_env());
+        Ok(None)
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -163,7 +167,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let _ = lua::run_phase(session, ctx, Phase::Log, &self.lua_env()).await;
+        let _ = phases::run_phase(session, ctx, Phase::Log, &self.lua_env()).await;
         log::record(session, e, ctx, &self.metrics);
     }
 }

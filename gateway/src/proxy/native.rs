@@ -10,7 +10,7 @@ use pingora::proxy::Session;
 use portico_plugins::{NativeCtx, NativeOutcome, Phase, Plugin};
 
 use super::ctx::RequestCtx;
-use super::lua;
+use super::rewrite;
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
@@ -26,7 +26,7 @@ pub fn request_step(
     phase: Phase,
     plugin: &Arc<dyn Plugin>,
 ) -> NativeOutcome {
-    if let Err(e) = lua::flush_request_changes(session, ctx) {
+    if let Err(e) = rewrite::flush_request_changes(session, ctx) {
         tracing::error!("cannot apply Lua's request changes before a native plugin: {e}");
     }
     let mut cx = NativeCtx {
@@ -43,7 +43,7 @@ pub fn request_step(
         }
         _ => NativeOutcome::Continue,
     };
-    lua::reload_request_headers(session, ctx);
+    rewrite::reload_request_headers(session, ctx);
     outcome
 }
 

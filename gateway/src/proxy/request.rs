@@ -1,7 +1,6 @@
 //! Request phases: route matching (`request_filter`) and the upstream request
 //! (`upstream_request_filter`).
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -10,56 +9,10 @@ use pingora::proxy::Session;
 
 use super::ctx::RequestCtx;
 use super::local;
-use super::lua::{self, LuaEnv, PhaseResult};
+use super::phases::{self, LuaEnv, PhaseResult};
+use super::view::{request_host, request_view};
 use crate::config::PassHost;
-use crate::vars::RequestView;
 use portico_plugins::Phase;
-
-/// Builds the read-only view of the downstream request the router and hash keys use.
-pub fn request_view<'a>(session: &'a Session, host: &'a str) -> RequestView<'a> {
-    let req = session.req_header();
-    let client = session.client_addr().and_then(|a| a.as_inet());
-    let server = session.server_addr().and_then(|a| a.as_inet());
-    RequestView {
-        method: req.method.as_str(),
-        path: req.uri.path(),
-        query: req.uri.query(),
-        host,
-        headers: &req.headers,
-        remote_addr: client.map(|a| a.ip()),
-        remote_port: client.map(|a| a.port()),
-        server_port: server.map(|a| a.port()),
-        scheme: "http",
-    }
-}
-
-/// The request's host: the Host header (or the URI authority), without port, lowercase.
-/// Borrowed from the request unless it had to be lowercased.
-pub fn request_host(session: &Session) -> Cow<'_, str> {
-    let req = session.req_header();
-    let raw = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
-        .unwrap_or("");
-    let host = strip_port(raw);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
 
 /// Matches the request to a route and runs its `rewrite` and `access` phases. Writes the
 /// response itself (returns `Ok(true)`) when there is nothing to proxy to or Lua answered.
@@ -146,7 +99,7 @@ async fn lua_phases(
     env: &LuaEnv<'_>,
 ) -> Result<Option<bool>> {
     for phase in [Phase::Rewrite, Phase::Access] {
-        match lua::run_phase(session, ctx, phase, env).await {
+        match phases::run_phase(session, ctx, phase, env).await {
             PhaseResult::Continue => {}
             PhaseResult::Respond { status, body } => {
                 local::respond_from_lua(session, ctx, status, body, env).await?;
@@ -159,10 +112,10 @@ async fn lua_phases(
         }
     }
     // The content phase answers without an upstream (OpenResty `content_by_lua`).
-    if !lua::has_phase(ctx, Phase::Content) {
+    if !phases::has_phase(ctx, Phase::Content) {
         return Ok(None);
     }
-    let (status, body) = match lua::run_phase(session, ctx, Phase::Content, env).await {
+    let (status, body) = match phases::run_phase(session, ctx, Phase::Content, env).await {
         PhaseResult::Continue => (200, None),
         PhaseResult::Respond { status, body } => (status, body),
         PhaseResult::Failed => {
@@ -281,7 +234,8 @@ fn ipv4_text(ip: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::{ipv4_text, strip_port};
+    use super::ipv4_text;
+    use crate::proxy::view::strip_port;
 
     #[test]
     fn ipv4_text_matches_display() {

@@ -20,7 +20,7 @@ use crate::snapshot::{Timeouts, UpstreamRuntime};
 pub fn select_peer(
     ctx: &mut RequestCtx,
     metrics: &Metrics,
-    lua_choice: Option<super::lua::BalancerChoice>,
+    lua_choice: Option<super::phases::BalancerChoice>,
 ) -> Result<Box<HttpPeer>> {
     let route = ctx
         .route

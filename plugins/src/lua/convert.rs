@@ -135,3 +135,28 @@ fn to_json(v: &Value, depth: usize, left: &mut Bound<'_>) -> Option<J> {
         _ => J::Null,
     })
 }
+
+/// Numbers print as LuaJIT prints them: integral values without a fraction (`5`, not `5.0`).
+pub fn format_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else if n.is_nan() {
+        "nan".into()
+    } else if n.is_infinite() {
+        if n > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
+    } else {
+        format!("{n}")
+    }
+}
+
+/// Lua's own name for a value's type (mlua splits numbers into integer and number).
+pub fn lua_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Integer(_) => "number",
+        other => other.type_name(),
+    }
+}

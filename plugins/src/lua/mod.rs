@@ -4,6 +4,7 @@
 mod budget;
 mod compile;
 mod convert;
+mod current;
 mod env;
 mod exec;
 mod memory;
@@ -39,6 +40,7 @@ pub enum LuaFailure {
 }
 
 impl LuaFailure {
+    /// The metric label and log field of the failure.
     pub fn kind(&self) -> &'static str {
         match self {
             LuaFailure::Error(_) => "error",

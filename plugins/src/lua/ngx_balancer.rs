@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use mlua::{Lua, MultiValue, Table};
 
-use super::ngx_req::{err, CurrentRequest};
+use super::current::{err, CurrentRequest};
 use crate::phase::Phase;
 
 /// `ngx.balancer`: override the node of this attempt, or allow more tries.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use mlua::{Lua, MultiValue, Table, Value, Variadic};
 
 use super::budget::WorkGuard;
-use super::ngx_req::{err, CurrentRequest};
+use super::convert::format_number;
+use super::current::{err, CurrentRequest};
 use super::signal::Exit;
 
 /// Deepest table nesting `ngx.say`/`ngx.print` render (a table that contains itself
@@ -54,25 +55,7 @@ fn render(
     Ok(())
 }
 
-/// Numbers print as LuaJIT prints them: integral values without a fraction (`5`, not `5.0`).
-pub fn format_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else if n.is_nan() {
-        "nan".into()
-    } else if n.is_infinite() {
-        if n > 0.0 {
-            "inf".into()
-        } else {
-            "-inf".into()
-        }
-    } else {
-        format!("{n}")
-    }
-}
-
-/// Installs the output and control functions and `ngx.worker` into `ngx` (part of
-/// `ngx_req::install`).
+/// Installs the output and control functions and `ngx.worker` into `ngx`.
 pub(super) fn install(
     lua: &Lua,
     ngx: &Table,
@@ -123,7 +106,11 @@ pub(super) fn install(
             if secs == 0.0 {
                 tokio::task::yield_now().await;
             } else {
-                tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+                // A huge finite time sleeps "forever" (tokio clamps far deadlines);
+                // `from_secs_f64` would panic above u64::MAX seconds.
+                let d = std::time::Duration::try_from_secs_f64(secs)
+                    .unwrap_or(std::time::Duration::MAX);
+                tokio::time::sleep(d).await;
             }
             Ok(())
         })?,

@@ -5,35 +5,13 @@
 use std::sync::Arc;
 
 use mlua::{Lua, Table, Value};
-use parking_lot::Mutex;
 
 use super::budget::WorkGuard;
+use super::convert::format_number;
+use super::current::{err, CurrentRequest};
 use super::ngx_lib::codec;
-use super::ngx_out::format_number;
-use super::request::{BodyState, SharedRequest};
+use super::request::BodyState;
 use crate::phase::Phase;
-
-/// The request whose Lua is running on this VM right now.
-#[derive(Default)]
-pub struct CurrentRequest(Mutex<Option<SharedRequest>>);
-
-impl CurrentRequest {
-    pub fn set(&self, req: Option<SharedRequest>) {
-        *self.0.lock() = req;
-    }
-
-    /// The running request, or a Lua error when called outside a request (in the outer
-    /// chunk of a plugin, which runs when the code is loaded).
-    pub fn get(&self) -> mlua::Result<SharedRequest> {
-        self.0.lock().clone().ok_or_else(|| {
-            mlua::Error::runtime("API disabled in the context of this code: no request is running")
-        })
-    }
-}
-
-pub(super) fn err(msg: impl Into<String>) -> mlua::Error {
-    mlua::Error::runtime(msg.into())
-}
 
 fn lua_string_list(lua: &Lua, v: Value) -> mlua::Result<Vec<String>> {
     let guard = WorkGuard::new(lua);
@@ -128,12 +106,7 @@ fn proxy_table(
 /// Installs `ngx.req`, the dynamic fields of `ngx` (`var`, `ctx`, `status`, `header`,
 /// `arg`), output and control functions, into `ngx` (the real table behind the
 /// read-only proxy users see). Returns the metatable functions for the proxy.
-pub fn install(
-    lua: &Lua,
-    ngx: &Table,
-    current: Arc<CurrentRequest>,
-    worker: (usize, usize),
-) -> mlua::Result<()> {
+pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Result<()> {
     // ngx.req
     let req = lua.create_table()?;
     let cur = Arc::clone(&current);
@@ -389,9 +362,7 @@ pub fn install(
         Ok(())
     })?;
     ngx.raw_set("arg", proxy_table(lua, get, set, "ngx.arg")?)?;
-
-    // output and control, ngx.worker
-    super::ngx_out::install(lua, ngx, current, worker)
+    Ok(())
 }
 
 /// The dynamic fields of `ngx` (`ngx.ctx`, `ngx.status`): a getter and a setter for the

@@ -71,8 +71,15 @@ impl SharedDict {
         }
     }
 
+    /// When an entry set now with `exptime` seconds expires; `None` never. An exptime too
+    /// large to represent (1e300) never expires rather than panicking.
     fn expiry(exptime: f64) -> Option<Instant> {
-        (exptime > 0.0).then(|| Instant::now() + Duration::from_secs_f64(exptime))
+        if exptime <= 0.0 || exptime.is_nan() {
+            return None;
+        }
+        Duration::try_from_secs_f64(exptime)
+            .ok()
+            .and_then(|d| Instant::now().checked_add(d))
     }
 
     fn get(&self, key: &str) -> Option<(Stored, u32)> {
@@ -510,5 +517,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(d.get("a"), None);
         assert!(d.keys(0).is_empty());
+    }
+
+    #[test]
+    fn huge_exptimes_never_expire_instead_of_panicking() {
+        let d = SharedDict::new("t", 16 * 1024);
+        for exptime in [1e300, 1.9e19, f64::INFINITY, f64::MAX] {
+            d.store("a", Some(Stored::Bool(true)), exptime, 0, None, Room::Evict);
+            assert_eq!(d.get("a").map(|(v, _)| v), Some(Stored::Bool(true)));
+        }
+        assert_eq!(SharedDict::expiry(f64::NAN), None);
+        assert_eq!(SharedDict::expiry(-1.0), None);
     }
 }

@@ -12,8 +12,9 @@ use parking_lot::Mutex;
 use super::budget::Budget;
 use super::compile::{ChunkKind, CompiledFunction};
 use super::convert::json_to_lua;
+use super::current::CurrentRequest;
 use super::env::{new_env, seal};
-use super::ngx_req::{self, CurrentRequest};
+use super::ngx_req;
 use super::request::SharedRequest;
 use super::shared_dict::SharedDicts;
 use super::LuaFailure;
@@ -111,7 +112,8 @@ impl LuaVm {
 
         let ngx = lua.create_table()?;
         super::ngx_lib::install(&lua, &ngx)?;
-        ngx_req::install(&lua, &ngx, Arc::clone(&current), worker)?;
+        ngx_req::install(&lua, &ngx, Arc::clone(&current))?;
+        super::ngx_out::install(&lua, &ngx, Arc::clone(&current), worker)?;
         ngx.raw_set("shared", dicts.table(&lua)?)?;
         super::missing::install(&lua, &ngx)?;
         let (get, set) = ngx_req::dynamic_fields(&lua, Arc::clone(&current))?;
@@ -286,7 +288,7 @@ impl LuaVm {
                     return Err(mlua::Error::runtime(format!(
                         "{}: the code must return a function, it returned a {}",
                         compiled.label,
-                        lua_type_name(&other)
+                        super::convert::lua_type_name(&other)
                     )))
                 }
             },
@@ -316,7 +318,7 @@ impl LuaVm {
                 return Err(mlua::Error::runtime(format!(
                     "{}: a plugin module must return a table, it returned a {}",
                     compiled.label,
-                    lua_type_name(&other)
+                    super::convert::lua_type_name(&other)
                 )))
             }
         };
@@ -343,7 +345,7 @@ impl LuaVm {
             other => Err(mlua::Error::runtime(format!(
                 "{}: a plugin module must return a table, it returned a {}",
                 compiled.label,
-                lua_type_name(&other)
+                super::convert::lua_type_name(&other)
             ))),
         }
     }
@@ -351,13 +353,5 @@ impl LuaVm {
     /// Drops a loaded function (the validator loads each check afresh).
     pub(super) fn forget(&self, id: u64) {
         self.loaded.lock().1.remove(&id);
-    }
-}
-
-/// Lua's own name for a value's type (mlua splits numbers into integer and number).
-pub fn lua_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Integer(_) => "number",
-        other => other.type_name(),
     }
 }

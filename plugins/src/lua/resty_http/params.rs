@@ -49,7 +49,7 @@ fn lua_bytes(v: &Value, what: &str) -> mlua::Result<Vec<u8>> {
             .into_bytes()),
         other => Err(mlua::Error::runtime(format!(
             "resty.http: {what} must be a string, got {}",
-            super::super::vm::lua_type_name(other)
+            super::super::convert::lua_type_name(other)
         ))),
     }
 }
@@ -157,7 +157,7 @@ pub(super) fn prepare(
         v => {
             return Err(mlua::Error::runtime(format!(
                 "resty.http: params.headers must be a table, got {}",
-                super::super::vm::lua_type_name(&v)
+                super::super::convert::lua_type_name(&v)
             )))
         }
     }

@@ -1,5 +1,5 @@
-//! Running the request's plugin chain at each OpenResty phase, and carrying what Lua
-//! changed back into the request, the upstream request and the response.
+//! The phase runner: the request's plugin chain (Lua and native steps, dynacode snippets
+//! first) at each OpenResty phase, the request's Lua state, and what Lua answered.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,20 +10,12 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use portico_plugins::lua::{
-    BodyState, CallOutcome, ConnVars, LuaRequest, LuaVm, SharedRequest, WorkerVms, MAX_READ_BODY,
+    BodyState, CallOutcome, ConnVars, LuaRequest, SharedRequest, WorkerVms, MAX_READ_BODY,
 };
 use portico_plugins::{ChainEntry, NativeOutcome, Phase, PluginChain, Step};
 
-use super::ctx::RequestCtx;
+use super::ctx::{LuaCtx, RequestCtx};
 use crate::metrics::Metrics;
-
-/// The request's VM and Lua-side state, kept from its first Lua phase to its last.
-pub struct LuaCtx {
-    pub vm: Arc<LuaVm>,
-    pub req: SharedRequest,
-    /// `ctx.tried.len()` when `upstream_addr` was last brought up to date.
-    tried_seen: usize,
-}
 
 /// What the hooks need to run Lua.
 pub struct LuaEnv<'a> {
@@ -115,7 +107,7 @@ fn lua_request(session: &Session) -> LuaRequest {
     let req = session.req_header();
     let client = session.client_addr().and_then(|a| a.as_inet());
     let server = session.server_addr().and_then(|a| a.as_inet());
-    let host = super::request::request_host(session).into_owned();
+    let host = super::view::request_host(session).into_owned();
     let conn = ConnVars {
         hostname: hostname().to_string(),
         host,
@@ -136,7 +128,7 @@ fn lua_request(session: &Session) -> LuaRequest {
 
 /// The request's Lua state, created at its first Lua phase, with the variables that
 /// change during the request (`upstream_addr`, `status`) brought up to date.
-fn ensure<'c>(
+pub(super) fn ensure<'c>(
     session: &Session,
     ctx: &'c mut RequestCtx,
     env: &LuaEnv<'_>,
@@ -287,12 +279,12 @@ pub fn run_sync_phase(
     run_sync_entries(session, ctx, phase, env, &lua_entries)
 }
 
-fn is_lua(entry: &ChainEntry) -> bool {
+pub(super) fn is_lua(entry: &ChainEntry) -> bool {
     matches!(entry.step, Step::Lua(_))
 }
 
 /// Runs `entries` (Lua steps) of a synchronous phase, in order.
-fn run_sync_entries(
+pub(super) fn run_sync_entries(
     session: &Session,
     ctx: &mut RequestCtx,
     phase: Phase,
@@ -413,7 +405,7 @@ fn upstream_addr(ctx: &RequestCtx) -> Option<String> {
 /// A dynacode snippet's runtime error is logged and the request goes on (dynacode runs
 /// each snippet under `pcall`); timeouts and memory errors still fail it.
 fn contained(entry: &ChainEntry, e: &portico_plugins::lua::LuaFailure) -> bool {
-    entry.contain_errors && e.kind() == "error"
+    entry.contain_errors && matches!(e, portico_plugins::lua::LuaFailure::Error(_))
 }
 
 fn failed(phase: Phase) -> PhaseResult {
@@ -451,190 +443,4 @@ pub fn lua_response_headers(ctx: &RequestCtx) -> Option<http::HeaderMap> {
     ctx.lua
         .as_ref()
         .map(|l| l.req.lock().response_headers.clone())
-}
-
-/// Runs `header_filter` on a response header (proxied or local) and writes back what
-/// Lua changed. Returns whether the route has body filters (the length may change).
-pub fn filter_response_header(
-    session: &Session,
-    ctx: &mut RequestCtx,
-    header: &mut ResponseHeader,
-    env: &LuaEnv<'_>,
-) -> Result<bool> {
-    let has_header_filter = has_phase(ctx, Phase::HeaderFilter);
-    let has_body_filter = has_phase(ctx, Phase::BodyFilter);
-    if !has_header_filter && !has_body_filter {
-        return Ok(false);
-    }
-    if has_header_filter {
-        let entries = PhaseEntries::of(ctx, Phase::HeaderFilter);
-        let steps: Vec<&ChainEntry> = entries.iter().collect();
-        // Chain order across kinds: each run of Lua steps sees the header as the native
-        // steps before it left it, and the native steps after it see Lua's changes.
-        for run in steps.chunk_by(|a, b| is_lua(a) == is_lua(b)) {
-            if is_lua(run[0]) {
-                lua_header_filter(session, ctx, header, env, run)?;
-            } else {
-                for entry in run {
-                    if let Step::Native(plugin) = &entry.step {
-                        super::native::header_step(session, ctx, header, plugin);
-                    }
-                }
-            }
-        }
-    }
-    if has_body_filter {
-        // The body may change size: send it chunked, as OpenResty does.
-        header.remove_header(&http::header::CONTENT_LENGTH);
-        header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-        ctx.body_filtered = true;
-    }
-    Ok(has_body_filter)
-}
-
-/// Runs a run of Lua `header_filter` steps on `header` and writes back what Lua changed.
-fn lua_header_filter(
-    session: &Session,
-    ctx: &mut RequestCtx,
-    header: &mut ResponseHeader,
-    env: &LuaEnv<'_>,
-    entries: &[&ChainEntry],
-) -> Result<()> {
-    if let Ok(lua) = ensure(session, ctx, env) {
-        let mut r = lua.req.lock();
-        r.status = header.status.as_u16();
-        r.response_headers = header.headers.clone();
-        r.response_changed = false;
-    }
-    let _ = run_sync_entries(session, ctx, Phase::HeaderFilter, env, entries);
-    let Some(lua) = &ctx.lua else {
-        return Ok(());
-    };
-    let r = lua.req.lock();
-    if !r.response_changed {
-        return Ok(());
-    }
-    if r.status != header.status.as_u16() {
-        header.set_status(r.status)?;
-    }
-    let gone: Vec<http::HeaderName> = header
-        .headers
-        .keys()
-        .filter(|name| !r.response_headers.contains_key(*name))
-        .cloned()
-        .collect();
-    for name in gone {
-        header.remove_header(&name);
-    }
-    // Only the headers whose values differ are rewritten: rewriting every header costs
-    // more than the Lua that changed one.
-    for name in r.response_headers.keys() {
-        if same_values(&header.headers, &r.response_headers, name) {
-            continue;
-        }
-        header.remove_header(name);
-        for v in r.response_headers.get_all(name) {
-            header.append_header(name.clone(), v.clone())?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes what Lua changed in the request so far into the session's request header, so
-/// a native step sees it; Lua's later changes are applied upstream as usual.
-pub fn flush_request_changes(session: &mut Session, ctx: &RequestCtx) -> Result<()> {
-    let Some(lua) = &ctx.lua else {
-        return Ok(());
-    };
-    if !lua.req.lock().request_changed {
-        return Ok(());
-    }
-    let original = session.req_header().headers.clone();
-    apply_request_changes(ctx, &original, session.req_header_mut())?;
-    lua.req.lock().request_changed = false;
-    Ok(())
-}
-
-/// Lua's view of the request headers, after a native step changed them.
-pub fn reload_request_headers(session: &Session, ctx: &RequestCtx) {
-    if let Some(lua) = &ctx.lua {
-        lua.req.lock().headers = session.req_header().headers.clone();
-    }
-}
-
-/// Runs `body_filter` on one chunk.
-pub fn filter_body(
-    session: &Session,
-    ctx: &mut RequestCtx,
-    body: &mut Option<Bytes>,
-    eof: bool,
-    env: &LuaEnv<'_>,
-) {
-    if !ctx.body_filtered || !has_phase(ctx, Phase::BodyFilter) {
-        return;
-    }
-    // The filters' failures are logged; the chunk goes on as Lua left it.
-    if let Ok(lua) = ensure(session, ctx, env) {
-        let mut r = lua.req.lock();
-        r.chunk = Some(body.take().unwrap_or_default());
-        r.eof = eof;
-    }
-    let _ = run_sync_phase(session, ctx, Phase::BodyFilter, env);
-    if let Some(lua) = &ctx.lua {
-        *body = lua.req.lock().chunk.take();
-    }
-}
-
-/// Applies what Lua changed in the request (method, uri, args, headers) to the request
-/// that goes upstream.
-pub fn apply_request_changes(
-    ctx: &RequestCtx,
-    original: &http::HeaderMap,
-    upstream: &mut RequestHeader,
-) -> Result<()> {
-    let Some(lua) = &ctx.lua else {
-        return Ok(());
-    };
-    let r = lua.req.lock();
-    if !r.request_changed {
-        return Ok(());
-    }
-    if r.method != upstream.method.as_str() {
-        let method = http::Method::from_bytes(r.method.as_bytes())
-            .or_err(InternalError, "Lua set an invalid method")?;
-        upstream.set_method(method);
-    }
-    let path_and_query = match &r.args {
-        Some(a) => format!("{}?{a}", r.uri),
-        None => r.uri.clone(),
-    };
-    if upstream.uri.path_and_query().map(|p| p.as_str()) != Some(path_and_query.as_str()) {
-        let uri = http::Uri::builder()
-            .path_and_query(path_and_query)
-            .build()
-            .or_err(InternalError, "Lua set an invalid uri")?;
-        upstream.set_uri(uri);
-    }
-    for name in original.keys() {
-        if !r.headers.contains_key(name) {
-            upstream.remove_header(name);
-        }
-    }
-    // Headers whose values are already what Lua left are not rewritten (the result is
-    // the same; rewriting all of them was most of the cost).
-    for name in r.headers.keys() {
-        if same_values(&upstream.headers, &r.headers, name) {
-            continue;
-        }
-        upstream.remove_header(name);
-        for v in r.headers.get_all(name) {
-            upstream.append_header(name.clone(), v.clone())?;
-        }
-    }
-    Ok(())
-}
-
-/// Whether `name` has the same values, in the same order, in both maps.
-fn same_values(a: &http::HeaderMap, b: &http::HeaderMap, name: &http::HeaderName) -> bool {
-    a.get_all(name).iter().eq(b.get_all(name).iter())
 }
