@@ -61,6 +61,9 @@ pub(super) struct Planned {
     pub persist: Option<PersistOp>,
     /// Stored objects a restore left out.
     pub skipped: Vec<super::restore::Skipped>,
+    /// A restore's persisted revision counter: the revision continues from it even when
+    /// the object that had it was deleted.
+    pub revision_floor: u64,
 }
 
 /// The durable form of a planned change.
@@ -84,6 +87,7 @@ pub(super) fn plan(
         persist: Some(PersistOp::Object(kind, id.clone())),
         id: Some(id),
         skipped: Vec::new(),
+        revision_floor: 0,
     };
     match change {
         Change::Put { kind, id, value } => {
@@ -113,6 +117,7 @@ pub(super) fn plan(
             Ok(one(kind, id, r))
         }
         Change::Restore(loaded) => {
+            let revision_floor = loaded.revision;
             let (next, skipped) = super::restore::restored_set(loaded, plugins);
             Ok(Planned {
                 next,
@@ -120,6 +125,7 @@ pub(super) fn plan(
                 id: None,
                 persist: None,
                 skipped,
+                revision_floor,
             })
         }
         other => {
@@ -135,6 +141,7 @@ pub(super) fn plan(
                 id: None,
                 persist: Some(persist),
                 skipped: Vec::new(),
+                revision_floor: 0,
             })
         }
     }

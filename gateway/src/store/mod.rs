@@ -278,7 +278,10 @@ impl ConfigStore {
                 revision
             }
             // A restore continues the stored revision.
-            None => writer.revision.max(next.max_index()),
+            None => writer
+                .revision
+                .max(next.max_index())
+                .max(planned.revision_floor),
         };
         self.swap(&current, next, snapshot);
         restore::report(&self.metrics, &skipped);

@@ -279,3 +279,52 @@ fn single_put_errors_name_the_field_the_user_wrote() {
     assert_eq!(errors[0].path, "uris[1]", "{errors:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_restart_continues_the_revision_after_deleting_the_newest_object() {
+    let (s, dir) = store();
+    let up = json!({"nodes": {"127.0.0.1:1": 1}});
+    s.apply(
+        put(ResourceKind::Upstreams, "a", up.clone()),
+        ApplySource::Admin,
+    )
+    .unwrap();
+    let created = s
+        .apply(
+            Change::Create {
+                kind: ResourceKind::Upstreams,
+                value: up.clone(),
+            },
+            ApplySource::Admin,
+        )
+        .unwrap();
+    let id = created.id.unwrap();
+    s.apply(
+        Change::Delete {
+            kind: ResourceKind::Upstreams,
+            id: id.clone(),
+            force: false,
+        },
+        ApplySource::Admin,
+    )
+    .unwrap();
+    let before = s.revision();
+    drop(s);
+    let reopened = ConfigStore::open(DiskStore::open(&dir).unwrap(), deps()).unwrap();
+    assert_eq!(
+        reopened.revision(),
+        before,
+        "the persisted counter, not the max index"
+    );
+    let again = reopened
+        .apply(
+            Change::Create {
+                kind: ResourceKind::Upstreams,
+                value: up,
+            },
+            ApplySource::Admin,
+        )
+        .unwrap();
+    assert_ne!(again.id.unwrap(), id, "a POST id is never handed out twice");
+    let _ = std::fs::remove_dir_all(dir);
+}
