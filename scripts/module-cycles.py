@@ -7,7 +7,7 @@ ancestor (`super::FieldError`) is how Rust modules share their parent's items an
 counted; a parent re-exporting a child (`pub use child::X`) is. A cycle is a strongly
 connected set of two or more modules. Exits 1 when there is one.
 
-    scripts/module-cycles.py gateway/src plugins/src healthcheck/src
+    scripts/module-cycles.py gateway/src plugins/src healthcheck/src outbound/src
 """
 
 import os
@@ -145,7 +145,7 @@ def cycles(edges):
 
 def main():
     found = False
-    for root in sys.argv[1:] or ["gateway/src", "plugins/src", "healthcheck/src"]:
+    for root in sys.argv[1:] or ["gateway/src", "plugins/src", "healthcheck/src", "outbound/src"]:
         for comp in cycles(graph(root)):
             found = True
             names = ["::".join(c) or "(crate root)" for c in comp]

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora_core::connectors::TransportConnector;
+use portico_outbound::Client;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -26,7 +26,14 @@ impl HealthRegistry {
     /// The active prober: runs until `shutdown` resolves (in-flight probes are then
     /// cancelled). One task for all upstreams.
     pub async fn run_active(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
-        let connector = Arc::new(TransportConnector::new(None));
+        // Probes never pool, so the pool is minimal.
+        let client = match Client::new(1) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::error!("health checks: HTTP and HTTPS probes will fail: {e}");
+                None
+            }
+        };
         let mut probes = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -34,7 +41,7 @@ impl HealthRegistry {
             let now = Instant::now();
             let (jobs, next_due) = self.due_probes(now);
             for job in jobs {
-                probes.spawn(job.run(Arc::clone(&self), Arc::clone(&connector)));
+                probes.spawn(job.run(Arc::clone(&self), client.clone()));
             }
             let until = next_due.map_or(now + IDLE_WAKE, |t| t.min(now + IDLE_WAKE));
             tokio::select! {
@@ -92,7 +99,7 @@ struct ProbeJob {
 }
 
 impl ProbeJob {
-    async fn run(self, registry: Arc<HealthRegistry>, connector: Arc<TransportConnector>) {
+    async fn run(self, registry: Arc<HealthRegistry>, client: Option<Arc<Client>>) {
         // Closed when the upstream's spec changed or it was removed: the probe is stale.
         let Ok(_permit) = self.permits.acquire_owned().await else {
             return;
@@ -104,7 +111,7 @@ impl ProbeJob {
         if !registry.is_current(&self.upstream, self.addr, self.token) {
             return;
         }
-        let obs = probe::probe(&connector, self.addr, &self.host, active).await;
+        let obs = probe::probe(client.as_deref(), self.addr, &self.host, active).await;
         tracing::debug!(
             upstream = %self.upstream,
             node = %self.addr,

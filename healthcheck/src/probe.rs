@@ -9,10 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use pingora_core::connectors::TransportConnector;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::ErrorType;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use portico_outbound::{parse_status, read_status_only, write_raw, Client, ErrorKind, PeerSpec};
 
 use crate::registry::seconds;
 use crate::spec::{header_name, ActiveSpec, ProbeKind};
@@ -24,9 +21,11 @@ const MAX_STATUS_LINE: usize = 1024;
 pub(crate) const USER_AGENT: &str = "portico-healthcheck";
 
 /// Probes `addr` (its port replaced by `active.port` when set); `node_host` is the
-/// configured node host, the Host header and SNI unless `active.host` is set.
+/// configured node host, the Host header and SNI unless `active.host` is set. `client`
+/// is `None` when the HTTP client could not be built (no CA store): HTTP(S) probes then
+/// fail like a connection that cannot be made.
 pub(crate) async fn probe(
-    connector: &TransportConnector,
+    client: Option<&Client>,
     addr: SocketAddr,
     node_host: &str,
     active: &ActiveSpec,
@@ -34,11 +33,12 @@ pub(crate) async fn probe(
     let timeout = seconds(active.timeout, Duration::from_secs(1));
     let target = SocketAddr::new(addr.ip(), active.port.unwrap_or(addr.port()));
     let run = async {
-        match active.kind {
-            ProbeKind::Tcp => tcp(target).await,
-            ProbeKind::Http | ProbeKind::Https => {
-                http(connector, target, node_host, active, timeout).await
+        match (active.kind, client) {
+            (ProbeKind::Tcp, _) => tcp(target).await,
+            (ProbeKind::Http | ProbeKind::Https, Some(client)) => {
+                http(client, target, node_host, active, timeout).await
             }
+            (ProbeKind::Http | ProbeKind::Https, None) => Some(Observation::TcpFailure),
         }
     };
     tokio::time::timeout(timeout, run)
@@ -54,8 +54,10 @@ async fn tcp(target: SocketAddr) -> Option<Observation> {
     })
 }
 
+/// A new connection each time (never pooled: a probe checks that a connection can be
+/// made), the request written as text, and only the status line read.
 async fn http(
-    connector: &TransportConnector,
+    client: &Client,
     target: SocketAddr,
     node_host: &str,
     active: &ActiveSpec,
@@ -63,43 +65,34 @@ async fn http(
 ) -> Option<Observation> {
     let tls = active.kind == ProbeKind::Https;
     let host = active.host.as_deref().unwrap_or(node_host);
-    let mut peer = HttpPeer::new(target, tls, host.trim_matches(['[', ']']).to_string());
-    peer.options.verify_cert = active.https_verify_certificate;
-    peer.options.verify_hostname = active.https_verify_certificate;
-    peer.options.connection_timeout = Some(timeout);
-    peer.options.total_connection_timeout = Some(timeout);
-    let mut stream = match connector.new_stream(&peer).await {
+    let peer = PeerSpec {
+        tls,
+        sni: host.to_string(),
+        verify: active.https_verify_certificate,
+        connect_timeout: Some(timeout),
+        total_connect_timeout: Some(timeout),
+    }
+    .peer(target);
+    let failure = |e: portico_outbound::Error| {
+        Some(match e.kind() {
+            ErrorKind::Timeout => Observation::Timeout,
+            _ => Observation::TcpFailure,
+        })
+    };
+    let mut stream = match client.connect(&peer).await {
         Ok(s) => s,
-        Err(e) => {
-            return Some(match e.etype() {
-                ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => {
-                    Observation::Timeout
-                }
-                _ => Observation::TcpFailure,
-            })
-        }
+        Err(e) => return failure(e),
     };
     let request = request(active, host, target.port(), tls);
-    if let Err(e) = stream.write_all(request.as_bytes()).await {
-        return Some(io_failure(&e));
+    if let Err(e) = write_raw(&mut stream, request.as_bytes()).await {
+        return failure(e);
     }
-    if let Err(e) = stream.flush().await {
-        return Some(io_failure(&e));
-    }
-    let line = match read_status_line(&mut stream).await {
+    let line = match read_status_only(&mut stream, MAX_STATUS_LINE).await {
         Ok(Some(line)) => line,
         Ok(None) => return Some(Observation::TcpFailure),
-        Err(e) => return Some(io_failure(&e)),
+        Err(e) => return failure(e),
     };
     classify(parse_status(&line), active)
-}
-
-fn io_failure(e: &std::io::Error) -> Observation {
-    if e.kind() == std::io::ErrorKind::TimedOut {
-        Observation::Timeout
-    } else {
-        Observation::TcpFailure
-    }
 }
 
 /// The probe request: `GET {http_path}` with Host (plus `:port` when not the scheme's
@@ -136,45 +129,6 @@ pub(crate) fn request(active: &ActiveSpec, host: &str, port: u16, tls: bool) -> 
     }
     req.push_str("Connection: close\r\n\r\n");
     req
-}
-
-/// Reads up to the first line end. `Ok(None)`: closed before any byte arrived.
-async fn read_status_line<S: AsyncRead + Unpin + ?Sized>(
-    stream: &mut S,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(128);
-    let mut chunk = [0u8; 256];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok((!buf.is_empty()).then_some(buf));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.iter().position(|b| *b == b'\n') {
-            buf.truncate(end);
-            return Ok(Some(buf));
-        }
-        if buf.len() >= MAX_STATUS_LINE {
-            return Ok(Some(buf));
-        }
-    }
-}
-
-/// The status of `HTTP/x.y NNN ...`, or `None` when the line is not a status line.
-pub(crate) fn parse_status(line: &[u8]) -> Option<u16> {
-    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
-    let mut parts = line.split(' ');
-    let version = parts.next()?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let (major, minor) = version.strip_prefix("HTTP/")?.split_once('.')?;
-    if !digits(major) || !digits(minor) {
-        return None;
-    }
-    let code = parts.next()?;
-    if code.len() != 3 || !digits(code) {
-        return None;
-    }
-    code.parse().ok()
 }
 
 /// A status in the healthy list → success; in the unhealthy list, or no valid status

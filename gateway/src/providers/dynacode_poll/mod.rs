@@ -17,19 +17,14 @@
 //! deleted through the admin API), the next successful poll puts the polled one back,
 //! whether the server answers 200 or 304.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
-use pingora::protocols::http::client::HttpSession;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use pingora::upstreams::peer::HttpPeer;
-use pingora::ErrorType;
+use portico_outbound::{pingora_reason, resolve, Client, ErrorKind, PeerSpec, Request, Stage};
 use rand::Rng;
 use serde_json::Value;
 
@@ -39,6 +34,8 @@ use crate::store::{ApplyError, ApplySource, Change, ConfigStore};
 
 /// Largest document accepted.
 const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Idle connections the poller's client keeps (it talks to one server).
+const POOL_SIZE: usize = 4;
 /// How long an idle connection to the poll server is kept for the next poll.
 const IDLE_KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -75,7 +72,7 @@ impl PollResult {
 #[derive(Default)]
 pub(crate) struct PollState {
     /// Pooled client, built on first use (inside the poller's runtime).
-    connector: Option<Arc<Connector>>,
+    client: Option<Arc<Client>>,
     /// Validators of the last accepted 200, sent back as `If-None-Match` /
     /// `If-Modified-Since`.
     etag: Option<String>,
@@ -205,39 +202,6 @@ fn parse_url(url: &str) -> Result<Target, String> {
         authority,
         path_and_query,
     })
-}
-
-/// A Pingora error as "Type: innermost meaningful cause", e.g. "TLSHandshakeFailure:
-/// invalid peer certificate: UnknownIssuer" (the root cause alone is often only the
-/// local address).
-fn pingora_reason(e: &pingora::Error) -> String {
-    let etype = e.etype().as_str();
-    let text = e.to_string();
-    let detail = text
-        .split(" cause: ")
-        .skip(1)
-        .filter(|c| !c.trim().is_empty() && !c.starts_with("local address"))
-        .last()
-        .map(|c| c.split(", SNI:").next().unwrap_or(c).trim().to_string());
-    match detail {
-        Some(d) => format!("{etype}: {d}"),
-        None => etype.to_string(),
-    }
-}
-
-fn is_stale(e: &pingora::Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-    )
-}
-
-fn header_text(head: &pingora::http::ResponseHeader, name: http::HeaderName) -> Option<String> {
-    head.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
 }
 
 impl DynacodePoller {
@@ -422,118 +386,57 @@ impl DynacodePoller {
         Ok(req)
     }
 
-    /// GETs the URL (one retry on a pooled connection the server had closed).
+    /// GETs the URL over the shared outbound client (pooled; one retry on a pooled
+    /// connection the server had closed).
     async fn fetch(&self, state: &mut PollState, timeout: Duration) -> Result<Fetched, String> {
         let target = parse_url(&self.settings.url)?;
-        let connector = match &state.connector {
+        let client = match &state.client {
             Some(c) => Arc::clone(c),
             None => {
-                // Pingora panics when the system CA store cannot be loaded.
-                let c = std::panic::catch_unwind(|| Connector::new(Some(ConnectorOptions::new(4))))
-                    .map_err(|_| {
-                        "HTTP client unavailable: loading the system CA certificates failed"
-                            .to_string()
-                    })?;
-                let c = Arc::new(c);
-                state.connector = Some(Arc::clone(&c));
+                let c = Arc::new(Client::new(POOL_SIZE).map_err(|e| e.to_string())?);
+                state.client = Some(Arc::clone(&c));
                 c
             }
         };
-        let addr = resolve(&target.host, target.port).await?;
-        let mut peer = HttpPeer::new(
-            addr,
-            target.tls,
-            if target.tls {
-                target.host.clone()
-            } else {
-                String::new()
-            },
-        );
-        peer.options.connection_timeout = Some(timeout);
-        peer.options.total_connection_timeout = Some(timeout);
-        let req = self.request(&target, state)?;
-
-        let mut retried = false;
-        loop {
-            let (mut session, reused) = connector
-                .get_http_session(&peer)
-                .await
-                .map_err(|e| format!("connect to {addr} failed: {}", pingora_reason(&e)))?;
-            session.set_read_timeout(Some(timeout));
-            session.set_write_timeout(Some(timeout));
-            match exchange(&mut session, req.clone()).await {
-                Err(e) if reused && !retried && is_stale(&e) => {
-                    retried = true;
-                    continue;
+        // No lookup limit of its own: the whole poll is bounded by `timeout`.
+        let addr = resolve(&target.host, target.port, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let peer = PeerSpec {
+            tls: target.tls,
+            sni: target.host.clone(),
+            verify: true,
+            connect_timeout: Some(timeout),
+            total_connect_timeout: Some(timeout),
+        }
+        .peer(addr);
+        let header = self.request(&target, state)?;
+        let request = Request {
+            header: &header,
+            body: b"",
+            read_timeout: Some(timeout),
+            write_timeout: Some(timeout),
+            max_body: MAX_BODY,
+            retry_stale: true,
+            keepalive: Some(IDLE_KEEPALIVE),
+        };
+        let response = client
+            .request(&peer, &request)
+            .await
+            .map_err(|e| match e.stage() {
+                Stage::Connect => format!("connect to {addr} failed: {e}"),
+                Stage::Body if e.kind() != ErrorKind::TooLarge => {
+                    format!("reading the body failed: {e}")
                 }
-                Err(e) => return Err(pingora_reason(&e)),
-                Ok(()) => {}
-            }
-            let fetched = read_response(&mut session).await?;
-            connector
-                .release_http_session(session, &peer, Some(IDLE_KEEPALIVE))
-                .await;
-            return Ok(fetched);
-        }
+                _ => e.to_string(),
+            })?;
+        Ok(Fetched {
+            status: response.status(),
+            etag: response.header_text(http::header::ETAG),
+            last_modified: response.header_text(http::header::LAST_MODIFIED),
+            body: response.body,
+        })
     }
-}
-
-/// Resolves without blocking (getaddrinfo runs on tokio's blocking pool).
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("{host} could not be resolved: {e}"))?
-        .collect();
-    // Prefer IPv4 (as nginx's resolver does by default; `localhost` is often ::1 first).
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| format!("{host} could not be resolved: no address"))
-}
-
-/// Writes the request and reads the final response header.
-async fn exchange(session: &mut HttpSession, req: RequestHeader) -> pingora::Result<()> {
-    session.write_request_header(Box::new(req)).await?;
-    session.finish_request_body().await?;
-    loop {
-        session.read_response_header().await?;
-        // Informational responses (100, 103) precede the real one.
-        match session.response_header().map(|h| h.status.as_u16()) {
-            Some(code) if (100..200).contains(&code) && code != 101 => continue,
-            _ => return Ok(()),
-        }
-    }
-}
-
-async fn read_response(session: &mut HttpSession) -> Result<Fetched, String> {
-    let head = session
-        .response_header()
-        .ok_or_else(|| "bad response: no status line".to_string())?;
-    let status = head.status.as_u16();
-    let etag = header_text(head, http::header::ETAG);
-    let last_modified = header_text(head, http::header::LAST_MODIFIED);
-    let mut body = Vec::new();
-    while let Some(chunk) = session
-        .read_response_body()
-        .await
-        .map_err(|e| format!("reading the body failed: {}", pingora_reason(&e)))?
-    {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("the body exceeds {MAX_BODY} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Fetched {
-        status,
-        etag,
-        last_modified,
-        body,
-    })
 }
 
 #[cfg(test)]

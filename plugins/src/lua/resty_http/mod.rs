@@ -1,5 +1,5 @@
 //! `require "resty.http"`: the `request_uri` subset of lua-resty-http, non-blocking, on
-//! Pingora's pooled HTTP/1.1 connector.
+//! Pingora's pooled HTTP/1.1 connector through the shared `portico-outbound` client.
 //!
 //! `request_uri` is an mlua async function: while it waits for DNS, the connection or
 //! the response, its coroutine is suspended and the worker thread serves other requests
@@ -14,7 +14,7 @@ mod uri;
 
 use mlua::{Function, Lua, Table, Value};
 
-use client::execute;
+use client::{execute, into_lua};
 use params::prepare;
 use uri::parse_uri;
 
@@ -171,7 +171,7 @@ async fn raw_request(
         Err(e) => return Ok((Value::Nil, Some(e))),
     };
     match execute(prepared).await {
-        Ok(resp) => Ok((Value::Table(resp.into_lua(&lua)?), None)),
+        Ok(resp) => Ok((Value::Table(into_lua(resp, &lua)?), None)),
         Err(e) => Ok((Value::Nil, Some(e))),
     }
 }
