@@ -30,7 +30,7 @@ pub mod snapshot;
 pub mod store;
 pub mod store_cli;
 pub mod uri_path;
-pub mod vars;
+pub use portico_plugins::vars;
 
 #[cfg(test)]
 mod edge_fuzz_tests;

@@ -17,10 +17,11 @@ pub mod phase;
 mod registry;
 pub mod schema;
 mod serverless;
+pub mod vars;
 
 pub use chain::{ChainEntry, PluginChain};
 pub use instance::{PluginInstance, Step};
 pub use lua_module::LuaModule;
-pub use native::{NativeCtx, NativeOutcome, Plugin};
+pub use native::{ConnInfo, NativeBuildInput, NativeCtx, NativeOutcome, Plugin};
 pub use phase::Phase;
 pub use registry::{PluginError, PluginRegistry};

@@ -159,7 +159,8 @@ impl PluginRegistry {
             message,
         };
         if let Some(native) = self.natives.get(name) {
-            let instance = (native.build)(conf).map_err(invalid)?;
+            let instance = (native.build)(&crate::native::NativeBuildInput { conf, owner })
+                .map_err(invalid)?;
             return Ok(PluginInstance {
                 name: Arc::from(native.name),
                 priority: native.priority,

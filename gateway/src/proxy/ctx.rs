@@ -43,6 +43,9 @@ pub struct RequestCtx {
     pub body_filtered: bool,
     /// Native plugins' per-request state, by type.
     pub plugin_state: http::Extensions,
+    /// Headers set for the response before it exists (native plugins in rewrite/access):
+    /// applied to whichever response goes out, proxied or local.
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Keeps the request counted as in flight (graceful shutdown waits for it).
     _in_flight: InFlightGuard,
 }
@@ -67,6 +70,7 @@ impl RequestCtx {
             lua: None,
             body_filtered: false,
             plugin_state: http::Extensions::new(),
+            response_headers: Vec::new(),
             _in_flight: in_flight,
         }
     }

@@ -7,9 +7,7 @@ use pingora::proxy::Session;
 use portico_plugins::{ChainEntry, Phase, Step};
 
 use super::ctx::RequestCtx;
-use super::phases::{
-    ensure, has_phase, is_lua, run_sync_entries, run_sync_phase, LuaEnv, PhaseEntries,
-};
+use super::phases::{ensure, has_phase, is_lua, run_sync_entries, LuaEnv, PhaseEntries};
 use super::rewrite::same_values;
 
 /// Runs `header_filter` on a response header (proxied or local) and writes back what
@@ -20,6 +18,9 @@ pub fn filter_response_header(
     header: &mut ResponseHeader,
     env: &LuaEnv<'_>,
 ) -> Result<bool> {
+    if !ctx.response_headers.is_empty() {
+        super::native::apply_response_headers(ctx, header)?;
+    }
     let has_header_filter = has_phase(ctx, Phase::HeaderFilter);
     let has_body_filter = has_phase(ctx, Phase::BodyFilter);
     if !has_header_filter && !has_body_filter {
@@ -110,13 +111,39 @@ pub fn filter_body(
     if !ctx.body_filtered || !has_phase(ctx, Phase::BodyFilter) {
         return;
     }
-    // The filters' failures are logged; the chunk goes on as Lua left it.
+    let entries = PhaseEntries::of(ctx, Phase::BodyFilter);
+    let steps: Vec<&ChainEntry> = entries.iter().collect();
+    // Chain order across kinds, as for the header: each run of Lua steps gets the chunk
+    // as the native steps before it left it.
+    for run in steps.chunk_by(|a, b| is_lua(a) == is_lua(b)) {
+        if is_lua(run[0]) {
+            lua_body_filter(session, ctx, body, eof, env, run);
+        } else {
+            for entry in run {
+                if let Step::Native(plugin) = &entry.step {
+                    super::native::body_step(session, ctx, body, eof, plugin);
+                }
+            }
+        }
+    }
+}
+
+/// Runs a run of Lua `body_filter` steps on one chunk. Failures are logged; the chunk
+/// goes on as Lua left it.
+fn lua_body_filter(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    body: &mut Option<Bytes>,
+    eof: bool,
+    env: &LuaEnv<'_>,
+    entries: &[&ChainEntry],
+) {
     if let Ok(lua) = ensure(session, ctx, env) {
         let mut r = lua.req.lock();
         r.chunk = Some(body.take().unwrap_or_default());
         r.eof = eof;
     }
-    let _ = run_sync_phase(session, ctx, Phase::BodyFilter, env);
+    let _ = run_sync_entries(session, ctx, Phase::BodyFilter, env, entries);
     if let Some(lua) = &ctx.lua {
         *body = lua.req.lock().chunk.take();
     }

@@ -1,26 +1,40 @@
-//! Running native plugin steps on the request and the response header. Native steps
-//! change Pingora's headers directly; where Lua runs in the same request, its pending
-//! request changes are written first and its view of the headers follows afterwards, so
-//! both kinds see each other's changes in chain order.
+//! Running native plugin steps on the request and the response. Native steps change
+//! Pingora's headers directly; where Lua runs in the same request, its pending request
+//! changes are written first and its view of the headers follows afterwards, so both
+//! kinds see each other's changes in chain order.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use portico_plugins::{NativeCtx, NativeOutcome, Phase, Plugin};
+use portico_plugins::{ConnInfo, NativeCtx, NativeOutcome, Phase, Plugin};
 
 use super::ctx::RequestCtx;
 use super::rewrite;
 
-fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+/// The connection facts variables read (`remote_addr`, `server_port`, `scheme`).
+pub fn conn_info(session: &Session) -> ConnInfo {
+    let client = session.client_addr().and_then(|a| a.as_inet());
+    let server = session.server_addr().and_then(|a| a.as_inet());
+    ConnInfo {
+        client_ip: client.map(|a| a.ip()),
+        client_port: client.map(|a| a.port()),
+        server_port: server.map(|a| a.port()),
+        scheme: "http",
+    }
+}
+
+fn native_cx<'a>(ctx: &'a mut RequestCtx, conn: ConnInfo) -> NativeCtx<'a> {
+    NativeCtx {
+        state: &mut ctx.plugin_state,
+        conn,
+        response_headers: &mut ctx.response_headers,
+    }
 }
 
 /// One native step of rewrite, access or log, on the request as it will go upstream.
-pub fn request_step(
+pub async fn request_step(
     session: &mut Session,
     ctx: &mut RequestCtx,
     phase: Phase,
@@ -29,14 +43,12 @@ pub fn request_step(
     if let Err(e) = rewrite::flush_request_changes(session, ctx) {
         tracing::error!("cannot apply Lua's request changes before a native plugin: {e}");
     }
-    let mut cx = NativeCtx {
-        state: &mut ctx.plugin_state,
-        client_ip: client_ip(session),
-    };
+    let conn = conn_info(session);
+    let mut cx = native_cx(ctx, conn);
     let req = session.req_header_mut();
     let outcome = match phase {
-        Phase::Rewrite => plugin.rewrite(req, &mut cx),
-        Phase::Access => plugin.access(req, &mut cx),
+        Phase::Rewrite => plugin.rewrite(req, &mut cx).await,
+        Phase::Access => plugin.access(req, &mut cx).await,
         Phase::Log => {
             plugin.log(&mut cx);
             NativeOutcome::Continue
@@ -54,9 +66,34 @@ pub fn header_step(
     header: &mut ResponseHeader,
     plugin: &Arc<dyn Plugin>,
 ) {
-    let mut cx = NativeCtx {
-        state: &mut ctx.plugin_state,
-        client_ip: client_ip(session),
-    };
-    plugin.header_filter(header, &mut cx);
+    plugin.header_filter(header, &mut native_cx(ctx, conn_info(session)));
+}
+
+/// One native `body_filter` step.
+pub fn body_step(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    body: &mut Option<Bytes>,
+    end_of_stream: bool,
+    plugin: &Arc<dyn Plugin>,
+) {
+    plugin.body_filter(body, end_of_stream, &mut native_cx(ctx, conn_info(session)));
+}
+
+/// Writes the headers plugins set before the response existed onto it. A header the
+/// upstream also sent is replaced, as `ngx.header` set in access replaces it.
+pub fn apply_response_headers(
+    ctx: &mut RequestCtx,
+    header: &mut ResponseHeader,
+) -> pingora::Result<()> {
+    let mut replaced: Vec<http::HeaderName> = Vec::new();
+    for (name, value) in ctx.response_headers.drain(..) {
+        // The first value of a name replaces the upstream's; later ones add to it.
+        if !replaced.contains(&name) {
+            header.remove_header(&name);
+            replaced.push(name.clone());
+        }
+        header.append_header(name, value)?;
+    }
+    Ok(())
 }

@@ -191,7 +191,7 @@ pub async fn run_phase(
         let function = match &entry.step {
             Step::Lua(f) => f,
             Step::Native(plugin) => {
-                match super::native::request_step(session, ctx, phase, plugin) {
+                match super::native::request_step(session, ctx, phase, plugin).await {
                     NativeOutcome::Continue => continue,
                     NativeOutcome::Respond { .. } if phase == Phase::Log => continue,
                     NativeOutcome::Respond { status, body } => {

@@ -235,7 +235,7 @@ fn ipv4_text(ip: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::ipv4_text;
-    use crate::proxy::view::strip_port;
+    use crate::vars::strip_port;
 
     #[test]
     fn ipv4_text_matches_display() {

@@ -28,27 +28,10 @@ pub fn request_view<'a>(session: &'a Session, host: &'a str) -> RequestView<'a> 
 /// The request's host: the Host header (or the URI authority), without port, lowercase.
 /// Borrowed from the request unless it had to be lowercased.
 pub fn request_host(session: &Session) -> Cow<'_, str> {
-    let req = session.req_header();
-    let raw = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
-        .unwrap_or("");
-    let host = strip_port(raw);
+    let host = crate::vars::host_of(session.req_header());
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
-    }
-}
-
-pub(crate) fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
     }
 }

@@ -13,53 +13,114 @@ mod request_id;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde_json::Value;
 
 use crate::phase::Phase;
+use crate::vars::{host_of, RequestView};
+
+/// The connection a request came on: what variables such as `remote_addr` and `scheme`
+/// read besides the request header.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnInfo {
+    pub client_ip: Option<IpAddr>,
+    pub client_port: Option<u16>,
+    pub server_port: Option<u16>,
+    /// `"http"` or `"https"`.
+    pub scheme: &'static str,
+}
 
 /// What a request carries to native plugins besides its headers.
 pub struct NativeCtx<'a> {
     /// Per-request plugin state, by type (a plugin keeps what a later phase of the same
     /// request needs, e.g. the id `request-id` chose in rewrite for header_filter).
+    /// Values are dropped when the request ends, however it ends: a guard kept here is
+    /// how a plugin learns that (e.g. `limit-conn` giving back its slot).
     pub state: &'a mut http::Extensions,
-    pub client_ip: Option<IpAddr>,
+    pub conn: ConnInfo,
+    /// Headers for the response, whichever answers (the upstream or the gateway): what
+    /// `ngx.header` does in rewrite and access. Applied before `header_filter` runs.
+    pub response_headers: &'a mut Vec<(HeaderName, HeaderValue)>,
+}
+
+impl NativeCtx<'_> {
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.conn.client_ip
+    }
+
+    /// The request as variables (`$uri`, `$arg_x`, `$http_x`, `$remote_addr`...) see it.
+    pub fn view<'r>(&'r self, req: &'r RequestHeader) -> RequestView<'r> {
+        RequestView {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            host: host_of(req),
+            headers: &req.headers,
+            remote_addr: self.conn.client_ip,
+            remote_port: self.conn.client_port,
+            server_port: self.conn.server_port,
+            scheme: self.conn.scheme,
+        }
+    }
 }
 
 /// How a rewrite or access step ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NativeOutcome {
     Continue,
-    /// Answer now with this status and body (APISIX's `return code, body`).
+    /// Answer now with this status and body (APISIX's `return code, body`); headers the
+    /// answer needs go to [`NativeCtx::response_headers`] first.
     Respond {
         status: u16,
         body: Bytes,
     },
 }
 
-/// A configured native plugin. Each method is a phase; the defaults do nothing. Phase
-/// methods must not block: they run on the request's worker thread.
+/// A configured native plugin. Each method is a phase; the defaults do nothing.
+/// `rewrite` and `access` may wait (a Redis round trip, a `limit-req` delay) without
+/// blocking the worker; the other phases run synchronously and must not block.
+#[async_trait]
 pub trait Plugin: Send + Sync {
     /// `rewrite`: `req` is the request as it will go upstream.
-    fn rewrite(&self, _req: &mut RequestHeader, _cx: &mut NativeCtx<'_>) -> NativeOutcome {
+    async fn rewrite(&self, _req: &mut RequestHeader, _cx: &mut NativeCtx<'_>) -> NativeOutcome {
         NativeOutcome::Continue
     }
 
     /// `access`, after every rewrite step.
-    fn access(&self, _req: &mut RequestHeader, _cx: &mut NativeCtx<'_>) -> NativeOutcome {
+    async fn access(&self, _req: &mut RequestHeader, _cx: &mut NativeCtx<'_>) -> NativeOutcome {
         NativeOutcome::Continue
     }
 
     /// `header_filter`: the response header, proxied or written by the gateway.
     fn header_filter(&self, _resp: &mut ResponseHeader, _cx: &mut NativeCtx<'_>) {}
 
+    /// `body_filter`: one chunk of the response body (`None` or empty at the end);
+    /// a plugin listing this phase makes the response chunked, since it may change size.
+    fn body_filter(
+        &self,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _cx: &mut NativeCtx<'_>,
+    ) {
+    }
+
     /// `log`, once the response is done.
     fn log(&self, _cx: &mut NativeCtx<'_>) {}
 }
 
+/// What a native plugin's build gets at apply time.
+pub struct NativeBuildInput<'a> {
+    pub conf: &'a Value,
+    /// Where the configuration lives (`routes[id=1].plugins.limit-count`): a stable
+    /// identity for state that outlives snapshots (counters), and the prefix of errors.
+    pub owner: &'a str,
+}
+
 /// Builds an instance from a configuration; the error names the field.
-pub type NativeBuild = fn(&Value) -> Result<Arc<dyn Plugin>, String>;
+pub type NativeBuild = fn(&NativeBuildInput<'_>) -> Result<Arc<dyn Plugin>, String>;
 
 /// A native plugin this build knows.
 #[derive(Clone)]
@@ -78,4 +139,83 @@ pub struct NativePlugin {
 /// Every native plugin of this build.
 pub fn builtin() -> Vec<NativePlugin> {
     vec![request_id::PLUGIN]
+}
+
+/// What native plugins' unit tests share: a context to run phases in, and a way to run
+/// the async ones.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Owns what a [`NativeCtx`] borrows, for one test request.
+    #[derive(Default)]
+    pub struct TestRequest {
+        pub state: http::Extensions,
+        pub conn: ConnInfo,
+        pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    }
+
+    impl TestRequest {
+        pub fn from_ip(ip: &str) -> TestRequest {
+            TestRequest {
+                conn: ConnInfo {
+                    client_ip: ip.parse().ok(),
+                    scheme: "http",
+                    ..ConnInfo::default()
+                },
+                ..TestRequest::default()
+            }
+        }
+
+        pub fn cx(&mut self) -> NativeCtx<'_> {
+            NativeCtx {
+                state: &mut self.state,
+                conn: self.conn,
+                response_headers: &mut self.response_headers,
+            }
+        }
+    }
+
+    pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a test runtime")
+            .block_on(f)
+    }
+
+    pub fn build(plugin: &NativePlugin, conf: Value) -> Result<Arc<dyn Plugin>, String> {
+        (plugin.build)(&NativeBuildInput {
+            conf: &conf,
+            owner: "routes[id=1].plugins.test",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::TestRequest;
+    use crate::vars::Var;
+
+    #[test]
+    fn the_view_reads_the_request_and_the_connection() {
+        let mut r = TestRequest::from_ip("10.0.0.7");
+        let mut req = pingora_http::RequestHeader::build("GET", b"/a/b?x=1", None).unwrap();
+        req.insert_header("Host", "Api.Example.com:9080").unwrap();
+        req.insert_header("X-Key", "k1").unwrap();
+        let cx = r.cx();
+        let view = cx.view(&req);
+        let get = |name: &str| {
+            Var::parse(name)
+                .unwrap()
+                .resolve(&view)
+                .map(|v| v.into_owned())
+        };
+        assert_eq!(get("uri").as_deref(), Some("/a/b"));
+        assert_eq!(get("arg_x").as_deref(), Some("1"));
+        assert_eq!(get("http_x_key").as_deref(), Some("k1"));
+        assert_eq!(get("remote_addr").as_deref(), Some("10.0.0.7"));
+        assert_eq!(view.host, "Api.Example.com");
+        assert_eq!(view.scheme, "http");
+    }
 }

@@ -10,7 +10,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{NativeCtx, NativeOutcome, NativePlugin, Plugin};
+use super::{NativeBuildInput, NativeCtx, NativeOutcome, NativePlugin, Plugin};
 use crate::phase::Phase;
 
 pub const PLUGIN: NativePlugin = NativePlugin {
@@ -63,8 +63,8 @@ struct RequestId {
 #[derive(Clone)]
 struct ChosenId(HeaderValue);
 
-fn build(conf: &Value) -> Result<Arc<dyn Plugin>, String> {
-    let conf: Conf = serde_json::from_value(conf.clone()).map_err(|e| e.to_string())?;
+fn build(input: &NativeBuildInput<'_>) -> Result<Arc<dyn Plugin>, String> {
+    let conf: Conf = serde_json::from_value(input.conf.clone()).map_err(|e| e.to_string())?;
     let header = HeaderName::from_bytes(conf.header_name.as_bytes())
         .map_err(|_| format!("header_name: `{}` is not a header name", conf.header_name))?;
     if conf.algorithm != "uuid" {
@@ -79,8 +79,9 @@ fn build(conf: &Value) -> Result<Arc<dyn Plugin>, String> {
     }))
 }
 
+#[async_trait::async_trait]
 impl Plugin for RequestId {
-    fn rewrite(&self, req: &mut RequestHeader, cx: &mut NativeCtx<'_>) -> NativeOutcome {
+    async fn rewrite(&self, req: &mut RequestHeader, cx: &mut NativeCtx<'_>) -> NativeOutcome {
         let id = match req.headers.get(&self.header) {
             Some(v) => v.clone(),
             None => {
@@ -123,21 +124,19 @@ fn uuid_v4() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::native::test_support::{block_on, TestRequest};
 
-    fn cx(state: &mut http::Extensions) -> NativeCtx<'_> {
-        NativeCtx {
-            state,
-            client_ip: None,
-        }
+    fn build(conf: Value) -> Result<Arc<dyn Plugin>, String> {
+        crate::native::test_support::build(&PLUGIN, conf)
     }
 
     #[test]
     fn makes_an_id_keeps_a_given_one_and_echoes_it() {
-        let p = build(&json!({})).unwrap();
-        let mut state = http::Extensions::new();
+        let p = build(json!({})).unwrap();
+        let mut r = TestRequest::default();
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         assert_eq!(
-            p.rewrite(&mut req, &mut cx(&mut state)),
+            block_on(p.rewrite(&mut req, &mut r.cx())),
             NativeOutcome::Continue
         );
         let id = req
@@ -150,38 +149,38 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4", "version 4: {id}");
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        p.header_filter(&mut resp, &mut cx(&mut state));
+        p.header_filter(&mut resp, &mut r.cx());
         assert_eq!(resp.headers.get("x-request-id").unwrap(), id.as_str());
 
-        let mut state = http::Extensions::new();
+        let mut r = TestRequest::default();
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.insert_header("X-Request-Id", "given").unwrap();
-        p.rewrite(&mut req, &mut cx(&mut state));
+        block_on(p.rewrite(&mut req, &mut r.cx()));
         assert_eq!(req.headers.get("x-request-id").unwrap(), "given");
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        p.header_filter(&mut resp, &mut cx(&mut state));
+        p.header_filter(&mut resp, &mut r.cx());
         assert_eq!(resp.headers.get("x-request-id").unwrap(), "given");
     }
 
     #[test]
     fn configuration_is_checked() {
-        let p = build(&json!({"header_name": "X-Trace", "include_in_response": false})).unwrap();
-        let mut state = http::Extensions::new();
+        let p = build(json!({"header_name": "X-Trace", "include_in_response": false})).unwrap();
+        let mut r = TestRequest::default();
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        p.rewrite(&mut req, &mut cx(&mut state));
+        block_on(p.rewrite(&mut req, &mut r.cx()));
         assert!(req.headers.contains_key("x-trace"));
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        p.header_filter(&mut resp, &mut cx(&mut state));
+        p.header_filter(&mut resp, &mut r.cx());
         assert!(!resp.headers.contains_key("x-trace"), "not echoed");
-        assert!(build(&json!({"algorithm": "nanoid"}))
+        assert!(build(json!({"algorithm": "nanoid"}))
             .err()
             .unwrap()
             .contains("algorithm"));
-        assert!(build(&json!({"header_name": "a b"}))
+        assert!(build(json!({"header_name": "a b"}))
             .err()
             .unwrap()
             .contains("header_name"));
-        assert!(build(&json!({"nope": 1})).err().unwrap().contains("nope"));
+        assert!(build(json!({"nope": 1})).err().unwrap().contains("nope"));
         assert_ne!(uuid_v4(), uuid_v4());
     }
 }

@@ -41,6 +41,29 @@ pub struct RequestView<'a> {
     pub scheme: &'a str,
 }
 
+/// The request's host: the Host header (or the URI's authority), without the port, as
+/// sent (not lower-cased).
+pub fn host_of(req: &pingora_http::RequestHeader) -> &str {
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or("");
+    strip_port(raw)
+}
+
+/// `host[:port]` or `[v6]:port` without the port.
+pub fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
 /// A variable name parsed once at apply time (never per request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Var {
