@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# Installs the one system tool the build needs beyond the Rust toolchain: cmake
-# (Pingora's zlib-ng backend, libz-ng-sys, builds its C code with it).
-# Safe to run repeatedly; does nothing when cmake is already present.
+# Installs the system tools the build and the tests need beyond the Rust toolchain, each
+# only when missing (safe to run repeatedly):
+# - cmake: Pingora's zlib-ng backend (libz-ng-sys) builds its C code with it;
+# - redis-server: the e2e tests of the `redis` rate-limit policy start a real one;
+# - promtool (Debian's prometheus): the metrics tests validate the exposition with it.
 set -euo pipefail
-if command -v cmake >/dev/null 2>&1; then
-  exit 0
-fi
-echo "portico: cmake is required to build Pingora (libz-ng-sys); installing it" >&2
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "portico: installing ${missing[*]}" >&2
 sudo_cmd=""
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; else
-    echo "portico: please install cmake (e.g. 'apt-get install cmake') and retry" >&2
+    echo "portico: please install ${missing[*]} (e.g. 'apt-get install ${missing[*]}') and retry" >&2
     exit 1
   fi
 fi
 if command -v apt-get >/dev/null 2>&1; then
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq cmake >/dev/null
+  # Services are only used by tests that start their own instance on an ephemeral port;
+  # policy-rc.d keeps Debian from starting the packaged system service.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The packaged redis service is not wanted (tests start their own); stop it if started.
+  if command -v systemctl >/dev/null 2>&1; then $sudo_cmd systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
 elif command -v dnf >/dev/null 2>&1; then
-  $sudo_cmd dnf install -y cmake
+  $sudo_cmd dnf install -y "${missing[@]}"
 elif command -v brew >/dev/null 2>&1; then
-  brew install cmake
+  brew install "${missing[@]}"
 else
-  echo "portico: please install cmake with your package manager and retry" >&2
+  echo "portico: please install ${missing[*]} with your package manager and retry" >&2
   exit 1
 fi
 command -v cmake >/dev/null
