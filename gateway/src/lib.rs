@@ -20,6 +20,7 @@ pub mod hash_key;
 pub mod health;
 pub mod keepalive;
 pub mod metrics;
+pub mod metrics_plugins;
 pub mod metrics_service;
 pub mod providers;
 pub mod proxy;

@@ -44,6 +44,8 @@ pub struct Metrics {
     dynacode_last_success: IntGauge,
     /// `portico_lua_duration_seconds{phase}`, one resolved series per phase.
     lua_duration: Vec<Histogram>,
+    /// Native plugins' answers and the limit plugins' counts.
+    pub plugins: crate::metrics_plugins::PluginMetrics,
 }
 
 /// Errors registering metrics; only possible with a programming error (duplicate names).
@@ -179,7 +181,9 @@ impl Metrics {
             "",
             "",
         ));
+        let plugins = crate::metrics_plugins::PluginMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
+            plugins,
             registry,
             requests,
             duration,
@@ -316,6 +320,7 @@ impl Metrics {
     /// The text exposition format, as served on `GET /metrics`.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::new();
+        self.plugins.refresh();
         let families = self.registry.gather();
         // Encoding into a Vec cannot fail for well-formed families; an error would only
         // truncate the scrape, which Prometheus reports on its side.

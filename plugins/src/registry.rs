@@ -183,6 +183,12 @@ impl PluginRegistry {
         .map_err(invalid)
     }
 
+    /// The group `conf` shares its state with, for plugins that have groups
+    /// (`limit-count`'s `group`): configurations of one group must be identical.
+    pub fn group_of(&self, name: &str, conf: &Value) -> Option<String> {
+        self.natives.get(name)?.group.and_then(|g| g(conf))
+    }
+
     /// Names of every built-in plugin (Lua and native), sorted.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         let mut names: Vec<&'static str> = self
@@ -238,8 +244,8 @@ mod tests {
     fn unknown_plugin_is_named() {
         let r = PluginRegistry::builtin();
         assert_eq!(
-            r.check("limit-count", &Value::Null),
-            Err(PluginError::Unknown("limit-count".into()))
+            r.check("proxy-mirror", &Value::Null),
+            Err(PluginError::Unknown("proxy-mirror".into()))
         );
         assert_eq!(
             r.check("x", &Value::Null).unwrap_err().to_string(),
@@ -248,6 +254,9 @@ mod tests {
         assert_eq!(
             r.names().collect::<Vec<_>>(),
             vec![
+                "limit-conn",
+                "limit-count",
+                "limit-req",
                 "request-id",
                 "serverless-post-function",
                 "serverless-pre-function"

@@ -25,6 +25,8 @@ mod hostile_admin;
 mod hostile_http;
 mod hostile_lua;
 mod hot_swap;
+mod limits;
+mod limits_redis;
 mod lua_async;
 mod lua_common;
 mod lua_content_balancer;

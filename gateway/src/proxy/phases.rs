@@ -195,6 +195,8 @@ pub async fn run_phase(
                     NativeOutcome::Continue => continue,
                     NativeOutcome::Respond { .. } if phase == Phase::Log => continue,
                     NativeOutcome::Respond { status, body } => {
+                        let route = ctx.route.as_ref().map_or("", |r| r.id.as_str());
+                        env.metrics.plugins.count_rejected(&entry.plugin, route);
                         result = PhaseResult::Respond {
                             status,
                             body: Some(body.to_vec()),
