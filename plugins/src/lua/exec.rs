@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use super::compile::CompiledFunction;
 use super::convert::{lua_to_json, lua_to_json_bounded};
 use super::request::SharedRequest;
-use super::shared_dict::SharedDicts;
+use super::shared_dict_registry::SharedDicts;
 use super::signal::{self, Exit};
 use super::vm::{LuaLimits, LuaVm};
 use super::LuaFailure;
