@@ -20,8 +20,10 @@ fn vm() -> LuaVm {
 /// Runs `src` (a function body) for a request from `remote_addr`; its `return` value
 /// (a string) is the output.
 fn run(vm: &LuaVm, src: &str) -> String {
-    let mut conn = ConnVars::default();
-    conn.remote_addr = "192.0.2.7".into();
+    let conn = ConnVars {
+        remote_addr: "192.0.2.7".into(),
+        ..Default::default()
+    };
     let r = LuaRequest::new("GET".into(), "/".into(), None, HeaderMap::new(), conn).shared();
     let f = compile("test", &format!("return function()\n{src}\nend"), None).unwrap();
     let out = tokio::runtime::Builder::new_current_thread()
