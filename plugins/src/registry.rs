@@ -331,6 +331,18 @@ mod tests {
         let code = r#"return { shared_dicts = { my_limit = "64k", bytes = 16384 },
             access = function() end }"#;
         r.compile_module("m", code).unwrap();
+        let many = (0..65)
+            .map(|i| format!("d{i} = \"8k\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let e = r
+            .compile_module(
+                "m3",
+                &format!("return {{ shared_dicts = {{ {many} }}, access = function() end }}"),
+            )
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("at most 64"), "{e}");
         let lua = mlua::Lua::new();
         let t = dicts.table(&lua).unwrap();
         lua.globals().raw_set("shared", t).unwrap();
@@ -343,6 +355,10 @@ mod tests {
             (r#"{ d = "tiny" }"#, "shared_dicts.d: `tiny` is not a size"),
             (r#"{ d = "1k" }"#, "shared_dicts.d: must be at least 8k"),
             (r#""10m""#, "`shared_dicts` must be a table"),
+            (
+                r#"{ [1] = "1m" }"#,
+                "names must be strings of 1 to 128 bytes",
+            ),
         ] {
             let code = format!("return {{ shared_dicts = {bad}, access = function() end }}");
             let e = r.compile_module("m2", &code).err().unwrap_or_default();

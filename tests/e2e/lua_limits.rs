@@ -428,12 +428,19 @@ fn limit_req_delays_pace_a_client_without_blocking_the_worker() {
         (Duration::from_millis(850)..Duration::from_millis(1600)).contains(&total),
         "11 requests at 10/s took {total:?} ({lat:?})"
     );
-    for l in &lat[2..] {
-        assert!(
-            (Duration::from_millis(50)..Duration::from_millis(300)).contains(l),
-            "paced request took {l:?} ({lat:?})"
-        );
-    }
+    // Each later request waits about 1/rate; one that arrived late (client or
+    // scheduling overhead) finds the bucket more drained and waits less.
+    let mut paced = lat[1..].to_vec();
+    paced.sort();
+    let median = paced[paced.len() / 2];
+    assert!(
+        (Duration::from_millis(80)..Duration::from_millis(150)).contains(&median),
+        "median paced request {median:?} ({lat:?})"
+    );
+    assert!(
+        paced[paced.len() - 1] < Duration::from_millis(400),
+        "{lat:?}"
+    );
     // Meanwhile another route on the same worker is not held up.
     let t = Instant::now();
     assert_eq!(gw.proxy_get("/fast").status, 200);

@@ -186,6 +186,10 @@ pub struct ModuleInfo {
     pub shared_dicts: std::collections::BTreeMap<String, usize>,
 }
 
+/// Bounds on what one module declares (apply-time input from the admin API).
+const MAX_DECLARED_DICTS: usize = 64;
+const MAX_DICT_NAME: usize = 128;
+
 /// A module's `shared_dicts` field: a table of name → size (`"10m"`, `"512k"` or a
 /// number of bytes, at least 8k). Errors name the field.
 fn declared_dicts(
@@ -204,11 +208,18 @@ fn declared_dicts(
     };
     for pair in t.pairs::<Value, Value>() {
         let (k, v) = pair.map_err(|e| format!("{label}: shared_dicts: {e}"))?;
+        if out.len() == MAX_DECLARED_DICTS {
+            return Err(format!(
+                "{label}: shared_dicts: at most {MAX_DECLARED_DICTS} dictionaries per module"
+            ));
+        }
         let name = match k {
-            Value::String(s) if !s.as_bytes().is_empty() => s.to_string_lossy(),
+            Value::String(s) if (1..=MAX_DICT_NAME).contains(&s.as_bytes().len()) => {
+                s.to_string_lossy()
+            }
             _ => {
                 return Err(format!(
-                    "{label}: shared_dicts: names must be non-empty strings"
+                    "{label}: shared_dicts: names must be strings of 1 to {MAX_DICT_NAME} bytes"
                 ))
             }
         };
