@@ -40,7 +40,6 @@ pub async fn respond(
 ) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    header.insert_header(http::header::SERVER, crate::SERVER_NAME)?;
     if let Some(extra) = phases::lua_response_headers(ctx) {
         for name in extra.keys() {
             header.remove_header(name);
@@ -68,14 +67,15 @@ pub async fn respond(
     Ok(())
 }
 
-/// The 500 a request gets when its Lua failed (nginx's default page, through the
-/// filters).
+/// The 500 a request gets when its Lua failed or ran out of time or memory (the
+/// gateway's JSON error body, through the filters).
 pub async fn respond_lua_failure(
     session: &mut Session,
     ctx: &mut RequestCtx,
     env: &LuaEnv<'_>,
 ) -> Result<()> {
-    respond(session, ctx, 500, "text/html", default_page(500), env).await
+    let body = Bytes::from_static(super::error::body_for(500).as_bytes());
+    respond(session, ctx, 500, "application/json", body, env).await
 }
 
 /// Answers as a Lua function asked (`ngx.exit`, `return status, body`): its body, or its
