@@ -64,6 +64,11 @@ impl AccessLog {
         self.lines.is_some()
     }
 
+    /// Whether the current format has `$request_id`.
+    pub fn uses_request_id(&self) -> bool {
+        self.format.load().uses_request_id()
+    }
+
     /// Formats and queues one line; never blocks.
     pub fn log(&self, rec: &LogRecord<'_>) {
         let Some(lines) = &self.lines else {
@@ -108,5 +113,29 @@ impl AccessLog {
                 })
             })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logging::record::LogRecord;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let dropped = IntCounter::new("dropped", "test").unwrap();
+        let (tx, rx) = sync_channel(2);
+        let log = AccessLog {
+            format: ArcSwap::from_pointee(LogFormat::parse("$status", false).unwrap()),
+            lines: Some(tx),
+            dropped: dropped.clone(),
+            reopen: Arc::new(AtomicBool::new(false)),
+        };
+        for _ in 0..5 {
+            log.log(&LogRecord::bare(None, 204));
+        }
+        assert_eq!(dropped.get(), 3);
+        assert_eq!(rx.try_recv().unwrap(), b"204\n");
+        assert!(!log.uses_request_id());
     }
 }

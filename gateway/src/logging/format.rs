@@ -148,6 +148,14 @@ impl LogFormat {
         &self.segments
     }
 
+    /// Whether a line needs `$request_id` (made up per request when the request-id
+    /// plugin did not set one).
+    pub fn uses_request_id(&self) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Field(Field::RequestId, _)))
+    }
+
     /// Appends one line (with its newline) for `rec` to `out`.
     pub fn write_line(&self, rec: &LogRecord<'_>, out: &mut Vec<u8>) {
         // Computed at most once per line, only when a time variable is used.

@@ -71,11 +71,12 @@ pub fn record(
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
     {
-        Some(id) => id,
-        None => {
+        Some(id) => Some(id),
+        None if access_log.uses_request_id() => {
             made_id = format!("{:032x}", rand::random::<u128>());
-            &made_id
+            Some(made_id.as_str())
         }
+        None => None,
     };
     let upstream = ctx.route.as_ref().and_then(|r| r.upstream.as_ref());
     let tried = !ctx.upstream_addrs.is_empty();
@@ -104,7 +105,7 @@ pub fn record(
         route_id: ctx.route.as_ref().map(|r| r.id.as_str()),
         service_id: ctx.route.as_ref().and_then(|r| r.service_id.as_deref()),
         consumer_name: None,
-        request_id: Some(request_id),
+        request_id,
     });
 }
 
