@@ -32,20 +32,6 @@ pub fn status_for(e: &Error) -> u16 {
     }
 }
 
-/// The JSON body of an error the gateway answers itself.
-pub fn body_for(code: u16) -> &'static str {
-    match code {
-        400 => r#"{"error_msg":"400 Bad Request"}"#,
-        404 => r#"{"error_msg":"404 Not Found"}"#,
-        405 => r#"{"error_msg":"405 Not Allowed"}"#,
-        408 => r#"{"error_msg":"408 Request Time-out"}"#,
-        502 => r#"{"error_msg":"502 Bad Gateway"}"#,
-        503 => r#"{"error_msg":"503 Service Temporarily Unavailable"}"#,
-        504 => r#"{"error_msg":"504 Gateway Time-out"}"#,
-        _ => r#"{"error_msg":"500 Internal Server Error"}"#,
-    }
-}
-
 /// Writes the error response (when the client can still receive one), through the
 /// route's header and body filters like every response the gateway writes.
 pub async fn respond_error(
@@ -56,7 +42,7 @@ pub async fn respond_error(
 ) -> FailToProxy {
     let code = status_for(e);
     if code > 0 && code != CLIENT_CLOSED && session.response_written().is_none() {
-        let body = bytes::Bytes::from_static(body_for(code).as_bytes());
+        let body = bytes::Bytes::from_static(super::local::error_body(code).as_bytes());
         if let Err(err) =
             super::local::respond(session, ctx, code, "application/json", body, env).await
         {
