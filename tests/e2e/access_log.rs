@@ -296,3 +296,52 @@ fn error_log_can_be_json_lines() {
         "no text lines:\n{logs}"
     );
 }
+
+/// A writer that cannot write (a pipe nobody reads, standing for a stalled disk) never
+/// slows requests down: lines beyond `buffer_lines` are dropped and counted.
+#[test]
+fn a_stalled_log_never_blocks_requests_and_drops_are_counted() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = TempDir::new("portico-fifo");
+    let fifo = dir.path().join("access.fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(st.success());
+    // A reader that never reads: the pipe fills up (64 KiB) and the writer blocks.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000) // O_NONBLOCK: opening does not wait for a writer
+        .open(&fifo)
+        .expect("open fifo for reading");
+    let gw = Gateway::start(GatewayOpts {
+        extra_yaml: format!(
+            "log:\n  access:\n    path: \"{}\"\n    buffer_lines: 4\n",
+            fifo.display()
+        ),
+        ..Default::default()
+    });
+    let b = Backend::start("b");
+    gw.put(
+        "/routes/r",
+        json!({"uri": "/r/*", "upstream": {"nodes": {b.node(): 1}}}),
+    );
+    gw.sync();
+
+    let long = "x".repeat(2000);
+    let started = std::time::Instant::now();
+    let mut conn = gw.proxy_conn();
+    for i in 0..200 {
+        let r = conn
+            .send(&Request::get(&format!("/r/{i}/{long}")))
+            .expect("request");
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert!(
+        started.elapsed() < WAIT,
+        "200 requests with a stalled log took {:?}",
+        started.elapsed()
+    );
+    let s = prom::parse(&gw.metrics_text()).expect("metrics parse");
+    let dropped = prom::sum(&s, "portico_access_log_dropped_total", &[]);
+    // 64 KiB of pipe and the writer's buffer hold at most ~70 lines of 2 KB, 4 wait.
+    assert!(dropped >= 100.0, "dropped {dropped}\n{}", gw.metrics_text());
+}
