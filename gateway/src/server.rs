@@ -67,6 +67,9 @@ fn check_listeners(settings: &Settings) -> Result<(), StartError> {
         .collect();
     addrs.push(("admin.listen", settings.admin.listen.as_str()));
     addrs.push(("metrics.listen", settings.metrics.listen.as_str()));
+    if let Some(status) = &settings.status.listen {
+        addrs.push(("status.listen", status.as_str()));
+    }
     let mut held = Vec::with_capacity(addrs.len());
     for (key, addr) in addrs {
         match std::net::TcpListener::bind(addr) {
@@ -205,7 +208,7 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     // Before the store opens, so a slow start answers 503 "starting".
     let readiness = Arc::new(crate::status::Readiness::default());
     if let Some(addr) = &settings.status.listen {
-        crate::status::start_listener(addr, Arc::clone(&readiness)).map_err(|source| {
+        crate::status::start_listener(addr, Arc::clone(&readiness), upgrade).map_err(|source| {
             StartError::Bind {
                 key: "status.listen",
                 addr: addr.clone(),

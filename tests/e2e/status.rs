@@ -117,3 +117,59 @@ fn ready_is_503_while_draining_and_status_stays_200() {
     assert_eq!(done.status, 200);
     assert!(gw.wait_exit(WAIT).is_some(), "exits once drained");
 }
+
+#[test]
+fn a_graceful_upgrade_hands_the_status_address_over() {
+    // The yaml provider: the admin provider's store is locked by the running process.
+    let port = free_port();
+    let b = Backend::start("b");
+    let mut old = Gateway::start(GatewayOpts {
+        yaml_provider: Some(format!(
+            "routes:\n  - id: r\n    uri: /r\n    upstream:\n      nodes:\n        \"{}\": 1\n#END\n",
+            b.node()
+        )),
+        ..status_opts(port)
+    });
+    wait_for(WAIT, "old ready", || {
+        get(port, "/status/ready").filter(|r| r.status == 200)
+    });
+    assert_eq!(old.proxy_get("/r").status, 200);
+
+    // The new process waits for the listening sockets on data_dir/portico_upgrade.sock;
+    // the status address is still the old one's, so it binds it later.
+    // (The yaml provider does not create data_dir; the upgrade socket lives there.)
+    std::fs::create_dir_all(&old.data_dir).expect("data_dir");
+    let log = std::fs::File::create(old.dir_path().join("new.log")).expect("log file");
+    let mut new = portico_cmd()
+        .arg("-c")
+        .arg(&old.config_path)
+        .arg("-u")
+        .current_dir(old.dir_path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn portico -u");
+    let sock = old.data_dir.join("portico_upgrade.sock");
+    assert!(
+        wait_until(WAIT, || sock.exists()),
+        "the new process waits for the sockets"
+    );
+    let st = std::process::Command::new("kill")
+        .args(["-QUIT", &old.pid().to_string()])
+        .status()
+        .expect("kill -QUIT");
+    assert!(st.success());
+    let r = wait_for(WAIT, "old draining", || {
+        get(port, "/status/ready").filter(|r| r.status == 503)
+    });
+    assert_eq!(r.json()["status"], "draining", "{r:?}");
+    assert!(old.wait_exit(WAIT).is_some(), "the old process exits");
+    let r = wait_for(WAIT, "new ready on the same address", || {
+        get(port, "/status/ready").filter(|r| r.status == 200)
+    });
+    assert_eq!(r.json()["status"], "ok");
+    assert_eq!(old.proxy_get("/r").status, 200, "the new process proxies");
+    let _ = new.kill();
+    let _ = new.wait();
+}

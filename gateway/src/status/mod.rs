@@ -82,8 +82,40 @@ impl Readiness {
 }
 
 /// Binds `addr` now (an error fails startup) and serves it from a thread of its own.
-pub fn start_listener(addr: &str, readiness: Arc<Readiness>) -> std::io::Result<()> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
+///
+/// `wait_if_busy` (a graceful upgrade): the old process still holds the address until it
+/// exits, so a busy address is retried in the background instead of failing startup.
+pub fn start_listener(
+    addr: &str,
+    readiness: Arc<Readiness>,
+    wait_if_busy: bool,
+) -> std::io::Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(listener) => serve_on_thread(listener, readiness),
+        Err(e) if wait_if_busy && e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::info!("status.listen {addr} is busy (upgrade): binding once it is free");
+            let addr = addr.to_string();
+            std::thread::Builder::new()
+                .name("portico-status-bind".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if let Ok(listener) = std::net::TcpListener::bind(&addr) {
+                        if let Err(e) = serve_on_thread(listener, readiness) {
+                            tracing::error!("status listener: {e}");
+                        }
+                        return;
+                    }
+                })?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn serve_on_thread(
+    std_listener: std::net::TcpListener,
+    readiness: Arc<Readiness>,
+) -> std::io::Result<()> {
     std_listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
