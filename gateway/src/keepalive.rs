@@ -77,7 +77,7 @@ impl<A> IdleLight<A> {
         }
     }
 
-    /// Reports every answer the edge writes (400, 408, 431) to `observer`.
+    /// Reports every answer the edge writes (400, 405, 408, 431) to `observer`.
     pub fn with_reply_observer(mut self, observer: ReplyObserver) -> IdleLight<A> {
         self.on_reply = Some(observer);
         self

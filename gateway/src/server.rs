@@ -155,9 +155,9 @@ impl ShutdownSignalWatch for GracefulSignals {
             _ = int.recv() => ShutdownSignal::GracefulTerminate,
             _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
         };
+        self.readiness.mark_draining();
         // Pingora hands the sockets over on SIGQUIT and keeps accepting for 5 s so the new
         // process can start; only then does this one stop accepting.
-        self.readiness.mark_draining();
         let start_after = match signal {
             ShutdownSignal::GracefulUpgrade => std::time::Duration::from_secs(6),
             _ => std::time::Duration::ZERO,
@@ -173,26 +173,6 @@ impl ShutdownSignalWatch for GracefulSignals {
 
 /// Seconds between two log lines about the same unreachable upstream node.
 const UPSTREAM_ERROR_LOG_INTERVAL_SECS: u64 = 10;
-
-/// Counts and logs the answers the edge writes before a request reaches the proxy (a
-/// malformed head: 400; a slow one: 408; a large one: 431), as unmatched requests.
-fn edge_observer(
-    metrics: Arc<Metrics>,
-    access_log: Arc<crate::logging::AccessLog>,
-) -> crate::edge::ReplyObserver {
-    let unmatched = metrics.unmatched();
-    Arc::new(move |reply, client| {
-        let status = reply.status();
-        unmatched.record(&crate::metrics::RequestSample {
-            status,
-            total_seconds: 0.0,
-            upstream_seconds: None,
-            ingress_bytes: 0,
-            egress_bytes: 0,
-        });
-        access_log.log(&crate::logging::record::LogRecord::bare(client, status));
-    })
-}
 
 /// Builds every service and runs until a shutdown signal; returns when drained.
 /// `upgrade`: take over the listening sockets of a running instance (Pingora's graceful
@@ -295,7 +275,10 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
             crate::edge::EdgeLimits::from_settings(&settings.proxy)
                 .with_server_header(server_header),
         )
-        .with_reply_observer(edge_observer(Arc::clone(&metrics), access_log)),
+        .with_reply_observer(crate::logging::edge_replies::observer(
+            Arc::clone(&metrics),
+            access_log,
+        )),
     );
     for addr in &settings.proxy.listen {
         proxy.add_listener(proxy_listener(addr));

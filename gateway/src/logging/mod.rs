@@ -6,10 +6,12 @@
 //! - [`record`]: the values of one finished request a line is made of;
 //! - [`access`]: the handle the proxy formats lines with and hands them to the writer;
 //! - [`writer`]: the one thread that writes lines, and reopens the file on `SIGUSR1`;
+//! - [`edge_replies`]: the client edge's own answers, counted and logged;
 //! - [`error_log`]: `tracing` setup, plain text or one JSON object per line;
 //! - [`throttle`]: "once per key per interval" for messages such as a refused upstream.
 
 pub mod access;
+pub mod edge_replies;
 pub mod error_log;
 pub mod format;
 pub mod record;
