@@ -230,7 +230,6 @@ fn value<'a>(field: &Field, rec: &LogRecord<'a>, time: &mut Option<UtcTime>) -> 
         Field::TimeLocal => Value::Str(utc().local_format().into()),
         Field::TimeIso8601 => Value::Str(utc().iso8601().into()),
         Field::Msec => Value::Str(utc().msec().into()),
-        Field::RemoteUser | Field::ConsumerName if rec.consumer_name.is_none() => Value::Missing,
         Field::RemoteUser | Field::ConsumerName => opt_str(rec.consumer_name),
         Field::RequestLine => match &rec.view {
             Some(v) => Value::Str(Cow::Owned(match v.query {
