@@ -19,6 +19,7 @@ pub mod edge;
 pub mod hash_key;
 pub mod health;
 pub mod keepalive;
+pub mod logging;
 pub mod metrics;
 pub mod metrics_plugins;
 pub mod metrics_service;
@@ -28,6 +29,7 @@ pub mod router;
 pub mod server;
 pub mod settings;
 pub mod snapshot;
+pub mod status;
 pub mod store;
 pub mod store_cli;
 pub mod uri_path;
@@ -42,4 +44,4 @@ mod fuzz_tests;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The `Server` header value on responses the gateway writes itself.
-pub const SERVER_NAME: &str = concat!("portico/", env!("CARGO_PKG_VERSION"));
+pub const SERVER_NAME: &str = concat!("Portico/", env!("CARGO_PKG_VERSION"));

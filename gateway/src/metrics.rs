@@ -46,6 +46,8 @@ pub struct Metrics {
     lua_duration: Vec<Histogram>,
     /// Native plugins' answers and the limit plugins' counts.
     pub plugins: crate::metrics_plugins::PluginMetrics,
+    /// Access log lines dropped because the writer was behind.
+    access_log_dropped: IntCounter,
 }
 
 /// Errors registering metrics; only possible with a programming error (duplicate names).
@@ -158,6 +160,11 @@ impl Metrics {
         registry.register(Box::new(dynacode_snippets.clone()))?;
         registry.register(Box::new(dynacode_last_success.clone()))?;
         registry.register(Box::new(lua_errors.clone()))?;
+        let access_log_dropped = IntCounter::new(
+            "portico_access_log_dropped_total",
+            "Access log lines dropped because the log writer was behind",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         registry.register(Box::new(lua_duration_vec))?;
         registry.register(Box::new(node_healthy.clone()))?;
         registry.register(Box::new(health_transitions.clone()))?;
@@ -201,6 +208,7 @@ impl Metrics {
             dynacode_snippets,
             dynacode_last_success,
             lua_duration,
+            access_log_dropped,
         }))
     }
 
@@ -315,6 +323,11 @@ impl Metrics {
         if let Some(h) = self.lua_duration.get(phase as usize) {
             h.observe(seconds);
         }
+    }
+
+    /// The counter of access log lines dropped under pressure.
+    pub fn access_log_dropped(&self) -> IntCounter {
+        self.access_log_dropped.clone()
     }
 
     /// The text exposition format, as served on `GET /metrics`.

@@ -9,12 +9,14 @@
 
 mod support;
 
+mod access_log;
 mod admin_api;
 mod admin_race;
 mod balancer;
 mod cli;
 mod dynacode_poll;
 mod dynacode_push;
+mod error_pages;
 mod health_active;
 mod health_api;
 mod health_chash;
@@ -41,4 +43,5 @@ mod native_plugins;
 mod persistence;
 mod retries;
 mod routing;
+mod status;
 mod yaml_provider;

@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 pub struct LuaEnv<'a> {
     pub workers: &'a WorkerVms,
     pub metrics: &'a Metrics,
+    /// The `Server` header of every response (`server_header`); `None` sends none.
+    pub server_header: Option<&'a http::HeaderValue>,
 }
 
 /// How a phase ended.

@@ -202,6 +202,7 @@ pub fn build(
         });
         routes.push(Arc::new(RouteRuntime {
             id: id.clone(),
+            service_id: spec.service_id.as_ref().map(|s| s.0.clone()),
             upstream,
             timeouts: spec.timeout.as_ref().map(Timeouts::from_spec),
             metrics: route_metrics,
