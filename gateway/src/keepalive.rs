@@ -214,6 +214,7 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _active = crate::connections::Active::accept();
         let options = self.inner.server_options();
         let plain_http1 =
             stream.get_ssl_digest().is_none() && !options.is_some_and(|o| o.h2c || o.force_custom);
@@ -245,11 +246,18 @@ where
             let start = match gate.take_ahead() {
                 Some(pipelined) => pipelined,
                 None => {
-                    let wait = if first {
-                        deadline.saturating_duration_since(Instant::now())
+                    let (wait, state) = if first {
+                        (
+                            deadline.saturating_duration_since(Instant::now()),
+                            crate::connections::State::Reading,
+                        )
                     } else {
-                        Duration::from_secs(CLIENT_KEEPALIVE_SECS)
+                        (
+                            Duration::from_secs(CLIENT_KEEPALIVE_SECS),
+                            crate::connections::State::Waiting,
+                        )
                     };
+                    let _state = crate::connections::InState::enter(state);
                     self.next_request_start(gate.inner_mut(), wait).await?
                 }
             };
@@ -259,7 +267,10 @@ where
             } else {
                 Instant::now() + self.limits.header_timeout
             };
-            let (buf, head) = match self.read_head(&mut gate, start, deadline, &mut slot).await {
+            let reading = crate::connections::InState::enter(crate::connections::State::Reading);
+            let read = self.read_head(&mut gate, start, deadline, &mut slot).await;
+            drop(reading);
+            let (buf, head) = match read {
                 Ok(read) => read,
                 Err(HeadEnd::Reply(reply)) => {
                     // Boxed: its drain buffer would otherwise be part of every idle

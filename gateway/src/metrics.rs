@@ -46,6 +46,9 @@ pub struct Metrics {
     lua_duration: Vec<Histogram>,
     /// Native plugins' answers and the limit plugins' counts.
     pub plugins: crate::metrics_plugins::PluginMetrics,
+    node: crate::metrics_node::NodeMetrics,
+    /// APISIX's families, with `metrics.naming: apisix`.
+    apisix: Option<crate::metrics_apisix::ApisixMetrics>,
     /// Access log lines dropped because the writer was behind.
     access_log_dropped: IntCounter,
 }
@@ -54,7 +57,23 @@ pub struct Metrics {
 pub type MetricsError = prometheus::Error;
 
 impl Metrics {
+    /// Portico's naming.
     pub fn new() -> Result<Arc<Metrics>, MetricsError> {
+        Metrics::with_naming(crate::settings::MetricsNaming::Portico)
+    }
+
+    pub fn with_naming(
+        naming: crate::settings::MetricsNaming,
+    ) -> Result<Arc<Metrics>, MetricsError> {
+        let apisix = match naming {
+            crate::settings::MetricsNaming::Portico => None,
+            crate::settings::MetricsNaming::Apisix => {
+                Some(crate::metrics_apisix::ApisixMetrics::new(
+                    &crate::metrics_node::hostname(),
+                    env!("CARGO_PKG_VERSION"),
+                )?)
+            }
+        };
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -189,8 +208,11 @@ impl Metrics {
             "",
         ));
         let plugins = crate::metrics_plugins::PluginMetrics::register(&registry)?;
+        let node = crate::metrics_node::NodeMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
             plugins,
+            node,
+            apisix,
             registry,
             requests,
             duration,
@@ -258,6 +280,9 @@ impl Metrics {
         self.node_healthy
             .with_label_values(&[upstream, node])
             .set(i64::from(healthy));
+        if let Some(a) = &self.apisix {
+            a.set_upstream_status(upstream, node, healthy);
+        }
     }
 
     /// After a swap: one `node_healthy` series per checked node, none for removed nodes.
@@ -277,6 +302,14 @@ impl Metrics {
             self.node_healthy
                 .with_label_values(&[u, n])
                 .set(i64::from(*healthy));
+            if let Some(a) = &self.apisix {
+                a.set_upstream_status(u, n, *healthy);
+            }
+        }
+        if let Some(a) = &self.apisix {
+            for (u, n) in series.difference(&now) {
+                a.forget_upstream_status(u, n);
+            }
         }
         *series = now;
     }
@@ -330,17 +363,41 @@ impl Metrics {
         self.access_log_dropped.clone()
     }
 
+    /// APISIX's families, when `metrics.naming` is `apisix`.
+    pub fn apisix(&self) -> Option<&crate::metrics_apisix::ApisixMetrics> {
+        self.apisix.as_ref()
+    }
+
     /// The text exposition format, as served on `GET /metrics`.
     pub fn render(&self) -> Vec<u8> {
-        let mut buf = Vec::new();
         self.plugins.refresh();
-        let families = self.registry.gather();
+        self.node.refresh();
+        let mut families = self.registry.gather();
+        let mut buf = match &self.apisix {
+            Some(apisix) => {
+                // APISIX's families replace the ones they duplicate; the rest (config,
+                // Lua, limits, health transitions) keep their Portico names.
+                families.retain(|f| !APISIX_REPLACES.contains(&f.name()));
+                apisix.render()
+            }
+            None => Vec::new(),
+        };
         // Encoding into a Vec cannot fail for well-formed families; an error would only
         // truncate the scrape, which Prometheus reports on its side.
         let _ = TextEncoder::new().encode(&families, &mut buf);
         buf
     }
 }
+
+/// Portico families that `metrics.naming: apisix` replaces with APISIX's.
+const APISIX_REPLACES: &[&str] = &[
+    "portico_http_requests_total",
+    "portico_http_request_duration_seconds",
+    "portico_bandwidth_bytes_total",
+    "portico_upstream_node_healthy",
+    "portico_http_connections",
+    "portico_node_info",
+];
 
 /// The labelled families a route's series live in (cheap `Arc` clones).
 struct Families {

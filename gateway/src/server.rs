@@ -204,7 +204,7 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
             path.display()
         );
     }
-    let metrics = Metrics::new()?;
+    let metrics = Metrics::with_naming(settings.metrics.naming)?;
     let health = HealthRegistry::new(Arc::new(HealthEvents {
         metrics: Arc::clone(&metrics),
     }));

@@ -240,14 +240,26 @@ pub enum Role {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
     pub listen: String,
+    /// The metric names and labels: Portico's own, or APISIX's prometheus plugin's.
+    pub naming: MetricsNaming,
 }
 
 impl Default for MetricsSettings {
     fn default() -> Self {
         MetricsSettings {
             listen: "127.0.0.1:9091".to_string(),
+            naming: MetricsNaming::Portico,
         }
     }
+}
+
+/// `metrics.naming` (docs/operations.md).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsNaming {
+    #[default]
+    Portico,
+    Apisix,
 }
 
 /// Where resources come from.

@@ -166,7 +166,12 @@ fn promtool_accepts_the_exposition() {
         prom::sum(&s, "portico_http_requests_total", &[("route", "r1")]) >= 3.0
     }));
     let (text, _) = scrape(&gw);
+    promtool_check(&text);
+}
 
+/// `promtool check metrics` on `text` (skipped with a note when promtool is missing;
+/// `scripts/setup.sh` installs it).
+fn promtool_check(text: &str) {
     let spawned = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -195,4 +200,61 @@ fn promtool_accepts_the_exposition() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn apisix_naming_exposes_apisix_families_that_promtool_accepts() {
+    let gw = Gateway::start(GatewayOpts {
+        metrics_extra: "  naming: apisix\n".into(),
+        ..GatewayOpts::default()
+    });
+    let b = Backend::start("b");
+    gw.put(
+        "/routes/r1",
+        json!({"uri": "/p/*", "upstream": {"nodes": {b.node(): 1}}}),
+    );
+    gw.sync();
+    for _ in 0..3 {
+        assert_eq!(gw.proxy_get("/p/x").status, 200);
+    }
+    let (text, s) = scrape(&gw);
+    let ok = [
+        ("code", "200"),
+        ("route", "r1"),
+        ("matched_uri", "/p/*"),
+        ("node", "127.0.0.1"),
+    ];
+    assert!(prom::sum(&s, "apisix_http_status", &ok) >= 3.0, "{text}");
+    assert!(
+        prom::sum(
+            &s,
+            "apisix_http_latency_count",
+            &[("type", "request"), ("route", "r1")]
+        ) >= 3.0,
+        "{text}"
+    );
+    assert!(
+        prom::sum(
+            &s,
+            "apisix_bandwidth",
+            &[("type", "egress"), ("route", "r1")]
+        ) > 0.0
+    );
+    assert!(
+        prom::sum(
+            &s,
+            "apisix_nginx_http_current_connections",
+            &[("state", "accepted")]
+        ) >= 3.0
+    );
+    assert_eq!(prom::select(&s, "apisix_node_info", &[]).len(), 1);
+    assert!(
+        prom::select(&s, "portico_http_requests_total", &[]).is_empty(),
+        "replaced"
+    );
+    assert!(
+        !prom::select(&s, "portico_config_version", &[]).is_empty(),
+        "kept"
+    );
+    promtool_check(&text);
 }

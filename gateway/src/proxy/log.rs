@@ -8,6 +8,7 @@ use super::ctx::RequestCtx;
 use crate::logging::record::LogRecord;
 use crate::logging::AccessLog;
 use crate::metrics::{Metrics, RequestSample};
+use crate::metrics_apisix::ApisixSample;
 
 /// The request-id plugin's default header; a request without it gets a made-up id.
 const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -61,6 +62,23 @@ pub fn record(
         ingress_bytes,
         egress_bytes,
     });
+    if let Some(apisix) = metrics.apisix() {
+        let route = ctx.route.as_deref();
+        let node = ctx.upstream_addrs.last().map(|a| a.ip().to_string());
+        apisix.record(&ApisixSample {
+            route: route.map_or("", |r| r.id.as_str()),
+            matched_uri: route.map_or("", |r| r.matched_uri.as_str()),
+            matched_host: route.map_or("", |r| r.matched_host.as_str()),
+            service: route.and_then(|r| r.service_id.as_deref()).unwrap_or(""),
+            consumer: "",
+            node: node.as_deref().unwrap_or(""),
+            status,
+            total_seconds,
+            upstream_seconds: ctx.upstream_duration.map(|d| d.as_secs_f64()),
+            ingress_bytes,
+            egress_bytes,
+        });
+    }
     if !access_log.enabled() {
         return;
     }

@@ -191,6 +191,9 @@ pub fn build(
             }
             _ => metrics.route(id, upstream_label),
         };
+        // APISIX's `matched_uri`/`matched_host` labels: the route's pattern, bounded.
+        let matched_uri = spec.all_uris().into_iter().next().unwrap_or_default();
+        let matched_host = hosts.first().cloned().unwrap_or_default();
         route_specs.push(spec.as_ref());
         match_specs.push(RouteMatchSpec {
             uris: spec.all_uris(),
@@ -206,6 +209,8 @@ pub fn build(
             upstream,
             timeouts: spec.timeout.as_ref().map(Timeouts::from_spec),
             metrics: route_metrics,
+            matched_uri,
+            matched_host,
             chain,
         }));
     }

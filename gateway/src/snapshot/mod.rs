@@ -56,6 +56,9 @@ pub struct RouteRuntime {
     /// The route's `timeout`, which overrides the upstream's.
     pub timeouts: Option<Timeouts>,
     pub metrics: Arc<RouteMetrics>,
+    /// The route's first URI pattern and host pattern (APISIX's metric labels).
+    pub matched_uri: String,
+    pub matched_host: String,
     /// Global rules' plugins, then the route's (and its service's), per phase.
     pub chain: Arc<PluginChain>,
 }

@@ -67,6 +67,8 @@ pub struct GatewayOpts {
     pub admin_host: String,
     /// Appended verbatim at the top level of `portico.yaml`.
     pub extra_yaml: String,
+    /// Appended verbatim inside the `metrics:` section (e.g. `"  naming: apisix\n"`).
+    pub metrics_extra: String,
     /// Appended verbatim inside the `proxy:` section (indented keys, one per line,
     /// e.g. `"  client_header_timeout: 1\n"`).
     pub proxy_extra: String,
@@ -127,6 +129,7 @@ impl Default for GatewayOpts {
             admin_host: "127.0.0.1".to_owned(),
             extra_yaml: String::new(),
             proxy_extra: String::new(),
+            metrics_extra: String::new(),
             env: Vec::new(),
             fd_limit: None,
             threads: 2,
@@ -228,6 +231,7 @@ impl Gateway {
             );
         }
         s += &format!("metrics:\n  listen: \"127.0.0.1:{}\"\n", self.metrics_port);
+        s += &self.opts.metrics_extra;
         s += &format!("data_dir: \"{}\"\n", self.data_dir.display());
         s += &format!("threads: {}\n", self.opts.threads);
         s += &self.opts.lua.clone().unwrap_or_default().yaml();
