@@ -29,6 +29,7 @@ pub mod settings;
 pub mod snapshot;
 pub mod store;
 pub mod store_cli;
+pub mod tls_accept;
 pub mod uri_path;
 pub use portico_plugins::vars;
 

@@ -64,6 +64,14 @@ fn check_listeners(settings: &Settings) -> Result<(), StartError> {
         .listen
         .iter()
         .map(|a| ("proxy.listen", a.as_str()))
+        .chain(
+            settings
+                .proxy
+                .ssl
+                .listen
+                .iter()
+                .map(|a| ("proxy.ssl.listen", a.as_str())),
+        )
         .collect();
     addrs.push(("admin.listen", settings.admin.listen.as_str()));
     addrs.push(("metrics.listen", settings.metrics.listen.as_str()));
@@ -240,6 +248,14 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     for addr in &settings.proxy.listen {
         proxy.add_listener(proxy_listener(addr));
         tracing::info!("proxy listening on http://{addr}");
+    }
+    for addr in &settings.proxy.ssl.listen {
+        proxy.add_tls_with_settings(
+            addr,
+            None,
+            crate::tls_accept::tls_settings(&store, &settings.proxy),
+        );
+        tracing::info!("proxy listening on https://{addr}");
     }
 
     let mut admin = Service::new(

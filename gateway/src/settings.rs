@@ -146,6 +146,20 @@ pub struct ProxySettings {
     /// Largest request header section in bytes (request line and header fields); a
     /// larger one is answered 431 and the connection closed.
     pub client_max_header_size: usize,
+    /// TLS listeners, certificates from `/apisix/admin/ssls` (docs/tls.md).
+    pub ssl: SslListenSettings,
+    /// Offer HTTP/2 by ALPN on the TLS listeners (HTTP/1.1 stays available).
+    pub http2: bool,
+}
+
+/// `proxy.ssl:`: where TLS is terminated. Off (no listener) by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SslListenSettings {
+    pub listen: Vec<String>,
+    /// The SNI to select a certificate by when the client sends none; without it such a
+    /// handshake fails.
+    pub fallback_sni: Option<String>,
 }
 
 impl Default for ProxySettings {
@@ -156,6 +170,8 @@ impl Default for ProxySettings {
             client_body_timeout: 60,
             max_header_connections: 4096,
             client_max_header_size: 32 * 1024,
+            ssl: SslListenSettings::default(),
+            http2: true,
         }
     }
 }
@@ -287,6 +303,20 @@ impl Settings {
         }
         if self.proxy.client_max_header_size < 1024 {
             errors.push("proxy.client_max_header_size: must be at least 1024 bytes".to_string());
+        }
+        for (i, addr) in self.proxy.ssl.listen.iter().enumerate() {
+            if addr.parse::<SocketAddr>().is_err() {
+                errors.push(format!(
+                    "proxy.ssl.listen[{i}]: `{addr}` is not an ip:port address"
+                ));
+            }
+        }
+        if let Some(sni) = &self.proxy.ssl.fallback_sni {
+            if sni.is_empty() || sni.contains(['*', ' ', '/', ':']) {
+                errors.push(format!(
+                    "proxy.ssl.fallback_sni: `{sni}` is not a host name"
+                ));
+            }
         }
         if self.admin.listen.parse::<SocketAddr>().is_err() {
             errors.push(format!(

@@ -38,4 +38,5 @@ mod native_plugins;
 mod persistence;
 mod retries;
 mod routing;
+mod tls;
 mod yaml_provider;

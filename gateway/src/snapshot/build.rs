@@ -111,6 +111,11 @@ pub fn build(
         service_upstreams.insert(id.as_str(), up);
     }
 
+    let tls = Arc::new(super::tls::TlsIndex::build(
+        set,
+        prev.map(|p| p.tls.as_ref()),
+        &mut errors,
+    ));
     let lua_modules =
         super::modules::build_modules(set, prev.map(|p| &p.lua_modules), cx.plugins, &mut errors);
     let mut instances = PluginInstances {
@@ -236,6 +241,7 @@ pub fn build(
             dynacode: dynacode_runtime(set, prev),
             lua_modules,
             plugin_instances,
+            tls,
         }),
         _ => Err(BuildError(errors)),
     }

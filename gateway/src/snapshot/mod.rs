@@ -8,6 +8,7 @@
 mod build;
 pub mod dynacode;
 mod modules;
+pub mod tls;
 mod upstream_key;
 
 use std::net::SocketAddr;
@@ -43,6 +44,8 @@ pub struct Snapshot {
     pub lua_modules: std::collections::HashMap<String, Arc<LuaModule>>,
     /// Every built plugin instance by (name, configuration), reused by the next build.
     pub plugin_instances: std::collections::HashMap<String, Arc<PluginInstance>>,
+    /// Certificates (`ssls`) and their SNI index, read by the TLS listener per handshake.
+    pub tls: Arc<tls::TlsIndex>,
 }
 
 /// A compiled route.

@@ -301,6 +301,14 @@ impl ConfigStore {
         self.metrics.set_config_version(version);
         crate::health::reconcile(&self.health, &self.metrics, &snapshot);
         report_dynacode(&self.metrics, &snapshot);
+        self.metrics.set_ssl_expiry(
+            snapshot
+                .tls
+                .ssls
+                .iter()
+                .map(|(id, ssl)| (id.clone(), ssl.not_after))
+                .collect(),
+        );
         for (metrics, route_still_exists) in replaced {
             if route_still_exists {
                 metrics.forget_requests();

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod prom;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

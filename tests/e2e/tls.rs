@@ -1,0 +1,404 @@
+//! TLS listener (issue 12): certificates from `/apisix/admin/ssls`, chosen per handshake
+//! by SNI from the running snapshot, with real TLS clients (rustls, and curl for h2).
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::lua_common::pre;
+use crate::support::tls::{issue, tls_get, Algo, ClientOpts, Issued, TlsConn};
+use crate::support::*;
+
+/// A gateway with one TLS listener; `fallback`: `proxy.ssl.fallback_sni`.
+fn start_tls(fallback: Option<&str>) -> (Gateway, SocketAddr) {
+    let port = free_port();
+    let mut extra = format!("  ssl:\n    listen: [\"127.0.0.1:{port}\"]\n");
+    if let Some(f) = fallback {
+        extra += &format!("    fallback_sni: \"{f}\"\n");
+    }
+    let gw = Gateway::start(GatewayOpts {
+        proxy_extra: extra,
+        ..Default::default()
+    });
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        wait_until(WAIT, || TcpStream::connect(addr).is_ok()),
+        "TLS listener {addr} never accepted\n{}",
+        gw.logs()
+    );
+    (gw, addr)
+}
+
+fn ssl_body(c: &Issued, snis: &[&str]) -> Value {
+    json!({"cert": c.cert_pem, "key": c.key_pem, "snis": snis})
+}
+
+/// A route answering every path from `backend`.
+fn route_all(gw: &Gateway, backend: &Backend) {
+    gw.put(
+        "/routes/all",
+        json!({"uri": "/*", "upstream": {"type": "roundrobin", "nodes": {backend.node(): 1}}}),
+    );
+}
+
+/// The certificate served for `opts`, or the handshake error.
+fn served(addr: SocketAddr, opts: &ClientOpts) -> Result<Vec<u8>, String> {
+    TlsConn::connect(addr, opts).map(|c| c.peer_der)
+}
+
+fn no_sni() -> ClientOpts {
+    ClientOpts {
+        sni: None,
+        only: None,
+        alpn: Vec::new(),
+    }
+}
+
+#[test]
+fn ssl_resource_is_validated_and_keys_are_never_returned() {
+    let (gw, _) = start_tls(None);
+    let good = issue(&["v.test"], Algo::Ecdsa, false);
+    let other = issue(&["v.test"], Algo::Ecdsa, false);
+
+    let created = gw.put("/ssls/1", ssl_body(&good, &["v.test"]));
+    assert!(created["value"].get("key").is_none(), "{created}");
+    assert_eq!(created["value"]["cert"], json!(good.cert_pem));
+    let got = gw.get("/ssls/1");
+    assert!(got["value"].get("key").is_none(), "{got}");
+    let listed = gw.get("/ssls");
+    assert!(listed["list"][0]["value"].get("key").is_none(), "{listed}");
+    let configs = gw.get("/configs");
+    assert!(configs["ssls"][0].get("key").is_none(), "{configs}");
+
+    let cases = [
+        (
+            json!({"cert": "not a pem", "key": good.key_pem, "sni": "v.test"}),
+            "cert",
+        ),
+        (
+            json!({"cert": good.cert_pem, "key": "junk", "sni": "v.test"}),
+            "key",
+        ),
+        (
+            json!({"cert": good.cert_pem, "key": other.key_pem, "sni": "v.test"}),
+            "key: does not match",
+        ),
+        (
+            json!({"cert": good.cert_pem, "key": good.key_pem, "sni": "v.test",
+                   "certs": [other.cert_pem], "keys": []}),
+            "keys",
+        ),
+        (
+            json!({"cert": good.cert_pem, "key": good.key_pem, "sni": "v.test",
+                   "certs": [other.cert_pem], "keys": [good.key_pem]}),
+            "keys[0]: does not match",
+        ),
+        (json!({"cert": good.cert_pem, "key": good.key_pem}), "sni"),
+        (
+            json!({"cert": good.cert_pem, "key": good.key_pem, "sni": "v.test", "bogus": 1}),
+            "bogus",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, _, resp) = gw.admin("PUT", "/ssls/2", Some(body.clone()));
+        assert_eq!(status, 400, "{body} -> {resp}");
+        let msg = resp["error_msg"].as_str().unwrap_or_default();
+        assert!(msg.contains(field), "{field} not named in {msg}");
+    }
+    assert_eq!(gw.admin("GET", "/ssls/2", None).0, 404);
+
+    // An expired certificate is accepted, with a warning in the reply and the log.
+    let expired = issue(&["old.test"], Algo::Ecdsa, true);
+    let (status, _, resp) = gw.admin("PUT", "/ssls/old", Some(ssl_body(&expired, &["old.test"])));
+    assert_eq!(status, 201, "{resp:?}");
+    assert!(
+        resp["warning"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expired"),
+        "{resp:?}"
+    );
+    assert!(
+        wait_until(WAIT, || gw.logs().contains("certificate expired")),
+        "no log line about the expired certificate"
+    );
+
+    // Seconds until expiry, per SSL.
+    let text = gw.metrics_text();
+    let value = |id: &str| -> f64 {
+        let prefix = format!("portico_ssl_expiry_seconds{{ssl=\"{id}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no expiry series for {id}:\n{text}"))
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    assert!(value("1") > 86_400.0, "{text}");
+    assert!(value("old") < 0.0, "{text}");
+    gw.admin("DELETE", "/ssls/old", None);
+    assert!(!gw.metrics_text().contains("ssl=\"old\""));
+}
+
+#[test]
+fn sni_selects_exact_then_wildcard_then_star_with_fallback() {
+    let (gw, addr) = start_tls(Some("exact.test"));
+    let backend = Backend::start("b");
+    route_all(&gw, &backend);
+    let exact = issue(&["exact.test"], Algo::Ecdsa, false);
+    let wild = issue(&["*.w.test"], Algo::Ecdsa, false);
+    let star = issue(&["star"], Algo::Ecdsa, false);
+    gw.put("/ssls/exact", ssl_body(&exact, &["exact.test"]));
+    gw.put("/ssls/wild", ssl_body(&wild, &["*.W.test"]));
+    gw.put(
+        "/ssls/star",
+        json!({"cert": star.cert_pem, "key": star.key_pem, "sni": "*"}),
+    );
+
+    let by = |name: &str| served(addr, &ClientOpts::sni(name));
+    assert_eq!(by("exact.test").unwrap(), exact.der);
+    assert_eq!(
+        by("EXACT.Test").unwrap(),
+        exact.der,
+        "SNI is case-insensitive"
+    );
+    assert_eq!(by("b.w.test").unwrap(), wild.der);
+    assert_eq!(
+        by("c.b.w.test").unwrap(),
+        star.der,
+        "a wildcard covers one label"
+    );
+    assert_eq!(by("w.test").unwrap(), star.der);
+    assert_eq!(by("elsewhere.test").unwrap(), star.der);
+    assert_eq!(served(addr, &no_sni()).unwrap(), exact.der, "fallback_sni");
+
+    let (der, resp) = tls_get(addr, &ClientOpts::sni("b.w.test"), "/hello").unwrap();
+    assert_eq!(der, wild.der);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json()["path"], "/hello");
+
+    // Without `*`, a name nothing covers fails the handshake.
+    gw.admin("DELETE", "/ssls/star", None);
+    assert!(by("elsewhere.test").is_err());
+    assert_eq!(by("b.w.test").unwrap(), wild.der);
+}
+
+#[test]
+fn rsa_or_ecdsa_by_what_the_client_offers() {
+    let (gw, addr) = start_tls(None);
+    let rsa = issue(&["dual.test"], Algo::Rsa, false);
+    let ec = issue(&["dual.test"], Algo::Ecdsa, false);
+    gw.put(
+        "/ssls/dual",
+        json!({"cert": rsa.cert_pem, "key": rsa.key_pem, "sni": "dual.test",
+               "certs": [ec.cert_pem], "keys": [ec.key_pem]}),
+    );
+    let offer = |only| ClientOpts {
+        only,
+        ..ClientOpts::sni("dual.test")
+    };
+    assert_eq!(served(addr, &offer(Some(Algo::Rsa))).unwrap(), rsa.der);
+    assert_eq!(served(addr, &offer(Some(Algo::Ecdsa))).unwrap(), ec.der);
+    assert_eq!(
+        served(addr, &offer(None)).unwrap(),
+        ec.der,
+        "ECDSA preferred"
+    );
+
+    // An RSA-only SSL cannot serve a client that offers only ECDSA.
+    gw.put("/ssls/rsa", ssl_body(&rsa, &["rsa.test"]));
+    let rsa_only = |only| ClientOpts {
+        only,
+        ..ClientOpts::sni("rsa.test")
+    };
+    assert_eq!(served(addr, &rsa_only(Some(Algo::Rsa))).unwrap(), rsa.der);
+    assert!(served(addr, &rsa_only(Some(Algo::Ecdsa))).is_err());
+}
+
+#[test]
+fn put_and_delete_take_effect_for_the_next_handshake() {
+    let (mut gw, addr) = start_tls(None);
+    let backend = Backend::start("b");
+    route_all(&gw, &backend);
+    let pid = gw.pid();
+    let opts = ClientOpts::sni("live.test");
+    assert!(
+        served(addr, &no_sni()).is_err(),
+        "no SNI and no fallback_sni"
+    );
+    assert!(served(addr, &opts).is_err(), "no certificate yet");
+
+    let one = issue(&["live.test"], Algo::Ecdsa, false);
+    let two = issue(&["live.test"], Algo::Ecdsa, false);
+    gw.put("/ssls/live", ssl_body(&one, &["live.test"]));
+    let mut open = TlsConn::connect(addr, &opts).expect("handshake with the first certificate");
+    assert_eq!(open.peer_der, one.der);
+
+    gw.put("/ssls/live", ssl_body(&two, &["live.test"]));
+    assert_eq!(served(addr, &opts).unwrap(), two.der);
+    gw.admin("DELETE", "/ssls/live", None);
+    assert!(served(addr, &opts).is_err(), "deleted: the handshake fails");
+
+    // The connection opened before keeps its session.
+    let req = Request::get("/still").header("Host", "live.test");
+    let resp = open.send(&req).expect("request on the open connection");
+    assert_eq!(resp.status, 200, "{resp:?}");
+
+    // A disabled SSL is not served; enabling it again is.
+    gw.put(
+        "/ssls/live",
+        json!({"cert": one.cert_pem, "key": one.key_pem, "sni": "live.test", "status": 0}),
+    );
+    assert!(served(addr, &opts).is_err());
+    gw.write_ok("PATCH", "/ssls/live", json!({"status": 1}));
+    assert_eq!(served(addr, &opts).unwrap(), one.der);
+    assert_eq!(gw.pid(), pid);
+    assert!(gw.is_running());
+}
+
+#[test]
+fn scheme_sni_and_port_variables_on_the_tls_listener() {
+    let (gw, addr) = start_tls(None);
+    let backend = Backend::start("b");
+    let c = issue(&["vars.test"], Algo::Ecdsa, false);
+    gw.put("/ssls/v", ssl_body(&c, &["vars.test"]));
+    gw.put(
+        "/routes/v",
+        json!({
+            "uri": "/vars",
+            "plugins": pre("rewrite", r#"
+                ngx.req.set_header("X-Scheme", ngx.var.scheme)
+                ngx.req.set_header("X-Sni", ngx.var.ssl_server_name or "none")
+                ngx.req.set_header("X-Port", ngx.var.server_port)
+            "#),
+            "upstream": {"type": "roundrobin", "nodes": {backend.node(): 1}}
+        }),
+    );
+    let (_, resp) = tls_get(addr, &ClientOpts::sni("vars.test"), "/vars").unwrap();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let h = &resp.json()["headers"];
+    assert_eq!(h["x-forwarded-proto"], "https", "{h}");
+    assert_eq!(h["x-scheme"], "https", "{h}");
+    assert_eq!(h["x-sni"], "vars.test", "{h}");
+    assert_eq!(h["x-port"], addr.port().to_string(), "{h}");
+    assert_eq!(h["x-forwarded-port"], addr.port().to_string(), "{h}");
+
+    let plain = gw.proxy_get("/vars");
+    let h = &plain.json()["headers"];
+    assert_eq!(h["x-forwarded-proto"], "http", "{h}");
+    assert_eq!(h["x-scheme"], "http", "{h}");
+    assert_eq!(h["x-sni"], "none", "{h}");
+    assert_eq!(h["x-port"], gw.proxy_port.to_string(), "{h}");
+}
+
+#[test]
+fn certificate_swap_under_load_fails_no_request() {
+    let (gw, addr) = start_tls(None);
+    let backend = Backend::start("b");
+    route_all(&gw, &backend);
+    let a = issue(&["load.test"], Algo::Ecdsa, false);
+    let b = issue(&["load.test"], Algo::Ecdsa, false);
+    gw.put("/ssls/load", ssl_body(&a, &["load.test"]));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::new(Mutex::new(std::collections::HashSet::<Vec<u8>>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failures, seen) =
+                (stop.clone(), ok.clone(), failures.clone(), seen.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match tls_get(addr, &ClientOpts::sni("load.test"), "/load") {
+                        Ok((der, resp)) if resp.status == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                            seen.lock().unwrap().insert(der);
+                        }
+                        Ok((_, resp)) => failures.lock().unwrap().push(format!("{resp:?}")),
+                        Err(e) => failures.lock().unwrap().push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut swaps = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        let next = if swaps % 2 == 0 { &b } else { &a };
+        gw.put("/ssls/load", ssl_body(next, &["load.test"]));
+        swaps += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > 20,
+        "too few requests: {}",
+        ok.load(Ordering::SeqCst)
+    );
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.contains(&a.der) && seen.contains(&b.der),
+        "both certificates served ({swaps} swaps)"
+    );
+}
+
+#[test]
+fn http2_by_alpn() {
+    let (gw, addr) = start_tls(None);
+    let backend = Backend::start("b");
+    route_all(&gw, &backend);
+    let c = issue(&["h2.test"], Algo::Ecdsa, false);
+    gw.put("/ssls/h2", ssl_body(&c, &["h2.test"]));
+
+    let opts = ClientOpts {
+        alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        ..ClientOpts::sni("h2.test")
+    };
+    let conn = TlsConn::connect(addr, &opts).unwrap();
+    assert_eq!(conn.alpn.as_deref(), Some(&b"h2"[..]));
+    let h1 = ClientOpts {
+        alpn: vec![b"http/1.1".to_vec()],
+        ..ClientOpts::sni("h2.test")
+    };
+    assert_eq!(
+        TlsConn::connect(addr, &h1).unwrap().alpn.as_deref(),
+        Some(&b"http/1.1"[..])
+    );
+
+    // A real HTTP/2 client end to end.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--http2",
+            "--resolve",
+            &format!("h2.test:{}:127.0.0.1", addr.port()),
+            "-w",
+            "\n%{http_version} %{http_code}",
+            &format!("https://h2.test:{}/over-h2", addr.port()),
+        ])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').expect("curl output");
+    assert_eq!(
+        status,
+        "2 200",
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echo: Value = serde_json::from_str(body).expect("echo JSON");
+    assert_eq!(echo["path"], "/over-h2");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+}
