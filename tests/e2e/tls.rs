@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::lua_common::pre;
-use crate::support::tls::{issue, tls_get, Algo, ClientOpts, Issued, TlsConn};
+use crate::support::tls::{issue, tls_get, Algo, Ca, ClientOpts, Issued, TlsConn};
 use crate::support::*;
 
 /// A gateway with one TLS listener; `fallback`: `proxy.ssl.fallback_sni`.
@@ -50,8 +50,7 @@ fn served(addr: SocketAddr, opts: &ClientOpts) -> Result<Vec<u8>, String> {
 fn no_sni() -> ClientOpts {
     ClientOpts {
         sni: None,
-        only: None,
-        alpn: Vec::new(),
+        ..ClientOpts::sni("unused")
     }
 }
 
@@ -401,4 +400,75 @@ fn http2_by_alpn() {
     let echo: Value = serde_json::from_str(body).expect("echo JSON");
     assert_eq!(echo["path"], "/over-h2");
     assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+}
+
+#[test]
+fn mutual_tls_with_client_ca() {
+    let (gw, addr) = start_tls(None);
+    let backend = Backend::start("b");
+    route_all(&gw, &backend);
+    let ca = Ca::new("test client CA");
+    let stranger = Ca::new("another CA");
+    let m = issue(&["m.test"], Algo::Ecdsa, false);
+    let p = issue(&["plain.test"], Algo::Ecdsa, false);
+
+    let (status, _, resp) = gw.admin(
+        "PUT",
+        "/ssls/m",
+        Some(
+            json!({"cert": m.cert_pem, "key": m.key_pem, "sni": "m.test",
+                    "client": {"ca": "junk"}}),
+        ),
+    );
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp["error_msg"].as_str().unwrap().contains("client.ca"),
+        "{resp}"
+    );
+    gw.put(
+        "/ssls/m",
+        json!({"cert": m.cert_pem, "key": m.key_pem, "sni": "m.test",
+               "client": {"ca": ca.cert_pem, "skip_mtls_uri_regex": ["^/public/"]}}),
+    );
+    gw.put("/ssls/p", ssl_body(&p, &["plain.test"]));
+
+    let get = |opts: &ClientOpts, path: &str, host: &str| -> u16 {
+        let mut conn = TlsConn::connect(addr, opts).expect("handshake");
+        let req = Request::get(path).header("Host", host);
+        conn.send(&req).expect("response").status
+    };
+    let with = |cert| ClientOpts {
+        client_cert: Some(cert),
+        ..ClientOpts::sni("m.test")
+    };
+    let good = with(ca.client_cert("client.test"));
+    let bad = with(stranger.client_cert("client.test"));
+    let none = ClientOpts::sni("m.test");
+
+    assert_eq!(get(&good, "/x", "m.test"), 200);
+    assert_eq!(get(&none, "/x", "m.test"), 400, "no client certificate");
+    assert_eq!(
+        get(&bad, "/x", "m.test"),
+        400,
+        "a certificate of another CA"
+    );
+    assert_eq!(
+        get(&none, "/public/a", "m.test"),
+        200,
+        "skip_mtls_uri_regex"
+    );
+    assert_eq!(
+        get(&good, "/x", "plain.test"),
+        400,
+        "Host selects another SSL than the SNI"
+    );
+    assert_eq!(
+        get(&ClientOpts::sni("plain.test"), "/x", "plain.test"),
+        200,
+        "no mTLS on this SSL"
+    );
+
+    // Removing `client` turns mTLS off for the next handshake.
+    gw.put("/ssls/m", ssl_body(&m, &["m.test"]));
+    assert_eq!(get(&none, "/x", "m.test"), 200);
 }

@@ -32,6 +32,12 @@ pub async fn route_request(
         session.set_keepalive(None);
     }
     let host = request_host(session);
+    if let Some(why) = super::mtls::refusal(session, &ctx.snap, &host) {
+        tracing::warn!("400 on a mutual-TLS connection: {why}");
+        drop(host);
+        respond_json(session, ctx, 400, r#"{"error_msg":"400 Bad Request"}"#, env).await?;
+        return Ok(true);
+    }
     let (route, hash_key) = {
         let view = request_view(session, &host);
         let route = ctx

@@ -8,6 +8,7 @@
 mod build;
 pub mod dynacode;
 mod modules;
+pub mod mtls;
 pub mod tls;
 mod upstream_key;
 

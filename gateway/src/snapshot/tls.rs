@@ -24,6 +24,8 @@ pub struct TlsIndex {
     any: Option<Arc<SslRuntime>>,
     /// Every SSL by id (disabled and `client` ones too), for reuse and metrics.
     pub ssls: BTreeMap<String, Arc<SslRuntime>>,
+    /// Some served SSL has `client` (mTLS): handshakes ask for a client certificate.
+    pub asks_client_certs: bool,
 }
 
 /// One compiled SSL.
@@ -38,6 +40,8 @@ pub struct SslRuntime {
     pub not_after: i64,
     /// Served by SNI: `type: server` and `status: 1`.
     pub serving: bool,
+    /// Mutual TLS, when the SSL has `client`.
+    pub client: Option<super::mtls::ClientAuth>,
 }
 
 impl SslRuntime {
@@ -94,6 +98,7 @@ impl TlsIndex {
                 },
             };
             if runtime.serving {
+                index.asks_client_certs |= runtime.client.is_some();
                 for sni in entry.spec.all_snis() {
                     index.insert(&sni, &runtime);
                 }
@@ -146,6 +151,14 @@ fn compile(id: &str, spec: &SslSpec, source: &Arc<Value>) -> Result<SslRuntime, 
             Err(e) => errors.push(e),
         }
     }
+    let client = match spec.client.as_ref().map(super::mtls::ClientAuth::build) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(errs)) => {
+            errors.extend(errs);
+            None
+        }
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -164,6 +177,7 @@ fn compile(id: &str, spec: &SslSpec, source: &Arc<Value>) -> Result<SslRuntime, 
         keys,
         not_after,
         serving: spec.kind == SslType::Server && spec.status == 1,
+        client,
     })
 }
 

@@ -77,6 +77,51 @@ pub fn issue(names: &[&str], algo: Algo, expired: bool) -> Issued {
     }
 }
 
+/// A certificate authority for client certificates (mTLS tests).
+pub struct Ca {
+    pub cert_pem: String,
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Ca {
+            cert_pem: cert.pem(),
+            cert,
+            key,
+        }
+    }
+
+    /// A client certificate signed by this CA.
+    pub fn client_cert(&self, name: &str) -> ClientCert {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("client key");
+        let mut params = CertificateParams::new(vec![name.to_string()]).expect("client params");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("client certificate");
+        ClientCert {
+            chain: vec![cert.der().to_vec()],
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+/// A certificate the client presents.
+#[derive(Clone, Debug)]
+pub struct ClientCert {
+    pub chain: Vec<Vec<u8>>,
+    key_der: Vec<u8>,
+}
+
 /// What a client offers and asks for.
 #[derive(Clone, Debug)]
 pub struct ClientOpts {
@@ -85,6 +130,8 @@ pub struct ClientOpts {
     /// Offer only this kind of signature scheme (`None`: all).
     pub only: Option<Algo>,
     pub alpn: Vec<Vec<u8>>,
+    /// Present this certificate when asked.
+    pub client_cert: Option<ClientCert>,
 }
 
 impl ClientOpts {
@@ -93,6 +140,7 @@ impl ClientOpts {
             sni: Some(name.to_string()),
             only: None,
             alpn: Vec::new(),
+            client_cert: None,
         }
     }
 }
@@ -164,12 +212,23 @@ fn client_config(opts: &ClientOpts) -> Arc<rustls::ClientConfig> {
             }
         })
         .collect();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert { schemes, provider }))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(AnyCert { schemes, provider }));
+    let mut config = match &opts.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(c) => builder
+            .with_client_auth_cert(
+                c.chain
+                    .iter()
+                    .map(|d| CertificateDer::from(d.clone()))
+                    .collect(),
+                rustls::pki_types::PrivateKeyDer::Pkcs8(c.key_der.clone().into()),
+            )
+            .expect("client certificate"),
+    };
     config.enable_sni = opts.sni.is_some();
     config.alpn_protocols = opts.alpn.clone();
     Arc::new(config)
