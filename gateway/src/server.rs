@@ -99,7 +99,19 @@ fn open_store(
     match settings.config_provider {
         ConfigProvider::Admin => {
             let disk = DiskStore::open(&settings.data_dir)?;
-            let store = ConfigStore::open(disk, deps)?;
+            restrict_store_file(&settings.data_dir);
+            let keyring = settings
+                .data_encryption
+                .as_ref()
+                .map(|e| crate::store::Keyring::new(&e.keyring))
+                .transpose()
+                .map_err(StartError::Settings)?;
+            let store = match keyring {
+                Some(ring) => {
+                    ConfigStore::open(crate::store::SealedBackend::new(disk, ring), deps)?
+                }
+                None => ConfigStore::open(disk, deps)?,
+            };
             if let Some(seed) = &settings.seed_config {
                 if store.revision() == 0 {
                     let items = yaml_provider::load(seed).map_err(|e| StartError::Yaml {
@@ -131,6 +143,15 @@ fn open_store(
             let store = ConfigStore::declarative(items, deps)?;
             Ok((Arc::new(store), Some(text)))
         }
+    }
+}
+
+/// The store holds private keys (sealed or not): owner-only access, like `admin.key`.
+fn restrict_store_file(data_dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join("store.redb");
+    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!("cannot make {} owner-only: {e}", path.display());
     }
 }
 

@@ -39,6 +39,16 @@ pub struct Settings {
     pub lua: LuaSettings,
     /// Poll a lua-resty-dynacode document from a URL (optional).
     pub dynacode: Option<DynacodePollSettings>,
+    /// Seal SSL private keys at rest (APISIX's `data_encryption`).
+    pub data_encryption: Option<DataEncryption>,
+}
+
+/// `data_encryption:`: the keys SSL private keys are sealed with in the store
+/// (AES-128-CBC; the first seals, all are tried to open).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataEncryption {
+    pub keyring: Vec<String>,
 }
 
 /// `dynacode:` in the static config: where and how often to poll the document.
@@ -121,6 +131,7 @@ impl Default for Settings {
             shutdown_grace_seconds: 10,
             lua: LuaSettings::default(),
             dynacode: None,
+            data_encryption: None,
         }
     }
 }
@@ -316,6 +327,11 @@ impl Settings {
                 errors.push(format!(
                     "proxy.ssl.fallback_sni: `{sni}` is not a host name"
                 ));
+            }
+        }
+        if let Some(enc) = &self.data_encryption {
+            if let Err(e) = crate::store::Keyring::new(&enc.keyring) {
+                errors.push(e);
             }
         }
         if self.admin.listen.parse::<SocketAddr>().is_err() {

@@ -472,3 +472,46 @@ fn mutual_tls_with_client_ca() {
     gw.put("/ssls/m", ssl_body(&m, &["m.test"]));
     assert_eq!(get(&none, "/x", "m.test"), 200);
 }
+
+#[test]
+fn private_keys_are_sealed_at_rest_with_the_keyring() {
+    use std::os::unix::fs::PermissionsExt;
+    let port = free_port();
+    let mut gw = Gateway::start(GatewayOpts {
+        proxy_extra: format!("  ssl:\n    listen: [\"127.0.0.1:{port}\"]\n"),
+        extra_yaml: "data_encryption:\n  keyring: [\"0123456789abcdef\", \"fedcba9876543210\"]\n"
+            .to_string(),
+        ..Default::default()
+    });
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let c = issue(&["sealed.test"], Algo::Ecdsa, false);
+    gw.put("/ssls/s", ssl_body(&c, &["sealed.test"]));
+    assert!(wait_until(WAIT, || TcpStream::connect(addr).is_ok()));
+    assert_eq!(
+        served(addr, &ClientOpts::sni("sealed.test")).unwrap(),
+        c.der
+    );
+
+    let store = gw.data_dir.join("store.redb");
+    let mode = std::fs::metadata(&store).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "store file mode {mode:o}");
+    let key_body: String = c.key_pem.lines().nth(1).unwrap().to_string();
+    let raw = std::fs::read(&store).unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(
+        !raw.contains("PRIVATE KEY") && !raw.contains(&key_body),
+        "key stored in clear"
+    );
+    assert!(
+        raw.contains("BEGIN CERTIFICATE"),
+        "the certificate is not secret"
+    );
+
+    gw.restart();
+    assert!(wait_until(WAIT, || TcpStream::connect(addr).is_ok()));
+    assert_eq!(
+        served(addr, &ClientOpts::sni("sealed.test")).unwrap(),
+        c.der,
+        "opened after a restart"
+    );
+}

@@ -10,6 +10,7 @@ mod backend;
 mod change;
 mod disk;
 mod restore;
+mod sealed;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use parking_lot::Mutex;
 pub use backend::StoreBackend;
 pub use change::Change;
 pub use disk::{DiskError, DiskStore, DiskWrite, Loaded, Record};
+pub use sealed::{Keyring, SealedBackend};
 
 use crate::config::{FieldError, ResourceKind, ResourceSet};
 use crate::metrics::{Metrics, RouteMetrics};
