@@ -259,10 +259,16 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
             dicts,
         )),
     };
+    let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    if settings.proxy.h2c {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        proxy_app.server_options = Some(options);
+    }
     let mut proxy = Service::new(
         "portico proxy".to_string(),
         crate::keepalive::IdleLight::new(
-            pingora::proxy::http_proxy(&server.configuration, gateway),
+            proxy_app,
             crate::edge::EdgeLimits::from_settings(&settings.proxy),
         ),
     );

@@ -161,6 +161,10 @@ pub struct ProxySettings {
     pub ssl: SslListenSettings,
     /// Offer HTTP/2 by ALPN on the TLS listeners (HTTP/1.1 stays available).
     pub http2: bool,
+    /// Accept HTTP/2 with prior knowledge on the plain listeners. Plain HTTP/1.1 then
+    /// runs in Pingora's own keep-alive loop (larger idle connections, and without the
+    /// edge checks of `edge/`), so it is off by default.
+    pub h2c: bool,
 }
 
 /// `proxy.ssl:`: where TLS is terminated. Off (no listener) by default.
@@ -183,6 +187,7 @@ impl Default for ProxySettings {
             client_max_header_size: 32 * 1024,
             ssl: SslListenSettings::default(),
             http2: true,
+            h2c: false,
         }
     }
 }

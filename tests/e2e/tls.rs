@@ -515,3 +515,32 @@ fn private_keys_are_sealed_at_rest_with_the_keyring() {
         "opened after a restart"
     );
 }
+
+#[test]
+fn h2c_with_prior_knowledge_when_enabled() {
+    let gw = Gateway::start(GatewayOpts {
+        proxy_extra: "  h2c: true\n".to_string(),
+        ..Default::default()
+    });
+    let backend = Backend::start("b");
+    route_all(&gw, &backend);
+    let url = format!("http://127.0.0.1:{}/over-h2c", gw.proxy_port);
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_version} %{http_code}",
+            &url,
+        ])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').expect("curl output");
+    assert_eq!(status, "2 200", "{text}");
+    let echo: Value = serde_json::from_str(body).expect("echo JSON");
+    assert_eq!(echo["path"], "/over-h2c");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "http");
+    // HTTP/1.1 still works on the same listener.
+    assert_eq!(gw.proxy_get("/h1").status, 200);
+}
