@@ -544,3 +544,57 @@ fn h2c_with_prior_knowledge_when_enabled() {
     // HTTP/1.1 still works on the same listener.
     assert_eq!(gw.proxy_get("/h1").status, 200);
 }
+
+#[test]
+fn upstream_https_with_verify_on_and_off() {
+    let gw = Gateway::start_default();
+    let backend = Backend::start_tls("tls-backend");
+    let upstream = |verify: bool| {
+        json!({"scheme": "https", "tls": {"verify": verify},
+               "nodes": {backend.node(): 1}, "retries": 0})
+    };
+    gw.put(
+        "/routes/off",
+        json!({"uri": "/off", "upstream": upstream(false)}),
+    );
+    gw.put(
+        "/routes/on",
+        json!({"uri": "/on", "upstream": upstream(true)}),
+    );
+    // The backend's certificate is self-signed: accepted only without verification.
+    let off = gw.proxy_get("/off");
+    assert_eq!(off.status, 200, "{off:?}");
+    assert_eq!(off.json()["backend"], "tls-backend");
+    assert_eq!(gw.proxy_get("/on").status, 502);
+    // Pooled connections are not shared across verify settings.
+    assert_eq!(gw.proxy_get("/on").status, 502);
+    assert_eq!(gw.proxy_get("/off").status, 200);
+
+    let (status, _, resp) = gw.admin(
+        "PUT",
+        "/upstreams/u",
+        Some(json!({"scheme": "https", "tls": {"client_cert_id": "nope"},
+                    "nodes": {backend.node(): 1}})),
+    );
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("tls.client_cert_id"),
+        "{resp}"
+    );
+    let c = issue(&["client.test"], Algo::Ecdsa, false);
+    gw.put(
+        "/ssls/client",
+        json!({"type": "client", "cert": c.cert_pem, "key": c.key_pem}),
+    );
+    gw.put(
+        "/upstreams/u",
+        json!({"scheme": "https", "tls": {"client_cert_id": "client"}, "nodes": {backend.node(): 1}}),
+    );
+    gw.put("/routes/cc", json!({"uri": "/cc", "upstream_id": "u"}));
+    assert_eq!(gw.proxy_get("/cc").status, 200);
+    let (status, _, resp) = gw.admin("DELETE", "/ssls/client", None);
+    assert_eq!(status, 400, "an SSL in use by an upstream stays: {resp}");
+}

@@ -15,6 +15,7 @@ mod service;
 mod set;
 mod ssl;
 mod upstream;
+mod upstream_tls;
 
 pub use document::items_of;
 pub use dynacode::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
@@ -26,6 +27,7 @@ pub use ssl::{SslClient, SslSpec, SslType};
 pub use upstream::{
     HashOn, KeepalivePool, NodeSpec, Nodes, PassHost, Scheme, Timeout, UpstreamSpec, UpstreamType,
 };
+pub use upstream_tls::UpstreamTls;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

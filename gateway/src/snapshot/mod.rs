@@ -11,6 +11,7 @@ mod modules;
 pub mod mtls;
 pub mod tls;
 mod upstream_key;
+mod upstream_tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,6 +105,10 @@ pub struct UpstreamRuntime {
     pub retry_timeout: Option<Duration>,
     pub timeouts: Timeouts,
     pub tls: bool,
+    /// Verify the node's certificate and name (`tls.verify`).
+    pub verify: bool,
+    /// The client certificate presented to the nodes (`tls.client_cert*`).
+    pub client_cert: Option<Arc<pingora::utils::tls::CertKey>>,
     pub pass_host: PassHost,
     pub upstream_host: Option<String>,
     pub idle_timeout: Option<Duration>,

@@ -183,7 +183,7 @@ fn compile(id: &str, spec: &SslSpec, source: &Arc<Value>) -> Result<SslRuntime, 
 
 /// A certificate chain and its key, checked to belong together, and the leaf's
 /// `notAfter`.
-fn parse_pair(
+pub(super) fn parse_pair(
     cert_pem: &str,
     key_pem: &str,
     cert_path: &str,
