@@ -56,15 +56,6 @@ enum StoreAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
     let settings = match Settings::load(&cli.conf) {
         Ok(s) => s,
         Err(e) => {
@@ -72,6 +63,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // After the settings: `log.json` chooses the error log's format.
+    portico::logging::error_log::init(settings.log.json);
     if let Some(Command::Store { action }) = &cli.command {
         let command = match action {
             StoreAction::List => portico::store_cli::StoreCommand::List,

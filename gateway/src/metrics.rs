@@ -48,6 +48,10 @@ pub struct Metrics {
     ssl_expiry: IntGaugeVec,
     /// The earliest `notAfter` (Unix seconds) of each SSL of the running snapshot.
     ssl_not_after: Mutex<BTreeMap<String, i64>>,
+    /// Native plugins' answers and the limit plugins' counts.
+    pub plugins: crate::metrics_plugins::PluginMetrics,
+    /// Access log lines dropped because the writer was behind.
+    access_log_dropped: IntCounter,
 }
 
 /// Errors registering metrics; only possible with a programming error (duplicate names).
@@ -160,6 +164,11 @@ impl Metrics {
         registry.register(Box::new(dynacode_snippets.clone()))?;
         registry.register(Box::new(dynacode_last_success.clone()))?;
         registry.register(Box::new(lua_errors.clone()))?;
+        let access_log_dropped = IntCounter::new(
+            "portico_access_log_dropped_total",
+            "Access log lines dropped because the log writer was behind",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         registry.register(Box::new(lua_duration_vec))?;
         registry.register(Box::new(node_healthy.clone()))?;
         registry.register(Box::new(health_transitions.clone()))?;
@@ -191,7 +200,9 @@ impl Metrics {
             "",
             "",
         ));
+        let plugins = crate::metrics_plugins::PluginMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
+            plugins,
             registry,
             requests,
             duration,
@@ -211,6 +222,7 @@ impl Metrics {
             lua_duration,
             ssl_expiry,
             ssl_not_after: Mutex::new(BTreeMap::new()),
+            access_log_dropped,
         }))
     }
 
@@ -338,6 +350,11 @@ impl Metrics {
         *current = ssls;
     }
 
+    /// The counter of access log lines dropped under pressure.
+    pub fn access_log_dropped(&self) -> IntCounter {
+        self.access_log_dropped.clone()
+    }
+
     /// The text exposition format, as served on `GET /metrics`.
     pub fn render(&self) -> Vec<u8> {
         let now = std::time::SystemTime::now()
@@ -350,6 +367,7 @@ impl Metrics {
                 .set(not_after.saturating_sub(now));
         }
         let mut buf = Vec::new();
+        self.plugins.refresh();
         let families = self.registry.gather();
         // Encoding into a Vec cannot fail for well-formed families; an error would only
         // truncate the scrape, which Prometheus reports on its side.

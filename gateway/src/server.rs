@@ -75,6 +75,9 @@ fn check_listeners(settings: &Settings) -> Result<(), StartError> {
         .collect();
     addrs.push(("admin.listen", settings.admin.listen.as_str()));
     addrs.push(("metrics.listen", settings.metrics.listen.as_str()));
+    if let Some(status) = &settings.status.listen {
+        addrs.push(("status.listen", status.as_str()));
+    }
     let mut held = Vec::with_capacity(addrs.len());
     for (key, addr) in addrs {
         match std::net::TcpListener::bind(addr) {
@@ -160,6 +163,8 @@ fn restrict_store_file(data_dir: &std::path::Path) {
 struct GracefulSignals {
     in_flight: crate::drain::InFlight,
     grace: std::time::Duration,
+    /// `/status/ready` answers 503 from the signal on.
+    readiness: Arc<crate::status::Readiness>,
 }
 
 #[async_trait]
@@ -179,6 +184,7 @@ impl ShutdownSignalWatch for GracefulSignals {
             _ = int.recv() => ShutdownSignal::GracefulTerminate,
             _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
         };
+        self.readiness.mark_draining();
         // Pingora hands the sockets over on SIGQUIT and keeps accepting for 5 s so the new
         // process can start; only then does this one stop accepting.
         let start_after = match signal {
@@ -194,6 +200,9 @@ impl ShutdownSignalWatch for GracefulSignals {
     }
 }
 
+/// Seconds between two log lines about the same unreachable upstream node.
+const UPSTREAM_ERROR_LOG_INTERVAL_SECS: u64 = 10;
+
 /// Builds every service and runs until a shutdown signal; returns when drained.
 /// `upgrade`: take over the listening sockets of a running instance (Pingora's graceful
 /// upgrade through `upgrade_sock`).
@@ -204,6 +213,18 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     }
     if !upgrade {
         check_listeners(&settings)?;
+    }
+    // Before the store opens, so a slow start answers 503 "starting".
+    let readiness = Arc::new(crate::status::Readiness::default());
+    if let Some(addr) = &settings.status.listen {
+        crate::status::start_listener(addr, Arc::clone(&readiness), upgrade).map_err(|source| {
+            StartError::Bind {
+                key: "status.listen",
+                addr: addr.clone(),
+                source,
+            }
+        })?;
+        tracing::info!("status listening on http://{addr}/status");
     }
     let ResolvedKeys { keys, generated } = admin_keys::resolve(&settings, admin_keys::env_key())?;
     if let Some(path) = &generated {
@@ -228,6 +249,18 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         health: Arc::clone(&health),
     };
     let (store, yaml_text) = open_store(&settings, deps)?;
+    readiness.set_store(Arc::clone(&store));
+    let server_header = settings
+        .server_header
+        .value()
+        .map_err(StartError::Settings)?;
+    let access_log = Arc::new(
+        crate::logging::AccessLog::start(&settings.log.access, metrics.access_log_dropped())
+            .map_err(StartError::Settings)?,
+    );
+    access_log
+        .reopen_on_usr1()
+        .map_err(|e| StartError::Settings(format!("cannot watch SIGUSR1: {e}")))?;
 
     let data_dir = settings.data_dir.display().to_string();
     let conf = ServerConf {
@@ -258,6 +291,11 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
             settings.threads,
             dicts,
         )),
+        access_log: Arc::clone(&access_log),
+        server_header: server_header.clone(),
+        upstream_errors: crate::logging::throttle::Throttle::new(std::time::Duration::from_secs(
+            UPSTREAM_ERROR_LOG_INTERVAL_SECS,
+        )),
     };
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
     if settings.proxy.h2c {
@@ -269,8 +307,13 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         "portico proxy".to_string(),
         crate::keepalive::IdleLight::new(
             proxy_app,
-            crate::edge::EdgeLimits::from_settings(&settings.proxy),
-        ),
+            crate::edge::EdgeLimits::from_settings(&settings.proxy)
+                .with_server_header(server_header),
+        )
+        .with_reply_observer(crate::logging::edge_replies::observer(
+            Arc::clone(&metrics),
+            access_log,
+        )),
     );
     for addr in &settings.proxy.listen {
         proxy.add_listener(proxy_listener(addr));
@@ -354,10 +397,14 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         "portico {} started",
         crate::VERSION
     );
+    if let Some(first) = settings.proxy.listen.first() {
+        crate::status::mark_ready_when_listening(first, Arc::clone(&readiness));
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulSignals {
             in_flight,
             grace: std::time::Duration::from_secs(settings.shutdown_grace_seconds),
+            readiness,
         }),
     });
     Ok(())

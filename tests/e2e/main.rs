@@ -9,12 +9,14 @@
 
 mod support;
 
+mod access_log;
 mod admin_api;
 mod admin_race;
 mod balancer;
 mod cli;
 mod dynacode_poll;
 mod dynacode_push;
+mod error_pages;
 mod health_active;
 mod health_api;
 mod health_chash;
@@ -25,10 +27,13 @@ mod hostile_admin;
 mod hostile_http;
 mod hostile_lua;
 mod hot_swap;
+mod limits;
+mod limits_redis;
 mod lua_async;
 mod lua_common;
 mod lua_content_balancer;
 mod lua_hot_swap;
+mod lua_limits;
 mod lua_phases;
 mod lua_plugins;
 mod lua_responses;
@@ -38,5 +43,6 @@ mod native_plugins;
 mod persistence;
 mod retries;
 mod routing;
+mod status;
 mod tls;
 mod yaml_provider;

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::shared_dict::SharedDicts;
+use super::shared_dict_registry::SharedDicts;
 use super::vm::{LuaLimits, LuaVm};
 use super::LuaFailure;
 
