@@ -35,6 +35,7 @@ pub mod snapshot;
 pub mod status;
 pub mod store;
 pub mod store_cli;
+pub mod tls_accept;
 pub mod uri_path;
 pub use portico_plugins::vars;
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -44,6 +44,10 @@ pub struct Metrics {
     dynacode_last_success: IntGauge,
     /// `portico_lua_duration_seconds{phase}`, one resolved series per phase.
     lua_duration: Vec<Histogram>,
+    /// `portico_ssl_expiry_seconds{ssl}`, computed at each scrape from `ssl_not_after`.
+    ssl_expiry: IntGaugeVec,
+    /// The earliest `notAfter` (Unix seconds) of each SSL of the running snapshot.
+    ssl_not_after: Mutex<BTreeMap<String, i64>>,
     /// Native plugins' answers and the limit plugins' counts.
     pub plugins: crate::metrics_plugins::PluginMetrics,
     node: crate::metrics_node::NodeMetrics,
@@ -194,6 +198,14 @@ impl Metrics {
         registry.register(Box::new(config_version.clone()))?;
         registry.register(Box::new(config_applies.clone()))?;
         registry.register(Box::new(store_skipped.clone()))?;
+        let ssl_expiry = IntGaugeVec::new(
+            Opts::new(
+                "portico_ssl_expiry_seconds",
+                "Seconds until the earliest certificate of an SSL expires (negative: expired)",
+            ),
+            &["ssl"],
+        )?;
+        registry.register(Box::new(ssl_expiry.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -230,6 +242,8 @@ impl Metrics {
             dynacode_snippets,
             dynacode_last_success,
             lua_duration,
+            ssl_expiry,
+            ssl_not_after: Mutex::new(BTreeMap::new()),
             access_log_dropped,
         }))
     }
@@ -358,6 +372,17 @@ impl Metrics {
         }
     }
 
+    /// After a swap: the SSLs whose expiry is exported, by id, with their `notAfter`.
+    pub fn set_ssl_expiry(&self, ssls: BTreeMap<String, i64>) {
+        let mut current = self.ssl_not_after.lock();
+        for id in current.keys() {
+            if !ssls.contains_key(id) {
+                let _ = self.ssl_expiry.remove_label_values(&[id]);
+            }
+        }
+        *current = ssls;
+    }
+
     /// The counter of access log lines dropped under pressure.
     pub fn access_log_dropped(&self) -> IntCounter {
         self.access_log_dropped.clone()
@@ -370,6 +395,15 @@ impl Metrics {
 
     /// The text exposition format, as served on `GET /metrics`.
     pub fn render(&self) -> Vec<u8> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        for (id, not_after) in self.ssl_not_after.lock().iter() {
+            self.ssl_expiry
+                .with_label_values(&[id])
+                .set(not_after.saturating_sub(now));
+        }
         self.plugins.refresh();
         self.node.refresh();
         let mut families = self.registry.gather();

@@ -64,6 +64,14 @@ fn check_listeners(settings: &Settings) -> Result<(), StartError> {
         .listen
         .iter()
         .map(|a| ("proxy.listen", a.as_str()))
+        .chain(
+            settings
+                .proxy
+                .ssl
+                .listen
+                .iter()
+                .map(|a| ("proxy.ssl.listen", a.as_str())),
+        )
         .collect();
     addrs.push(("admin.listen", settings.admin.listen.as_str()));
     addrs.push(("metrics.listen", settings.metrics.listen.as_str()));
@@ -94,7 +102,19 @@ fn open_store(
     match settings.config_provider {
         ConfigProvider::Admin => {
             let disk = DiskStore::open(&settings.data_dir)?;
-            let store = ConfigStore::open(disk, deps)?;
+            restrict_store_file(&settings.data_dir);
+            let keyring = settings
+                .data_encryption
+                .as_ref()
+                .map(|e| crate::store::Keyring::new(&e.keyring))
+                .transpose()
+                .map_err(StartError::Settings)?;
+            let store = match keyring {
+                Some(ring) => {
+                    ConfigStore::open(crate::store::SealedBackend::new(disk, ring), deps)?
+                }
+                None => ConfigStore::open(disk, deps)?,
+            };
             if let Some(seed) = &settings.seed_config {
                 if store.revision() == 0 {
                     let items = yaml_provider::load(seed).map_err(|e| StartError::Yaml {
@@ -126,6 +146,15 @@ fn open_store(
             let store = ConfigStore::declarative(items, deps)?;
             Ok((Arc::new(store), Some(text)))
         }
+    }
+}
+
+/// The store holds private keys (sealed or not): owner-only access, like `admin.key`.
+fn restrict_store_file(data_dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join("store.redb");
+    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!("cannot make {} owner-only: {e}", path.display());
     }
 }
 
@@ -268,10 +297,16 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
             UPSTREAM_ERROR_LOG_INTERVAL_SECS,
         )),
     };
+    let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    if settings.proxy.h2c {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        proxy_app.server_options = Some(options);
+    }
     let mut proxy = Service::new(
         "portico proxy".to_string(),
         crate::keepalive::IdleLight::new(
-            pingora::proxy::http_proxy(&server.configuration, gateway),
+            proxy_app,
             crate::edge::EdgeLimits::from_settings(&settings.proxy)
                 .with_server_header(server_header),
         )
@@ -283,6 +318,14 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     for addr in &settings.proxy.listen {
         proxy.add_listener(proxy_listener(addr));
         tracing::info!("proxy listening on http://{addr}");
+    }
+    for addr in &settings.proxy.ssl.listen {
+        proxy.add_tls_with_settings(
+            addr,
+            None,
+            crate::tls_accept::tls_settings(&store, &settings.proxy),
+        );
+        tracing::info!("proxy listening on https://{addr}");
     }
 
     let mut admin = Service::new(

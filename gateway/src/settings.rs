@@ -39,6 +39,8 @@ pub struct Settings {
     pub lua: LuaSettings,
     /// Poll a lua-resty-dynacode document from a URL (optional).
     pub dynacode: Option<DynacodePollSettings>,
+    /// Seal SSL private keys at rest (APISIX's `data_encryption`).
+    pub data_encryption: Option<DataEncryption>,
     /// The access log and the error log's format (docs/operations.md).
     pub log: crate::logging::LogSettings,
     /// The status listener (docs/operations.md).
@@ -77,6 +79,14 @@ impl ServerHeader {
             .map(Some)
             .map_err(|_| format!("server_header: `{text}` is not a valid header value"))
     }
+}
+
+/// `data_encryption:`: the keys SSL private keys are sealed with in the store
+/// (AES-128-CBC; the first seals, all are tried to open).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataEncryption {
+    pub keyring: Vec<String>,
 }
 
 /// `dynacode:` in the static config: where and how often to poll the document.
@@ -159,6 +169,7 @@ impl Default for Settings {
             shutdown_grace_seconds: 10,
             lua: LuaSettings::default(),
             dynacode: None,
+            data_encryption: None,
             log: Default::default(),
             status: Default::default(),
             server_header: ServerHeader::default(),
@@ -187,6 +198,24 @@ pub struct ProxySettings {
     /// Largest request header section in bytes (request line and header fields); a
     /// larger one is answered 431 and the connection closed.
     pub client_max_header_size: usize,
+    /// TLS listeners, certificates from `/apisix/admin/ssls` (docs/tls.md).
+    pub ssl: SslListenSettings,
+    /// Offer HTTP/2 by ALPN on the TLS listeners (HTTP/1.1 stays available).
+    pub http2: bool,
+    /// Accept HTTP/2 with prior knowledge on the plain listeners. Plain HTTP/1.1 then
+    /// runs in Pingora's own keep-alive loop (larger idle connections, and without the
+    /// edge checks of `edge/`), so it is off by default.
+    pub h2c: bool,
+}
+
+/// `proxy.ssl:`: where TLS is terminated. Off (no listener) by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SslListenSettings {
+    pub listen: Vec<String>,
+    /// The SNI to select a certificate by when the client sends none; without it such a
+    /// handshake fails.
+    pub fallback_sni: Option<String>,
 }
 
 impl Default for ProxySettings {
@@ -197,6 +226,9 @@ impl Default for ProxySettings {
             client_body_timeout: 60,
             max_header_connections: 4096,
             client_max_header_size: 32 * 1024,
+            ssl: SslListenSettings::default(),
+            http2: true,
+            h2c: false,
         }
     }
 }
@@ -340,6 +372,25 @@ impl Settings {
         }
         if self.proxy.client_max_header_size < 1024 {
             errors.push("proxy.client_max_header_size: must be at least 1024 bytes".to_string());
+        }
+        for (i, addr) in self.proxy.ssl.listen.iter().enumerate() {
+            if addr.parse::<SocketAddr>().is_err() {
+                errors.push(format!(
+                    "proxy.ssl.listen[{i}]: `{addr}` is not an ip:port address"
+                ));
+            }
+        }
+        if let Some(sni) = &self.proxy.ssl.fallback_sni {
+            if sni.is_empty() || sni.contains(['*', ' ', '/', ':']) {
+                errors.push(format!(
+                    "proxy.ssl.fallback_sni: `{sni}` is not a host name"
+                ));
+            }
+        }
+        if let Some(enc) = &self.data_encryption {
+            if let Err(e) = crate::store::Keyring::new(&enc.keyring) {
+                errors.push(e);
+            }
         }
         if self.admin.listen.parse::<SocketAddr>().is_err() {
             errors.push(format!(

@@ -44,4 +44,5 @@ mod persistence;
 mod retries;
 mod routing;
 mod status;
+mod tls;
 mod yaml_provider;

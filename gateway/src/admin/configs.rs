@@ -19,7 +19,7 @@ pub fn get(store: &ConfigStore) -> Response<Vec<u8>> {
         let list: Vec<Value> = resources
             .list(kind)
             .into_iter()
-            .map(|(_, v)| (*v.value).clone())
+            .map(|(_, v)| reply::public_value(kind, &v.value))
             .collect();
         out.insert(kind.segment().to_string(), Value::Array(list));
     }

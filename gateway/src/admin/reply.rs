@@ -32,7 +32,7 @@ pub fn not_found() -> Response<Vec<u8>> {
 pub fn envelope(kind: ResourceKind, id: &str, view: &StoredView) -> Value {
     json!({
         "key": kind.key(id),
-        "value": *view.value,
+        "value": public_value(kind, &view.value),
         "createdIndex": view.created_index,
         "modifiedIndex": view.modified_index,
     })
@@ -48,4 +48,17 @@ pub fn apply_error(e: &ApplyError) -> Response<Vec<u8>> {
         ApplyError::ReadOnly => error(405, e.to_string()),
         ApplyError::Persist(_) => error(500, e.to_string()),
     }
+}
+
+/// A stored object as the admin API shows it: an SSL's private keys (`key`, `keys`)
+/// never leave the store.
+pub fn public_value(kind: ResourceKind, value: &Value) -> Value {
+    let mut value = value.clone();
+    if kind == ResourceKind::Ssls {
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("key");
+            obj.remove("keys");
+        }
+    }
+    value
 }

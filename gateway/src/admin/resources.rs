@@ -135,7 +135,11 @@ async fn write_and_reply(
             match store.resources().get(kind, &id) {
                 Some(view) => {
                     let status = if applied.created { 201 } else { 200 };
-                    reply::json(status, &reply::envelope(kind, &id, &view))
+                    let mut body = reply::envelope(kind, &id, &view);
+                    if let Some(warning) = ssl_warning(store, kind, &id) {
+                        body["warning"] = Value::String(warning);
+                    }
+                    reply::json(status, &body)
                 }
                 None => reply::not_found(),
             }
@@ -161,4 +165,21 @@ pub async fn delete(
         Ok(_) => reply::json(200, &json!({ "deleted": id, "key": kind.key(id) })),
         Err(e) => reply::apply_error(&e),
     }
+}
+
+/// The warning an SSL write answers with when a certificate it holds has expired: it is
+/// accepted and served (as nginx does), and the writer should know.
+fn ssl_warning(store: &ConfigStore, kind: ResourceKind, id: &str) -> Option<String> {
+    if kind != ResourceKind::Ssls {
+        return None;
+    }
+    let snapshot = store.snapshot();
+    let ssl = snapshot.tls.ssls.get(id)?;
+    let now = crate::snapshot::tls::unix_now();
+    ssl.expired_at(now).then(|| {
+        format!(
+            "certificate expired {} seconds ago; it is served anyway",
+            now - ssl.not_after
+        )
+    })
 }

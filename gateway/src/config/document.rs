@@ -16,7 +16,7 @@ pub fn items_of(doc: Value) -> Result<Vec<(ResourceKind, String, Value)>, Vec<Fi
         let Some(kind) = ResourceKind::from_segment(&key) else {
             errors.push(FieldError::new(
                 key.clone(),
-                "unknown resource list (expected routes, upstreams, services, global_rules)",
+                "unknown resource list (expected routes, upstreams, services, global_rules, lua_plugins, ssls)",
             ));
             continue;
         };

@@ -13,7 +13,9 @@ pub mod patch;
 mod route;
 mod service;
 mod set;
+mod ssl;
 mod upstream;
+mod upstream_tls;
 
 pub use document::items_of;
 pub use dynacode::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
@@ -21,18 +23,22 @@ pub use lua_plugin::LuaPluginSpec;
 pub use route::{GlobalRuleSpec, RouteSpec};
 pub use service::ServiceSpec;
 pub use set::{Entry, ResourceSet, StoredView};
+pub use ssl::{SslClient, SslSpec, SslType};
 pub use upstream::{
     HashOn, KeepalivePool, NodeSpec, Nodes, PassHost, Scheme, Timeout, UpstreamSpec, UpstreamType,
 };
+pub use upstream_tls::UpstreamTls;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The four resource kinds of the admin API, in dependency order (a route may reference a
+/// The resource kinds of the admin API, in dependency order (a route may reference a
 /// service and an upstream; a service may reference an upstream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceKind {
+    /// Certificates (`ssls`); they reference nothing.
+    Ssls,
     /// Lua plugin modules; first, so a bulk replace defines them before their users.
     LuaPlugins,
     Upstreams,
@@ -42,7 +48,8 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 5] = [
+    pub const ALL: [ResourceKind; 6] = [
+        ResourceKind::Ssls,
         ResourceKind::LuaPlugins,
         ResourceKind::Upstreams,
         ResourceKind::Services,
@@ -53,6 +60,7 @@ impl ResourceKind {
     /// The URL segment and the key segment: `routes`, `global_rules`.
     pub fn segment(self) -> &'static str {
         match self {
+            ResourceKind::Ssls => "ssls",
             ResourceKind::LuaPlugins => "lua_plugins",
             ResourceKind::Upstreams => "upstreams",
             ResourceKind::Services => "services",
@@ -70,6 +78,7 @@ impl ResourceKind {
     /// Singular noun for messages: "upstream", "global rule".
     pub fn noun(self) -> &'static str {
         match self {
+            ResourceKind::Ssls => "ssl",
             ResourceKind::LuaPlugins => "Lua plugin",
             ResourceKind::Upstreams => "upstream",
             ResourceKind::Services => "service",

@@ -9,7 +9,7 @@ use portico_plugins::PluginRegistry;
 
 use super::{
     check_plugins, parse_spec, FieldError, GlobalRuleSpec, LuaPluginSpec, ResourceKind, RouteSpec,
-    ServiceSpec, UpstreamSpec,
+    ServiceSpec, SslSpec, UpstreamSpec,
 };
 
 /// One stored resource: the JSON the user wrote (plus `id`, `create_time`,
@@ -55,6 +55,7 @@ impl<T> From<&Entry<T>> for StoredView {
 /// is what lets `apply` build the next set beside the running one.
 #[derive(Debug, Clone, Default)]
 pub struct ResourceSet {
+    pub ssls: BTreeMap<String, Entry<SslSpec>>,
     pub lua_plugins: BTreeMap<String, Entry<LuaPluginSpec>>,
     pub upstreams: BTreeMap<String, Entry<UpstreamSpec>>,
     pub services: BTreeMap<String, Entry<ServiceSpec>>,
@@ -67,6 +68,7 @@ pub struct ResourceSet {
 impl ResourceSet {
     pub fn get(&self, kind: ResourceKind, id: &str) -> Option<StoredView> {
         match kind {
+            ResourceKind::Ssls => self.ssls.get(id).map(StoredView::from),
             ResourceKind::LuaPlugins => self.lua_plugins.get(id).map(StoredView::from),
             ResourceKind::Upstreams => self.upstreams.get(id).map(StoredView::from),
             ResourceKind::Services => self.services.get(id).map(StoredView::from),
@@ -81,6 +83,7 @@ impl ResourceSet {
             m.iter().map(|(k, e)| (k.clone(), e.into())).collect()
         }
         match kind {
+            ResourceKind::Ssls => views(&self.ssls),
             ResourceKind::LuaPlugins => views(&self.lua_plugins),
             ResourceKind::Upstreams => views(&self.upstreams),
             ResourceKind::Services => views(&self.services),
@@ -91,6 +94,7 @@ impl ResourceSet {
 
     pub fn len(&self, kind: ResourceKind) -> usize {
         match kind {
+            ResourceKind::Ssls => self.ssls.len(),
             ResourceKind::LuaPlugins => self.lua_plugins.len(),
             ResourceKind::Upstreams => self.upstreams.len(),
             ResourceKind::Services => self.services.len(),
@@ -128,6 +132,10 @@ impl ResourceSet {
             })
         }
         match kind {
+            ResourceKind::Ssls => {
+                let e = entry::<SslSpec>(value, created_index, modified_index)?;
+                self.ssls.insert(id.to_string(), e);
+            }
             ResourceKind::LuaPlugins => {
                 let e = entry::<LuaPluginSpec>(value, created_index, modified_index)?;
                 self.lua_plugins.insert(id.to_string(), e);
@@ -177,6 +185,7 @@ impl ResourceSet {
 
     pub fn remove(&mut self, kind: ResourceKind, id: &str) -> bool {
         match kind {
+            ResourceKind::Ssls => self.ssls.remove(id).is_some(),
             ResourceKind::LuaPlugins => self.lua_plugins.remove(id).is_some(),
             ResourceKind::Upstreams => self.upstreams.remove(id).is_some(),
             ResourceKind::Services => self.services.remove(id).is_some(),
@@ -229,7 +238,7 @@ impl ResourceSet {
                     }
                 }
             }
-            ResourceKind::Routes | ResourceKind::GlobalRules => {}
+            ResourceKind::Routes | ResourceKind::GlobalRules | ResourceKind::Ssls => {}
         }
         out
     }
@@ -246,9 +255,10 @@ impl ResourceSet {
                 Some(s) => (s.spec.upstream_id.as_ref(), None),
                 None => return errors,
             },
-            ResourceKind::Upstreams | ResourceKind::GlobalRules | ResourceKind::LuaPlugins => {
-                return errors
-            }
+            ResourceKind::Upstreams
+            | ResourceKind::GlobalRules
+            | ResourceKind::LuaPlugins
+            | ResourceKind::Ssls => return errors,
         };
         if let Some(u) = upstream_id {
             if !self.upstreams.contains_key(&u.0) {

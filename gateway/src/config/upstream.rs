@@ -40,6 +40,9 @@ pub struct UpstreamSpec {
     pub upstream_host: Option<String>,
     #[serde(default)]
     pub keepalive_pool: Option<KeepalivePool>,
+    /// Node certificate verification and client certificate (`scheme: https`).
+    #[serde(default)]
+    pub tls: Option<super::UpstreamTls>,
     /// Active and passive health checks (APISIX's `checks` object).
     #[serde(default)]
     pub checks: Option<portico_healthcheck::ChecksSpec>,
@@ -281,6 +284,9 @@ fn check_host(host: &str) -> Result<(), String> {
 impl CheckSpec for UpstreamSpec {
     fn check(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
+        if let Some(tls) = &self.tls {
+            errors.extend(tls.check());
+        }
         if let Some(checks) = &self.checks {
             errors.extend(checks.validate().into_iter().map(|(path, message)| {
                 FieldError::new(super::join_path("checks", &path), message)

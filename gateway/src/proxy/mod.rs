@@ -20,6 +20,7 @@ pub mod error;
 pub mod filters;
 pub mod local;
 pub mod log;
+mod mtls;
 mod native;
 pub mod phases;
 pub mod request;

@@ -21,7 +21,7 @@ pub fn conn_info(session: &Session) -> ConnInfo {
         client_ip: client.map(|a| a.ip()),
         client_port: client.map(|a| a.port()),
         server_port: server.map(|a| a.port()),
-        scheme: "http",
+        scheme: super::view::scheme(session),
     }
 }
 

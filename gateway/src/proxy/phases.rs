@@ -113,7 +113,8 @@ fn lua_request(session: &Session) -> LuaRequest {
     let conn = ConnVars {
         hostname: hostname().to_string(),
         host,
-        scheme: "http",
+        scheme: super::view::scheme(session),
+        ssl_server_name: super::view::ssl_server_name(session).unwrap_or_default(),
         remote_addr: client.map(|a| a.ip().to_string()).unwrap_or_default(),
         remote_port: client.map(|a| a.port().to_string()).unwrap_or_default(),
         server_addr: server.map(|a| a.ip().to_string()).unwrap_or_default(),

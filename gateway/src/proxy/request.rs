@@ -32,6 +32,12 @@ pub async fn route_request(
         session.set_keepalive(None);
     }
     let host = request_host(session);
+    if let Some(why) = super::mtls::refusal(session, &ctx.snap, &host) {
+        tracing::warn!("400 on a mutual-TLS connection: {why}");
+        drop(host);
+        respond_json(session, ctx, 400, r#"{"error_msg":"400 Bad Request"}"#, env).await?;
+        return Ok(true);
+    }
     let (route, hash_key) = {
         let view = request_view(session, &host);
         let route = ctx
@@ -141,6 +147,7 @@ pub async fn respond_json(
 
 const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 const HTTP: http::HeaderValue = http::HeaderValue::from_static("http");
+const HTTPS: http::HeaderValue = http::HeaderValue::from_static("https");
 
 /// Sets Host per `pass_host` and the forwarding headers users expect from nginx/APISIX.
 ///
@@ -199,7 +206,12 @@ pub fn prepare_upstream_request(
         upstream_request.insert_header("x-forwarded-for", xff)?;
         upstream_request.insert_header("x-real-ip", real_ip)?;
     }
-    upstream_request.insert_header("x-forwarded-proto", HTTP)?;
+    let proto = if super::view::is_tls(session) {
+        HTTPS
+    } else {
+        HTTP
+    };
+    upstream_request.insert_header("x-forwarded-proto", proto)?;
     if let Some(host) = downstream.get(http::header::HOST) {
         upstream_request.insert_header("x-forwarded-host", host.clone())?;
     }

@@ -48,6 +48,7 @@ pub fn select_peer(
             ctx.upstream_addrs.push(addr);
             let mut peer = HttpPeer::new(addr, upstream.tls, addr.ip().to_string());
             apply_timeouts(&mut peer, upstream, &timeouts);
+            apply_tls(&mut peer, upstream);
             return Ok(Box::new(peer));
         }
     }
@@ -88,9 +89,24 @@ fn peer_for(
     node: &crate::snapshot::NodeRuntime,
     timeouts: &Timeouts,
 ) -> HttpPeer {
-    let mut peer = HttpPeer::new(node.addr, upstream.tls, node.sni.clone());
+    // SNI (and the verified name): `upstream_host` when the Host is rewritten to it,
+    // else the node's host.
+    let sni = match (upstream.pass_host, &upstream.upstream_host) {
+        (crate::config::PassHost::Rewrite, Some(host)) => host.clone(),
+        _ => node.sni.clone(),
+    };
+    let mut peer = HttpPeer::new(node.addr, upstream.tls, sni);
     apply_timeouts(&mut peer, upstream, timeouts);
+    apply_tls(&mut peer, upstream);
     peer
+}
+
+/// `tls.verify` (off by default, as in APISIX) and the client certificate. Both are in
+/// Pingora's pool key, so a pooled connection is never reused across different settings.
+fn apply_tls(peer: &mut HttpPeer, upstream: &UpstreamRuntime) {
+    peer.options.verify_cert = upstream.verify;
+    peer.options.verify_hostname = upstream.verify;
+    peer.client_cert_key = upstream.client_cert.clone();
 }
 
 fn apply_timeouts(peer: &mut HttpPeer, upstream: &UpstreamRuntime, timeouts: &Timeouts) {

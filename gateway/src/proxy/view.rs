@@ -21,8 +21,31 @@ pub fn request_view<'a>(session: &'a Session, host: &'a str) -> RequestView<'a> 
         remote_addr: client.map(|a| a.ip()),
         remote_port: client.map(|a| a.port()),
         server_port: server.map(|a| a.port()),
-        scheme: "http",
+        scheme: scheme(session),
     }
+}
+
+/// Whether the client connection is TLS (a `proxy.ssl.listen` listener).
+pub fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// `$scheme`: `https` on a TLS listener, else `http`.
+pub fn scheme(session: &Session) -> &'static str {
+    if is_tls(session) {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// `$ssl_server_name`: the SNI the client sent on a TLS listener.
+pub fn ssl_server_name(session: &Session) -> Option<String> {
+    let ssl = session.digest()?.ssl_digest.as_ref()?;
+    ssl.extension
+        .get::<crate::tls_accept::TlsConnInfo>()?
+        .server_name
+        .clone()
 }
 
 /// The request's host: the Host header (or the URI authority), without port, lowercase.

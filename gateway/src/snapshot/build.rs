@@ -69,10 +69,12 @@ pub fn build(
         let reused = prev
             .and_then(|p| p.upstreams.get(&identity))
             .filter(|old| Arc::ptr_eq(&old.spec, spec) || *old.spec == **spec)
+            // A client certificate by SSL id follows that SSL: rebuilt each time.
+            .filter(|_| spec.tls.as_ref().is_none_or(|t| t.client_cert_id.is_none()))
             .cloned();
         let runtime = match reused {
             Some(r) => Some(r),
-            None => match compile_upstream(key, spec, cx) {
+            None => match compile_upstream(key, spec, set, cx) {
                 Ok(r) => Some(Arc::new(r)),
                 Err(errs) => {
                     errors.extend(errs.into_iter().map(|e| e.under(&path)));
@@ -111,6 +113,11 @@ pub fn build(
         service_upstreams.insert(id.as_str(), up);
     }
 
+    let tls = Arc::new(super::tls::TlsIndex::build(
+        set,
+        prev.map(|p| p.tls.as_ref()),
+        &mut errors,
+    ));
     let lua_modules =
         super::modules::build_modules(set, prev.map(|p| &p.lua_modules), cx.plugins, &mut errors);
     let mut instances = PluginInstances {
@@ -243,6 +250,7 @@ pub fn build(
             dynacode: dynacode_runtime(set, prev),
             lua_modules,
             plugin_instances,
+            tls,
         }),
         _ => Err(BuildError(errors)),
     }
@@ -386,6 +394,7 @@ fn count_ring_points(spec: &UpstreamSpec, total: &mut u64) -> Result<(), FieldEr
 pub fn compile_upstream(
     key: UpstreamKey,
     spec: &Arc<UpstreamSpec>,
+    set: &ResourceSet,
     cx: &BuildContext<'_>,
 ) -> Result<UpstreamRuntime, Vec<FieldError>> {
     let label = key.label();
@@ -436,6 +445,13 @@ pub fn compile_upstream(
             }
         },
         _ => None,
+    };
+    let client_cert = match super::upstream_tls::client_cert(spec, set) {
+        Ok(c) => c,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
     };
     if !errors.is_empty() {
         return Err(errors);
@@ -490,6 +506,8 @@ pub fn compile_upstream(
             .map(Timeouts::from_spec)
             .unwrap_or(Timeouts::DEFAULT),
         tls: spec.scheme == Scheme::Https,
+        verify: spec.tls.as_ref().is_some_and(|t| t.verify),
+        client_cert,
         pass_host: spec.pass_host,
         upstream_host: spec.upstream_host.clone(),
         idle_timeout: spec

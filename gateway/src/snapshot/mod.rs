@@ -8,7 +8,10 @@
 mod build;
 pub mod dynacode;
 mod modules;
+pub mod mtls;
+pub mod tls;
 mod upstream_key;
+mod upstream_tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +46,8 @@ pub struct Snapshot {
     pub lua_modules: std::collections::HashMap<String, Arc<LuaModule>>,
     /// Every built plugin instance by (name, configuration), reused by the next build.
     pub plugin_instances: std::collections::HashMap<String, Arc<PluginInstance>>,
+    /// Certificates (`ssls`) and their SNI index, read by the TLS listener per handshake.
+    pub tls: Arc<tls::TlsIndex>,
 }
 
 /// A compiled route.
@@ -105,6 +110,10 @@ pub struct UpstreamRuntime {
     pub retry_timeout: Option<Duration>,
     pub timeouts: Timeouts,
     pub tls: bool,
+    /// Verify the node's certificate and name (`tls.verify`).
+    pub verify: bool,
+    /// The client certificate presented to the nodes (`tls.client_cert*`).
+    pub client_cert: Option<Arc<pingora::utils::tls::CertKey>>,
     pub pass_host: PassHost,
     pub upstream_host: Option<String>,
     pub idle_timeout: Option<Duration>,

@@ -10,6 +10,7 @@ mod backend;
 mod change;
 mod disk;
 mod restore;
+mod sealed;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use parking_lot::Mutex;
 pub use backend::StoreBackend;
 pub use change::Change;
 pub use disk::{DiskError, DiskStore, DiskWrite, Loaded, Record};
+pub use sealed::{Keyring, SealedBackend};
 
 use crate::config::{FieldError, ResourceKind, ResourceSet};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -301,6 +303,14 @@ impl ConfigStore {
         self.metrics.set_config_version(version);
         crate::health::reconcile(&self.health, &self.metrics, &snapshot);
         report_dynacode(&self.metrics, &snapshot);
+        self.metrics.set_ssl_expiry(
+            snapshot
+                .tls
+                .ssls
+                .iter()
+                .map(|(id, ssl)| (id.clone(), ssl.not_after))
+                .collect(),
+        );
         for (metrics, route_still_exists) in replaced {
             if route_still_exists {
                 metrics.forget_requests();

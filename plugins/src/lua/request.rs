@@ -26,6 +26,8 @@ pub struct ConnVars {
     pub remote_port: String,
     pub server_addr: String,
     pub server_port: String,
+    /// The SNI of a TLS connection (empty on plain HTTP or without SNI).
+    pub ssl_server_name: String,
 }
 
 /// Everything Lua can read or change about one request.
@@ -168,6 +170,9 @@ impl LuaRequest {
             "remote_port" => &self.conn.remote_port,
             "server_addr" => &self.conn.server_addr,
             "server_port" => &self.conn.server_port,
+            "ssl_server_name" if !self.conn.ssl_server_name.is_empty() => {
+                &self.conn.ssl_server_name
+            }
             "upstream_addr" => return self.upstream_addr.as_deref().map(Cow::Borrowed),
             "status" => {
                 return (self.status > 0).then(|| Cow::Owned(self.status.to_string()));
@@ -230,9 +235,8 @@ impl LuaRequest {
             }
             "uri" | "request_uri" | "request_method" | "host" | "hostname" | "scheme"
             | "remote_addr" | "binary_remote_addr" | "remote_port" | "server_addr"
-            | "server_port" | "status" | "request_time" | "upstream_addr" | "is_args" => {
-                Err(format!("variable \"{name}\" not changeable"))
-            }
+            | "server_port" | "ssl_server_name" | "status" | "request_time" | "upstream_addr"
+            | "is_args" => Err(format!("variable \"{name}\" not changeable")),
             _ if name.starts_with("http_")
                 || name.starts_with("arg_")
                 || name.starts_with("cookie_") =>

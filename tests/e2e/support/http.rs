@@ -113,7 +113,7 @@ impl Request {
             .body(value.to_string())
     }
 
-    fn encode(&self, addr: SocketAddr) -> Vec<u8> {
+    pub fn encode(&self, addr: SocketAddr) -> Vec<u8> {
         let mut out = format!("{} {} HTTP/1.1\r\n", self.method, self.path).into_bytes();
         if header_value(&self.headers, "host").is_none() {
             out.extend_from_slice(format!("Host: {addr}\r\n").as_bytes());

@@ -10,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod prom;
 pub mod redis;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
