@@ -113,7 +113,7 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
 #[test]
 fn gzip_compresses_what_the_client_accepts() {
     let gw = Gateway::start_default();
-    let mut b = Backend::start("b");
+    let b = Backend::start("b");
     // APISIX's example object, with the backend's type.
     route(
         &gw,

@@ -15,7 +15,7 @@ use super::rewrite;
 
 /// The connection facts variables read (`remote_addr`, `server_port`, `scheme`), with the
 /// client address a plugin (`real-ip`) set for the request, if any.
-pub fn conn_info(session: &Session, client: Option<ClientAddr>) -> ConnInfo {
+pub fn conn_info(session: &Session, set: Option<ClientAddr>) -> ConnInfo {
     let client = session.client_addr().and_then(|a| a.as_inet());
     let server = session.server_addr().and_then(|a| a.as_inet());
     ConnInfo {
@@ -24,7 +24,7 @@ pub fn conn_info(session: &Session, client: Option<ClientAddr>) -> ConnInfo {
         server_port: server.map(|a| a.port()),
         scheme: "http",
     }
-    .with_client(client)
+    .with_client(set)
 }
 
 /// The client's address as the request sees it: the connection's peer, or the one a

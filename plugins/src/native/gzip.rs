@@ -184,7 +184,7 @@ impl Gzip {
                     .unwrap_or("")
                     .trim()
                     .to_ascii_lowercase();
-                types.iter().any(|t| *t == mime)
+                types.contains(&mime)
             }
         }
     }
