@@ -23,6 +23,6 @@ pub mod vars;
 pub use chain::{ChainEntry, PluginChain};
 pub use instance::{PluginInstance, Step};
 pub use lua_module::LuaModule;
-pub use native::{ConnInfo, NativeBuildInput, NativeCtx, NativeOutcome, Plugin};
+pub use native::{ClientAddr, ConnInfo, NativeBuildInput, NativeCtx, NativeOutcome, Plugin};
 pub use phase::Phase;
 pub use registry::{PluginError, PluginRegistry};

@@ -262,10 +262,18 @@ mod tests {
         assert_eq!(
             r.names().collect::<Vec<_>>(),
             vec![
+                "cors",
+                "gzip",
+                "ip-restriction",
                 "limit-conn",
                 "limit-count",
                 "limit-req",
+                "mocking",
+                "proxy-rewrite",
+                "real-ip",
+                "redirect",
                 "request-id",
+                "response-rewrite",
                 "serverless-post-function",
                 "serverless-pre-function"
             ]

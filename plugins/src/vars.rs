@@ -360,6 +360,29 @@ impl Template {
         (resolved > 0).then_some(out)
     }
 
+    /// Renders the template with missing variables as empty text, literals always kept
+    /// (for values such as a rewritten URI, where a template without variables is a
+    /// constant rather than a miss).
+    pub fn render_lossy(&self, req: &RequestView<'_>) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Var(var) => {
+                    if let Some(value) = var.resolve(req) {
+                        out.push_str(&value);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the template has no variables (it renders to a constant).
+    pub fn is_constant(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
     /// The variables referenced by the template, in order.
     pub fn vars(&self) -> impl Iterator<Item = &Var> {
         self.parts.iter().filter_map(|p| match p {

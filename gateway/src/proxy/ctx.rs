@@ -46,6 +46,10 @@ pub struct RequestCtx {
     /// Headers set for the response before it exists (native plugins in rewrite/access):
     /// applied to whichever response goes out, proxied or local.
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The client address a plugin (`real-ip`) set for the rest of the request; routing
+    /// happened before, everything after it (limits, `$remote_addr`, the forwarding
+    /// headers, Lua, the access log) sees this one.
+    pub client_override: Option<portico_plugins::ClientAddr>,
     /// Every peer an attempt went to, in order (the access log's `$upstream_addr`).
     pub upstream_addrs: Vec<std::net::SocketAddr>,
     /// The status of the upstream's response header.
@@ -77,6 +81,7 @@ impl RequestCtx {
             body_filtered: false,
             plugin_state: http::Extensions::new(),
             response_headers: Vec::new(),
+            client_override: None,
             upstream_addrs: Vec::new(),
             upstream_status: None,
             upstream_target: None,

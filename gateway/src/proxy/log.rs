@@ -100,7 +100,7 @@ pub fn record(
     let tried = !ctx.upstream_addrs.is_empty();
     access_log.log(&LogRecord {
         view: Some(super::view::request_view(session, &host)),
-        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        client: super::native::client_addr(session, ctx),
         protocol: if req.version == http::Version::HTTP_10 {
             "HTTP/1.0"
         } else {

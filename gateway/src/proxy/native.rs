@@ -8,13 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use portico_plugins::{ConnInfo, NativeCtx, NativeOutcome, Phase, Plugin};
+use portico_plugins::{ClientAddr, ConnInfo, NativeCtx, NativeOutcome, Phase, Plugin};
 
 use super::ctx::RequestCtx;
 use super::rewrite;
 
-/// The connection facts variables read (`remote_addr`, `server_port`, `scheme`).
-pub fn conn_info(session: &Session) -> ConnInfo {
+/// The connection facts variables read (`remote_addr`, `server_port`, `scheme`), with the
+/// client address a plugin (`real-ip`) set for the request, if any.
+pub fn conn_info(session: &Session, set: Option<ClientAddr>) -> ConnInfo {
     let client = session.client_addr().and_then(|a| a.as_inet());
     let server = session.server_addr().and_then(|a| a.as_inet());
     ConnInfo {
@@ -23,13 +24,33 @@ pub fn conn_info(session: &Session) -> ConnInfo {
         server_port: server.map(|a| a.port()),
         scheme: super::view::scheme(session),
     }
+    .with_client(set)
 }
 
-fn native_cx<'a>(ctx: &'a mut RequestCtx, conn: ConnInfo) -> NativeCtx<'a> {
+/// The client's address as the request sees it: the connection's peer, or the one a
+/// plugin (`real-ip`) set.
+pub fn client_addr(session: &Session, ctx: &RequestCtx) -> Option<std::net::SocketAddr> {
+    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+    match ctx.client_override {
+        Some(c) => Some(std::net::SocketAddr::new(
+            c.ip,
+            c.port.or(peer.map(|p| p.port())).unwrap_or(0),
+        )),
+        None => peer,
+    }
+}
+
+fn native_cx<'a>(
+    ctx: &'a mut RequestCtx,
+    conn: ConnInfo,
+    request: Option<&'a pingora::http::RequestHeader>,
+) -> NativeCtx<'a> {
     NativeCtx {
+        request,
         state: &mut ctx.plugin_state,
         conn,
         response_headers: &mut ctx.response_headers,
+        client_override: &mut ctx.client_override,
     }
 }
 
@@ -43,8 +64,8 @@ pub async fn request_step(
     if let Err(e) = rewrite::flush_request_changes(session, ctx) {
         tracing::error!("cannot apply Lua's request changes before a native plugin: {e}");
     }
-    let conn = conn_info(session);
-    let mut cx = native_cx(ctx, conn);
+    let conn = conn_info(session, ctx.client_override);
+    let mut cx = native_cx(ctx, conn, None);
     let req = session.req_header_mut();
     let outcome = match phase {
         Phase::Rewrite => plugin.rewrite(req, &mut cx).await,
@@ -66,7 +87,11 @@ pub fn header_step(
     header: &mut ResponseHeader,
     plugin: &Arc<dyn Plugin>,
 ) {
-    plugin.header_filter(header, &mut native_cx(ctx, conn_info(session)));
+    let conn = conn_info(session, ctx.client_override);
+    plugin.header_filter(
+        header,
+        &mut native_cx(ctx, conn, Some(session.req_header())),
+    );
 }
 
 /// One native `body_filter` step.
@@ -77,7 +102,9 @@ pub fn body_step(
     end_of_stream: bool,
     plugin: &Arc<dyn Plugin>,
 ) {
-    plugin.body_filter(body, end_of_stream, &mut native_cx(ctx, conn_info(session)));
+    let conn = conn_info(session, ctx.client_override);
+    let mut cx = native_cx(ctx, conn, Some(session.req_header()));
+    plugin.body_filter(body, end_of_stream, &mut cx);
 }
 
 /// Writes the headers plugins set before the response existed onto it. A header the

@@ -105,9 +105,9 @@ fn hostname() -> &'static str {
 }
 
 /// The Lua view of the downstream request, made at the first Lua phase.
-fn lua_request(session: &Session) -> LuaRequest {
+fn lua_request(session: &Session, ctx: &RequestCtx) -> LuaRequest {
     let req = session.req_header();
-    let client = session.client_addr().and_then(|a| a.as_inet());
+    let client = super::native::client_addr(session, ctx);
     let server = session.server_addr().and_then(|a| a.as_inet());
     let host = super::view::request_host(session).into_owned();
     let conn = ConnVars {
@@ -140,7 +140,7 @@ pub(super) fn ensure<'c>(
         let vm = env.workers.current().map_err(|e| {
             tracing::error!("{e}");
         })?;
-        let mut req = lua_request(session);
+        let mut req = lua_request(session, ctx);
         // `ngx.var.request_time` and `ngx.req.start_time()` count from the request's
         // arrival, not from its first Lua phase.
         req.started = ctx.started;
@@ -171,6 +171,17 @@ pub(super) fn ensure<'c>(
         }
         if let Some(status) = status {
             r.status = status;
+        }
+        // A client address set after the Lua state was made (`real-ip` after a Lua
+        // global rule) reaches `ngx.var.remote_addr` too.
+        if let Some(client) = ctx.client_override {
+            let ip = client.ip.to_string();
+            if r.conn.remote_addr != ip {
+                r.conn.remote_addr = ip;
+                if let Some(port) = client.port {
+                    r.conn.remote_port = port.to_string();
+                }
+            }
         }
     }
     Ok(lua)

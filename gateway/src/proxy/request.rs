@@ -177,7 +177,7 @@ pub fn prepare_upstream_request(
         }
     }
     let downstream = &session.req_header().headers;
-    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+    if let Some(client) = super::native::client_addr(session, ctx) {
         let mut buf = [0u8; 15];
         let ip_v6;
         let ip: &[u8] = match client.ip() {

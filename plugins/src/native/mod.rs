@@ -8,8 +8,18 @@
 //! swap (counters, connection counts) belongs in a registry outside the snapshot, keyed
 //! by a stable identity (the route and plugin), the way `HealthRegistry` keeps health.
 
+mod cors;
+mod gzip;
+mod header_ops;
+mod ip_restriction;
+pub(crate) mod ip_set;
 pub mod limit;
+mod mocking;
+mod proxy_rewrite;
+mod real_ip;
+mod redirect;
 mod request_id;
+mod response_rewrite;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,6 +44,28 @@ pub struct ConnInfo {
     pub scheme: &'static str,
 }
 
+/// A client address a plugin (`real-ip`) set for the rest of the request: later steps,
+/// `$remote_addr`, Lua's `ngx.var.remote_addr`, the forwarding headers and the access log
+/// see it instead of the connection's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl ConnInfo {
+    /// This connection as a request with `client` (if any) sees it.
+    pub fn with_client(mut self, client: Option<ClientAddr>) -> ConnInfo {
+        if let Some(c) = client {
+            self.client_ip = Some(c.ip);
+            if c.port.is_some() {
+                self.client_port = c.port;
+            }
+        }
+        self
+    }
+}
+
 /// What a request carries to native plugins besides its headers.
 pub struct NativeCtx<'a> {
     /// Per-request plugin state, by type (a plugin keeps what a later phase of the same
@@ -45,11 +77,24 @@ pub struct NativeCtx<'a> {
     /// Headers for the response, whichever answers (the upstream or the gateway): what
     /// `ngx.header` does in rewrite and access. Applied before `header_filter` runs.
     pub response_headers: &'a mut Vec<(HeaderName, HeaderValue)>,
+    /// The client address set for this request (see [`NativeCtx::set_client_ip`]).
+    pub client_override: &'a mut Option<ClientAddr>,
+    /// The request as it went upstream, in `header_filter` and `body_filter` (which get
+    /// only the response); `None` in the request phases, which get it as `req`.
+    pub request: Option<&'a RequestHeader>,
 }
 
 impl NativeCtx<'_> {
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.conn.client_ip
+    }
+
+    /// Replaces the client address for the rest of the request (after routing, which
+    /// has already happened): what `real-ip` does.
+    pub fn set_client_ip(&mut self, ip: IpAddr, port: Option<u16>) {
+        let client = ClientAddr { ip, port };
+        *self.client_override = Some(client);
+        self.conn = self.conn.with_client(Some(client));
     }
 
     /// The request as variables (`$uri`, `$arg_x`, `$http_x`, `$remote_addr`...) see it.
@@ -145,6 +190,14 @@ pub struct NativePlugin {
 pub fn builtin() -> Vec<NativePlugin> {
     vec![
         request_id::PLUGIN,
+        real_ip::PLUGIN,
+        mocking::PLUGIN,
+        cors::PLUGIN,
+        ip_restriction::PLUGIN,
+        proxy_rewrite::PLUGIN,
+        gzip::PLUGIN,
+        redirect::PLUGIN,
+        response_rewrite::PLUGIN,
         limit::LIMIT_COUNT,
         limit::LIMIT_REQ,
         limit::LIMIT_CONN,
@@ -163,6 +216,7 @@ pub(crate) mod test_support {
         pub state: http::Extensions,
         pub conn: ConnInfo,
         pub response_headers: Vec<(HeaderName, HeaderValue)>,
+        pub client_override: Option<ClientAddr>,
     }
 
     impl TestRequest {
@@ -182,7 +236,16 @@ pub(crate) mod test_support {
                 state: &mut self.state,
                 conn: self.conn,
                 response_headers: &mut self.response_headers,
+                client_override: &mut self.client_override,
+                request: None,
             }
+        }
+
+        /// A context whose filters see `req` as the request.
+        pub fn cx_for<'r>(&'r mut self, req: &'r RequestHeader) -> NativeCtx<'r> {
+            let mut cx = self.cx();
+            cx.request = Some(req);
+            cx
         }
     }
 
