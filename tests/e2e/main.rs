@@ -10,6 +10,7 @@
 mod support;
 
 mod admin_api;
+mod admin_compat;
 mod admin_race;
 mod balancer;
 mod cli;

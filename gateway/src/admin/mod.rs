@@ -121,7 +121,7 @@ impl AdminApi {
                 match (method, rest) {
                     ("GET", []) => resources::list(store, kind, req.query),
                     ("POST", []) => resources::post(store, kind, body()).await,
-                    ("PUT", []) => reply::error(400, format!("missing {} id", kind.noun())),
+                    ("PUT", []) => resources::put_with_body_id(store, kind, body()).await,
                     ("GET", [id]) => resources::get_one(store, kind, id),
                     ("PUT", [id]) => resources::put(store, kind, id, body()).await,
                     ("PATCH", [id, sub @ ..]) => {

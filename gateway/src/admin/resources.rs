@@ -96,6 +96,38 @@ pub async fn put(
     write_and_reply(store, kind, change).await
 }
 
+/// `PUT /{res}` with `id` in the body: creates or replaces that id, as APISIX does for
+/// every kind. A body without `id` is a 400 naming the field.
+pub async fn put_with_body_id(
+    store: &Arc<ConfigStore>,
+    kind: ResourceKind,
+    body: Value,
+) -> Response<Vec<u8>> {
+    let id = match body.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            return reply::error(
+                400,
+                format!(
+                    "invalid {} id: `id` must be a non-empty string or an integer",
+                    kind.noun()
+                ),
+            )
+        }
+        None => {
+            return reply::error(
+                400,
+                format!(
+                    "missing {} id: give it in the URL or as `id` in the body",
+                    kind.noun()
+                ),
+            )
+        }
+    };
+    put(store, kind, &id, body).await
+}
+
 /// `POST /{res}`: a server-generated id (chosen inside the writer, so concurrent POSTs
 /// never share one), 201.
 pub async fn post(store: &Arc<ConfigStore>, kind: ResourceKind, body: Value) -> Response<Vec<u8>> {
@@ -158,7 +190,8 @@ pub async fn delete(
         force,
     };
     match apply(store, change).await {
-        Ok(_) => reply::json(200, &json!({ "deleted": id, "key": kind.key(id) })),
+        // etcd's delete count, as APISIX 3 answers it (clients run `int(deleted)`).
+        Ok(_) => reply::json(200, &json!({ "deleted": "1", "key": kind.key(id) })),
         Err(e) => reply::apply_error(&e),
     }
 }
