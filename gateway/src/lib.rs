@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod settings;
+pub mod settings_check;
 pub mod snapshot;
 pub mod store;
 pub mod store_cli;

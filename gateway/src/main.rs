@@ -65,6 +65,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    if cli.test {
+        return check(&cli.conf);
+    }
     let settings = match Settings::load(&cli.conf) {
         Ok(s) => s,
         Err(e) => {
@@ -89,26 +92,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    if cli.test {
-        let errors = portico::server::check(&settings);
-        if errors.is_empty() {
-            println!(
-                "portico: the configuration file {} syntax is ok\nportico: configuration file {} test is successful",
-                cli.conf.display(),
-                cli.conf.display()
-            );
-            return ExitCode::SUCCESS;
-        }
-        for e in &errors {
-            eprintln!("portico: {}: {e}", cli.conf.display());
-        }
-        eprintln!(
-            "portico: configuration file {} test failed ({} errors)",
-            cli.conf.display(),
-            errors.len()
-        );
-        return ExitCode::FAILURE;
-    }
     match portico::server::run(settings, cli.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -116,4 +99,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `portico -t`, as `nginx -t`: every error of the file (and of the resources it names)
+/// in one run, then `test is successful` or `test failed`.
+fn check(conf: &std::path::Path) -> ExitCode {
+    let shown = conf.display();
+    let (settings, mut errors) = match std::fs::read_to_string(conf) {
+        Ok(text) => portico::settings_check::parse_reporting_all(&text),
+        Err(e) => {
+            eprintln!("portico: cannot read {shown}: {e}");
+            eprintln!("portico: configuration file {shown} test failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    let syntax_ok = errors.is_empty();
+    errors.extend(portico::server::check(&settings));
+    if errors.is_empty() {
+        println!(
+            "portico: the configuration file {shown} syntax is ok\nportico: configuration file {shown} test is successful"
+        );
+        return ExitCode::SUCCESS;
+    }
+    if syntax_ok {
+        eprintln!("portico: the configuration file {shown} syntax is ok");
+    }
+    for e in &errors {
+        eprintln!("portico: {shown}: {e}");
+    }
+    eprintln!(
+        "portico: configuration file {shown} test failed ({} errors)",
+        errors.len()
+    );
+    ExitCode::FAILURE
 }

@@ -351,19 +351,11 @@ pub fn check(settings: &Settings) -> Vec<String> {
                         metrics: m,
                         health: HealthRegistry::new(Arc::new(portico_healthcheck::NoopObserver)),
                     };
-                    ConfigStore::declarative(items, deps)
-                        .map(|_| ())
-                        .map_err(|e| match e {
-                            crate::store::ApplyError::Invalid(errs) => errs
-                                .iter()
-                                .map(|e| format!("{path}: {e}"))
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                            other => format!("{path}: {other}"),
-                        })
+                    Ok(crate::store::every_error(items, &deps))
                 });
-                if let Err(e) = checked {
-                    errors.extend(e.lines().map(str::to_string));
+                match checked {
+                    Ok(errs) => errors.extend(errs.iter().map(|e| format!("{path}: {e}"))),
+                    Err(e) => errors.push(format!("{path}: {e}")),
                 }
             }
         }

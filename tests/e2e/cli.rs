@@ -93,6 +93,43 @@ fn check_mode_reports_every_resource_error_with_its_path() {
 }
 
 #[test]
+fn check_mode_lists_every_error_of_a_file_in_one_run() {
+    // Five different errors: two unknown keys (one nested), a bad value, and in the
+    // resource file an unknown field in one route and a Lua syntax error in another.
+    let gw = Gateway::prepare(GatewayOpts {
+        yaml_provider: Some(
+            "routes:\n  - id: r1\n    urii: /a\n  - id: r2\n    uri: /b\n    plugins:\n      serverless-pre-function:\n        functions: [\"return function( end\"]\n#END\n"
+                .into(),
+        ),
+        proxy_extra: "  listn: [\"127.0.0.1:1\"]\n".into(),
+        extra_yaml: "proxyy: 1\nshutdown_grace_seconds: soon\n".into(),
+        ..Default::default()
+    });
+    let out = run_portico(&["-t", "-c", gw.config_path.to_str().unwrap()]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "-t must fail: {text}");
+    for needle in [
+        "proxyy",
+        "listn",
+        "shutdown_grace_seconds",
+        "urii",
+        "routes[id=r2]",
+    ] {
+        assert!(
+            text.contains(needle),
+            "-t lists the error about {needle}: {text}"
+        );
+    }
+    assert!(text.contains("test failed (5 errors)"), "{text}");
+
+    let good = Gateway::prepare(GatewayOpts::default());
+    let out = run_portico(&["-t", "-c", good.config_path.to_str().unwrap()]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("test is successful"), "{text}");
+}
+
+#[test]
 fn generates_admin_key_when_none_is_configured() {
     let mut gw = Gateway::start(GatewayOpts {
         admin_keys: false,

@@ -8,6 +8,7 @@
 
 mod backend;
 mod change;
+mod check;
 mod disk;
 mod restore;
 
@@ -18,6 +19,7 @@ use parking_lot::Mutex;
 
 pub use backend::StoreBackend;
 pub use change::Change;
+pub use check::every_error;
 pub use disk::{DiskError, DiskStore, DiskWrite, Loaded, Record};
 
 use crate::config::{FieldError, ResourceKind, ResourceSet};
