@@ -14,6 +14,7 @@ pub mod admin;
 pub mod admin_keys;
 pub mod balancer;
 pub mod config;
+pub mod data_dir;
 pub mod drain;
 pub mod edge;
 pub mod hash_key;

@@ -74,11 +74,13 @@ pub struct DiskStore {
 }
 
 impl DiskStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`: a new `dir` is created 0700, the
+    /// store file is 0600.
     pub fn open(dir: &Path) -> Result<DiskStore, DiskError> {
-        std::fs::create_dir_all(dir).map_err(|e| err("create data_dir")(e.to_string()))?;
-        let db =
-            Database::create(dir.join("store.redb")).map_err(|e| err("open")(e.to_string()))?;
+        crate::data_dir::create_private(dir).map_err(|e| err("create data_dir")(e.to_string()))?;
+        let path = dir.join("store.redb");
+        let db = Database::create(&path).map_err(|e| err("open")(e.to_string()))?;
+        crate::data_dir::make_private(&path).map_err(|e| err("open")(e.to_string()))?;
         let tx = db.begin_write().map_err(|e| err("init")(e.to_string()))?;
         {
             tx.open_table(RESOURCES)
