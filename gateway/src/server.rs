@@ -92,6 +92,7 @@ fn open_store(
         ConfigProvider::Admin => {
             let disk = DiskStore::open(&settings.data_dir)?;
             let store = ConfigStore::open(disk, deps)?;
+            store.set_history_keep(settings.history.keep);
             if let Some(seed) = &settings.seed_config {
                 if store.revision() == 0 {
                     let items = yaml_provider::load(seed).map_err(|e| StartError::Yaml {
@@ -121,6 +122,7 @@ fn open_store(
             let items =
                 yaml_provider::parse(&text).map_err(|e| yaml_err(crate::config::describe(&e)))?;
             let store = ConfigStore::declarative(items, deps)?;
+            store.set_history_keep(settings.history.keep);
             Ok((Arc::new(store), Some(text)))
         }
     }

@@ -39,6 +39,25 @@ pub struct Settings {
     pub lua: LuaSettings,
     /// Poll a lua-resty-dynacode document from a URL (optional).
     pub dynacode: Option<DynacodePollSettings>,
+    /// The configuration history (docs/operations.md).
+    pub history: HistorySettings,
+}
+
+/// `history:`: how many applied configuration changes are kept for
+/// `/apisix/admin/configs/history` and rollback.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// 0 keeps none.
+    pub keep: usize,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            keep: crate::store::DEFAULT_HISTORY_KEEP,
+        }
+    }
 }
 
 /// `dynacode:` in the static config: where and how often to poll the document.
@@ -121,6 +140,7 @@ impl Default for Settings {
             shutdown_grace_seconds: 10,
             lua: LuaSettings::default(),
             dynacode: None,
+            history: HistorySettings::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ mod admin_compat;
 mod admin_race;
 mod balancer;
 mod cli;
+mod config_history;
 mod dynacode_poll;
 mod dynacode_push;
 mod health_active;

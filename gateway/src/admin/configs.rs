@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::reply;
 use crate::config::{items_of, ResourceKind};
-use crate::store::{ApplyError, ApplySource, Change, ConfigStore};
+use crate::store::{ApplyError, ApplySource, Change, ConfigStore, Origin};
 
 /// `GET /configs`: every resource, by kind, as lists of objects.
 pub fn get(store: &ConfigStore) -> Response<Vec<u8>> {
@@ -27,7 +27,12 @@ pub fn get(store: &ConfigStore) -> Response<Vec<u8>> {
 }
 
 /// `PUT /configs` (`dry_run = false`) and `POST /configs/validate` (`dry_run = true`).
-pub async fn replace(store: &Arc<ConfigStore>, body: Value, dry_run: bool) -> Response<Vec<u8>> {
+pub async fn replace(
+    store: &Arc<ConfigStore>,
+    body: Value,
+    dry_run: bool,
+    origin: Origin,
+) -> Response<Vec<u8>> {
     let items = match items_of(body) {
         Ok(items) => items,
         Err(errors) => return reply::apply_error(&ApplyError::Invalid(errors)),
@@ -40,7 +45,7 @@ pub async fn replace(store: &Arc<ConfigStore>, body: Value, dry_run: bool) -> Re
             store.dry_run(change).map(|_| None)
         } else {
             store
-                .apply(change, ApplySource::Admin)
+                .apply_from(change, ApplySource::Admin, origin)
                 .map(|a| Some(a.version))
         }
     })

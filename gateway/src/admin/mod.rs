@@ -8,6 +8,7 @@ mod auth;
 mod configs;
 mod dynacode;
 mod healthcheck;
+mod history;
 mod plugins;
 mod reply;
 mod resources;
@@ -22,7 +23,7 @@ use serde_json::Value;
 
 use crate::config::ResourceKind;
 use crate::settings::AdminKey;
-use crate::store::ConfigStore;
+use crate::store::{ConfigStore, Origin};
 
 /// Largest accepted request body: APISIX's 1.5 MiB.
 pub const MAX_BODY: usize = 1536 * 1024;
@@ -94,6 +95,8 @@ struct AdminRequest<'a> {
     segments: Vec<&'a str>,
     query: Option<&'a str>,
     body: Option<Value>,
+    /// The name of the admin key the request was made with.
+    key_name: Option<String>,
 }
 
 impl AdminApi {
@@ -104,15 +107,23 @@ impl AdminApi {
             return reply::error(405, "the admin API is read-only: config_provider is yaml");
         }
         let body = || req.body.clone().unwrap_or(Value::Null);
+        let who = || Origin {
+            key_name: req.key_name.clone(),
+            note: None,
+        };
         match (req.method, req.segments.as_slice()) {
             ("GET", ["configs"]) => configs::get(store),
-            ("PUT", ["configs"]) => configs::replace(store, body(), false).await,
-            ("POST", ["configs", "validate"]) => configs::replace(store, body(), true).await,
+            ("PUT", ["configs"]) => configs::replace(store, body(), false, who()).await,
+            ("POST", ["configs", "validate"]) => configs::replace(store, body(), true, who()).await,
+            ("GET", ["configs", "history"]) => history::list(store),
+            ("GET", ["configs", "history", rev]) => history::get(store, rev),
+            ("GET", ["configs", "history", rev, "diff"]) => history::diff(store, rev),
+            ("POST", ["configs", "rollback", rev]) => history::rollback(store, rev, who()).await,
             ("GET", ["plugins", "list"]) => plugins::list(store),
             ("GET", ["plugins", name]) => plugins::schema(store, name),
             ("GET", ["dynacode"]) => dynacode::get(store),
-            ("PUT", ["dynacode"]) => dynacode::put(store, body()).await,
-            ("DELETE", ["dynacode"]) => dynacode::delete(store).await,
+            ("PUT", ["dynacode"]) => dynacode::put(store, body(), who()).await,
+            ("DELETE", ["dynacode"]) => dynacode::delete(store, who()).await,
             ("POST", ["dynacode", "validate"]) => dynacode::validate(&body()),
             (method, [res, rest @ ..]) => {
                 let Some(kind) = ResourceKind::from_segment(res) else {
@@ -120,14 +131,14 @@ impl AdminApi {
                 };
                 match (method, rest) {
                     ("GET", []) => resources::list(store, kind, req.query),
-                    ("POST", []) => resources::post(store, kind, body()).await,
-                    ("PUT", []) => resources::put_with_body_id(store, kind, body()).await,
+                    ("POST", []) => resources::post(store, kind, body(), who()).await,
+                    ("PUT", []) => resources::put_with_body_id(store, kind, body(), who()).await,
                     ("GET", [id]) => resources::get_one(store, kind, id),
-                    ("PUT", [id]) => resources::put(store, kind, id, body()).await,
+                    ("PUT", [id]) => resources::put(store, kind, id, body(), who()).await,
                     ("PATCH", [id, sub @ ..]) => {
-                        resources::patch(store, kind, id, sub, body()).await
+                        resources::patch(store, kind, id, sub, body(), who()).await
                     }
-                    ("DELETE", [id]) => resources::delete(store, kind, id, req.query).await,
+                    ("DELETE", [id]) => resources::delete(store, kind, id, req.query, who()).await,
                     _ => reply::error(405, format!("method {method} is not allowed here")),
                 }
             }
@@ -163,12 +174,15 @@ impl ServeHttp for AdminApi {
             .as_deref()
             .filter(|k| !k.is_empty())
             .or(query_key.filter(|k| !k.is_empty()));
-        if let Err(e) = auth::authorize(&self.keys, presented, &method) {
-            return reply::json(
-                401,
-                &serde_json::json!({"error_msg": "failed to check token", "description": e.description()}),
-            );
-        }
+        let key_name = match auth::authorized_key(&self.keys, presented, &method) {
+            Ok(k) => k.name.clone(),
+            Err(e) => {
+                return reply::json(
+                    401,
+                    &serde_json::json!({"error_msg": "failed to check token", "description": e.description()}),
+                )
+            }
+        };
         if healthcheck {
             if method != "GET" {
                 return reply::error(405, format!("method {method} is not allowed here"));
@@ -202,6 +216,7 @@ impl ServeHttp for AdminApi {
             segments,
             query: query.as_deref(),
             body,
+            key_name: Some(key_name),
         })
         .await
     }
