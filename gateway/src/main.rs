@@ -56,14 +56,7 @@ enum StoreAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    portico::logging::init();
 
     if cli.test {
         return check(&cli.conf);
@@ -92,7 +85,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    match portico::server::run(settings, cli.upgrade) {
+    if let Err(e) = portico::logging::set_level(&settings.log_level) {
+        eprintln!("portico: log_level: {e}");
+        return ExitCode::FAILURE;
+    }
+    match portico::server::run(settings, cli.upgrade, &cli.conf) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portico: cannot start: {e}");

@@ -170,7 +170,12 @@ impl ShutdownSignalWatch for GracefulSignals {
 /// Builds every service and runs until a shutdown signal; returns when drained.
 /// `upgrade`: take over the listening sockets of a running instance (Pingora's graceful
 /// upgrade through `upgrade_sock`).
-pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
+/// `conf`: the static config file, re-read on `SIGHUP` ([`crate::reload`]).
+pub fn run(
+    settings: Settings,
+    upgrade: bool,
+    conf_file: &std::path::Path,
+) -> Result<(), StartError> {
     let errors = settings.check();
     if !errors.is_empty() {
         return Err(StartError::Settings(errors.join("; ")));
@@ -244,11 +249,22 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         tracing::info!("proxy listening on http://{addr}");
     }
 
+    let live_keys: crate::reload::LiveKeys = Arc::new(arc_swap::ArcSwap::from_pointee(keys));
+    let mut reloader = background_service(
+        "portico reload (SIGHUP)",
+        crate::reload::Reloader {
+            conf: conf_file.to_path_buf(),
+            running: parking_lot::Mutex::new(settings.clone()),
+            keys: Arc::clone(&live_keys),
+            store: Arc::clone(&store),
+        },
+    );
+    reloader.threads = Some(1);
     let mut admin = Service::new(
         "portico admin".to_string(),
         HttpServer::new_app(AdminApi {
             store: Arc::clone(&store),
-            keys,
+            keys: Arc::clone(&live_keys),
         }),
     );
     admin.threads = Some(1);
@@ -278,6 +294,7 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     server.add_service(admin);
     server.add_service(metrics_svc);
     server.add_service(prober);
+    server.add_service(reloader);
     if let Some(poll) = settings.dynacode.clone() {
         tracing::info!("dynacode: polling {} every {}s", poll.url, poll.interval);
         let mut poller = background_service(

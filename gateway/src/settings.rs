@@ -41,6 +41,9 @@ pub struct Settings {
     pub dynacode: Option<DynacodePollSettings>,
     /// The configuration history (docs/operations.md).
     pub history: HistorySettings,
+    /// The error log's filter (`info`, `warn,portico=debug`); `PORTICO_LOG` overrides
+    /// it. `SIGHUP` applies a change.
+    pub log_level: String,
 }
 
 /// `history:`: how many applied configuration changes are kept for
@@ -141,6 +144,7 @@ impl Default for Settings {
             lua: LuaSettings::default(),
             dynacode: None,
             history: HistorySettings::default(),
+            log_level: "info".to_string(),
         }
     }
 }
@@ -330,6 +334,9 @@ impl Settings {
         }
         if self.threads == 0 {
             errors.push("threads: must be at least 1".to_string());
+        }
+        if let Err(e) = crate::logging::parse_level(&self.log_level) {
+            errors.push(format!("log_level: {e}"));
         }
         if self.lua.max_slice_ms == 0 {
             errors.push("lua.max_slice_ms: must be at least 1".to_string());

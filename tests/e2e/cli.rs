@@ -263,3 +263,83 @@ fn sigterm_finishes_in_flight_requests() {
     // not accepting any more
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn sighup_applies_log_level_and_admin_keys_and_names_what_needs_a_restart() {
+    let mut gw = Gateway::start(GatewayOpts {
+        extra_yaml: "log_level: warn\n".into(),
+        ..Default::default()
+    });
+    let logs = gw.logs();
+    assert!(
+        !logs.contains("admin API listening"),
+        "log_level: warn hides info lines at startup: {logs}"
+    );
+    let old_key = gw.admin_key.clone();
+    let pid = gw.pid();
+    assert!(
+        wait_until(WAIT, || catches_sighup(pid)),
+        "the SIGHUP handler is installed"
+    );
+
+    // New admin key, log level info, and a setting that needs a restart.
+    gw.admin_key = random_string(32);
+    gw.opts.extra_yaml = "log_level: info\nshutdown_grace_seconds: 3\n".into();
+    std::fs::write(&gw.config_path, gw.config_text()).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+
+    let new_key = gw.admin_key.clone();
+    assert!(
+        wait_until(WAIT, || {
+            gw.admin_with_key("GET", "/routes", None, Some(&new_key)).0 == 200
+        }),
+        "the new admin key works after SIGHUP\n{}",
+        gw.logs()
+    );
+    let (status, _, _) = gw.admin_with_key("GET", "/routes", None, Some(&old_key));
+    assert_eq!(status, 401, "the old key no longer does");
+    assert!(
+        wait_until(WAIT, || gw
+            .logs()
+            .contains("SIGHUP: static configuration re-read")),
+        "the reload is logged at info, so the new level is in force: {}",
+        gw.logs()
+    );
+    let logs = gw.logs();
+    assert!(
+        logs.contains("SIGHUP: shutdown_grace_seconds changed; it takes effect after a restart"),
+        "{logs}"
+    );
+    assert!(gw.is_running(), "SIGHUP does not stop the process");
+
+    // A file that does not parse changes nothing.
+    std::fs::write(&gw.config_path, "proxyy: 1\n").unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        wait_until(WAIT, || gw.logs().contains("proxyy")),
+        "the error is logged: {}",
+        gw.logs()
+    );
+    assert!(gw.logs().contains("nothing changed"));
+    let (status, _, _) = gw.admin_with_key("GET", "/routes", None, Some(&new_key));
+    assert_eq!(status, 200, "keys unchanged by a bad file");
+}
+
+/// Whether process `pid` has a handler for SIGHUP (bit 0 of `SigCgt`); before that a
+/// SIGHUP would end it.
+fn catches_sighup(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 == 1)
+}

@@ -22,7 +22,6 @@ use pingora::protocols::http::ServerSession;
 use serde_json::Value;
 
 use crate::config::ResourceKind;
-use crate::settings::AdminKey;
 use crate::store::{ConfigStore, Origin};
 
 /// Largest accepted request body: APISIX's 1.5 MiB.
@@ -34,7 +33,8 @@ const HEALTHCHECK_PREFIX: &str = "/v1/healthcheck";
 
 pub struct AdminApi {
     pub store: Arc<ConfigStore>,
-    pub keys: Vec<AdminKey>,
+    /// The keys in force; `SIGHUP` swaps them.
+    pub keys: crate::reload::LiveKeys,
 }
 
 /// The percent-decoded value of query argument `name`, if present.
@@ -174,7 +174,7 @@ impl ServeHttp for AdminApi {
             .as_deref()
             .filter(|k| !k.is_empty())
             .or(query_key.filter(|k| !k.is_empty()));
-        let key_name = match auth::authorized_key(&self.keys, presented, &method) {
+        let key_name = match auth::authorized_key(&self.keys.load(), presented, &method) {
             Ok(k) => k.name.clone(),
             Err(e) => {
                 return reply::json(

@@ -1,0 +1,143 @@
+//! `SIGHUP`: re-read the static config file and apply what can change without a
+//! restart; log each changed setting that needs one.
+//!
+//! Applied live: `log_level` (unless `PORTICO_LOG` is set), `admin.keys` (and the
+//! `PORTICO_ADMIN_KEY` override, re-read), `history.keep`. A file that does not parse or
+//! check changes nothing. Everything else (listeners, `threads`, `data_dir`, the
+//! provider, `lua`, `dynacode`, `proxy` limits, `shutdown_grace_seconds`) is logged as
+//! needing a restart and keeps its running value.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::admin_keys::{self, ResolvedKeys};
+use crate::settings::{AdminKey, Settings};
+use crate::store::ConfigStore;
+
+/// The admin keys in force, swapped by a reload.
+pub type LiveKeys = Arc<ArcSwap<Vec<AdminKey>>>;
+
+/// The background service that waits for `SIGHUP`.
+pub struct Reloader {
+    pub conf: PathBuf,
+    /// The settings the process runs with (live fields updated by each reload).
+    pub running: Mutex<Settings>,
+    pub keys: LiveKeys,
+    pub store: Arc<ConfigStore>,
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler; reloads are off");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hup.recv() => self.reload(),
+            }
+        }
+    }
+}
+
+impl Reloader {
+    /// One reload: read, check, apply the live settings, report the rest.
+    pub fn reload(&self) {
+        let path = self.conf.display();
+        let next = match Settings::load(&self.conf) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("SIGHUP: {e}; nothing changed");
+                return;
+            }
+        };
+        let errors = next.check();
+        if !errors.is_empty() {
+            tracing::error!("SIGHUP: {path}: {}; nothing changed", errors.join("; "));
+            return;
+        }
+        let mut running = self.running.lock();
+        let mut applied = Vec::new();
+
+        if next.log_level != running.log_level {
+            match crate::logging::set_level(&next.log_level) {
+                Ok(true) => applied.push(format!("log_level `{}`", next.log_level)),
+                Ok(false) => tracing::warn!(
+                    "SIGHUP: log_level changed but {} is set and decides the filter",
+                    crate::logging::LOG_ENV
+                ),
+                Err(e) => tracing::error!("SIGHUP: log_level: {e}"),
+            }
+            running.log_level = next.log_level.clone();
+        }
+
+        // Keys are resolved as at startup (the environment override, a generated key,
+        // the short-key refusal) against the running listener.
+        let mut for_keys = running.clone();
+        for_keys.admin.keys = next.admin.keys.clone();
+        match admin_keys::resolve(&for_keys, admin_keys::env_key()) {
+            Ok(ResolvedKeys { keys, .. }) => {
+                if **self.keys.load() != keys {
+                    applied.push(format!("admin keys ({})", keys.len()));
+                    self.keys.store(Arc::new(keys));
+                }
+                running.admin.keys = next.admin.keys.clone();
+            }
+            Err(e) => tracing::error!("SIGHUP: admin.keys not changed: {e}"),
+        }
+
+        if next.history.keep != running.history.keep {
+            self.store.set_history_keep(next.history.keep);
+            applied.push(format!("history.keep {}", next.history.keep));
+            running.history.keep = next.history.keep;
+        }
+
+        for name in needs_restart(&running, &next) {
+            tracing::warn!("SIGHUP: {name} changed; it takes effect after a restart");
+        }
+        tracing::info!(
+            applied = %if applied.is_empty() { "nothing".to_string() } else { applied.join(", ") },
+            "SIGHUP: static configuration re-read from {path}"
+        );
+    }
+}
+
+/// The settings that differ between `running` and `next` and that only a restart
+/// applies.
+fn needs_restart(running: &Settings, next: &Settings) -> Vec<&'static str> {
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let checks: [(&'static str, bool); 11] = [
+        ("proxy", differs(&running.proxy, &next.proxy)),
+        ("admin.listen", running.admin.listen != next.admin.listen),
+        ("metrics", differs(&running.metrics, &next.metrics)),
+        ("data_dir", running.data_dir != next.data_dir),
+        (
+            "config_provider",
+            running.config_provider != next.config_provider,
+        ),
+        ("yaml_config", running.yaml_config != next.yaml_config),
+        ("seed_config", running.seed_config != next.seed_config),
+        ("threads", running.threads != next.threads),
+        (
+            "shutdown_grace_seconds",
+            running.shutdown_grace_seconds != next.shutdown_grace_seconds,
+        ),
+        ("lua", differs(&running.lua, &next.lua)),
+        ("dynacode", differs(&running.dynacode, &next.dynacode)),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect()
+}
