@@ -265,6 +265,7 @@ pub fn run(
         HttpServer::new_app(AdminApi {
             store: Arc::clone(&store),
             keys: Arc::clone(&live_keys),
+            standalone: Default::default(),
         }),
     );
     admin.threads = Some(1);

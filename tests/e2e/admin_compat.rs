@@ -98,3 +98,81 @@ fn reads_show_schema_defaults() {
     assert_eq!(written["value"]["priority"], 5, "{written}");
     assert_eq!(written["value"]["status"], 0, "{written}");
 }
+
+#[test]
+fn configs_accepts_the_api_driven_standalone_body() {
+    let gw = Gateway::start_default();
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let put = |body: Value, digest: &str| {
+        let req = Request::new("PUT", "/apisix/admin/configs")
+            .header("X-API-KEY", &gw.admin_key)
+            .header("Content-Type", "application/json")
+            .header("X-Digest", digest)
+            .body(body.to_string().into_bytes());
+        let r = http::send(gw.admin_addr(), &req).expect("PUT /configs");
+        (r.status, r.json())
+    };
+    let body = |up_node: &str, routes_v: u64, ups_v: u64| {
+        json!({
+            "routes_conf_version": routes_v,
+            "upstreams_conf_version": ups_v,
+            "consumers_conf_version": 1,
+            "routes": [{"modifiedIndex": routes_v, "id": "r1", "uri": "/sa", "upstream_id": "u1"}],
+            "upstreams": [{"modifiedIndex": ups_v, "id": "u1", "type": "roundrobin", "nodes": {up_node: 1}}],
+            "consumers": [],
+            "ssls": [],
+        })
+    };
+    let backend = |gw: &Gateway| -> String {
+        let v: Value = gw.proxy_get("/sa").json();
+        v["backend"].as_str().unwrap_or_default().to_string()
+    };
+
+    let (status, resp) = put(body(&a.node(), 1000, 1000), "d1");
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(backend(&gw), "a");
+    let cfg = gw.get("/configs");
+    assert_eq!(cfg["routes_conf_version"], 1000, "{cfg}");
+    assert_eq!(cfg["upstreams_conf_version"], 1000, "{cfg}");
+    assert!(cfg["routes"][0].get("modifiedIndex").is_none(), "{cfg}");
+
+    // Same digest: skipped even with a different body.
+    let (status, resp) = put(body(&b.node(), 1000, 1001), "d1");
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(backend(&gw), "a", "a repeated X-Digest is not applied");
+
+    // Upstreams at a higher version: replaced; routes at the same version: kept as
+    // they run, whatever the body says about them.
+    let mut next = body(&b.node(), 1000, 1001);
+    next["routes"][0]["uri"] = json!("/ignored");
+    let (status, resp) = put(next, "d2");
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(backend(&gw), "b");
+    assert_eq!(gw.get("/routes/r1")["value"]["uri"], "/sa");
+
+    // A stale version is refused and changes nothing.
+    let (status, resp) = put(body(&a.node(), 1000, 999), "d3");
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp["error_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("upstreams_conf_version"),
+        "{resp}"
+    );
+    assert_eq!(backend(&gw), "b");
+
+    // A foreign kind with content is refused, naming it.
+    let mut foreign = body(&a.node(), 1001, 1002);
+    foreign["consumers"] = json!([{"username": "jack"}]);
+    let (status, resp) = put(foreign, "d4");
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp["error_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("consumers:"),
+        "{resp}"
+    );
+}

@@ -12,6 +12,9 @@ mod history;
 mod plugins;
 mod reply;
 mod resources;
+mod standalone;
+
+pub use standalone::StandaloneState;
 
 use std::sync::Arc;
 
@@ -35,6 +38,9 @@ pub struct AdminApi {
     pub store: Arc<ConfigStore>,
     /// The keys in force; `SIGHUP` swaps them.
     pub keys: crate::reload::LiveKeys,
+    /// `conf_version`s and `X-Digest` of API-driven `PUT /configs` (held across the
+    /// apply, so two such updates never interleave).
+    pub standalone: tokio::sync::Mutex<StandaloneState>,
 }
 
 /// The percent-decoded value of query argument `name`, if present.
@@ -97,6 +103,8 @@ struct AdminRequest<'a> {
     body: Option<Value>,
     /// The name of the admin key the request was made with.
     key_name: Option<String>,
+    /// The `X-Digest` header (API-driven `PUT /configs`).
+    digest: Option<String>,
 }
 
 impl AdminApi {
@@ -112,8 +120,11 @@ impl AdminApi {
             note: None,
         };
         match (req.method, req.segments.as_slice()) {
-            ("GET", ["configs"]) => configs::get(store),
-            ("PUT", ["configs"]) => configs::replace(store, body(), false, who()).await,
+            ("GET", ["configs"]) => configs::get(store, &*self.standalone.lock().await),
+            ("PUT", ["configs"]) => {
+                let mut state = self.standalone.lock().await;
+                configs::put(store, body(), req.digest.clone(), &mut state, who()).await
+            }
             ("POST", ["configs", "validate"]) => configs::replace(store, body(), true, who()).await,
             ("GET", ["configs", "history"]) => history::list(store),
             ("GET", ["configs", "history", rev]) => history::get(store, rev),
@@ -157,6 +168,11 @@ impl ServeHttp for AdminApi {
         let api_key = header
             .headers
             .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let digest = header
+            .headers
+            .get("x-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
 
@@ -217,6 +233,7 @@ impl ServeHttp for AdminApi {
             query: query.as_deref(),
             body,
             key_name: Some(key_name),
+            digest,
         })
         .await
     }
