@@ -2,10 +2,11 @@
 //! restart; log each changed setting that needs one.
 //!
 //! Applied live: `log_level` (unless `PORTICO_LOG` is set), `admin.keys` (and the
-//! `PORTICO_ADMIN_KEY` override, re-read), `history.keep`. A file that does not parse or
-//! check changes nothing. Everything else (listeners, `threads`, `data_dir`, the
-//! provider, `lua`, `dynacode`, `proxy` limits, `shutdown_grace_seconds`) is logged as
-//! needing a restart and keeps its running value.
+//! `PORTICO_ADMIN_KEY` override, re-read), `history.keep`, `lua.max_slice_ms` and
+//! `lua.max_memory_mb` (each worker's next request gets a VM with the new limits). A
+//! file that does not parse or check changes nothing. Everything else (listeners,
+//! `threads`, `data_dir`, the provider, `lua.shared_dicts`, `dynacode`, `proxy` limits,
+//! `shutdown_grace_seconds`) is logged as needing a restart and keeps its running value.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct Reloader {
     pub running: Mutex<Settings>,
     pub keys: LiveKeys,
     pub store: Arc<ConfigStore>,
+    /// The proxy workers' Lua VMs, whose limits a reload changes.
+    pub lua: Arc<portico_plugins::lua::WorkerVms>,
 }
 
 #[async_trait]
@@ -101,6 +104,18 @@ impl Reloader {
             running.history.keep = next.history.keep;
         }
 
+        if next.lua.max_slice_ms != running.lua.max_slice_ms
+            || next.lua.max_memory_mb != running.lua.max_memory_mb
+        {
+            self.lua.set_limits(next.lua.limits());
+            applied.push(format!(
+                "lua.max_slice_ms {}, lua.max_memory_mb {}",
+                next.lua.max_slice_ms, next.lua.max_memory_mb
+            ));
+            running.lua.max_slice_ms = next.lua.max_slice_ms;
+            running.lua.max_memory_mb = next.lua.max_memory_mb;
+        }
+
         for name in needs_restart(&running, &next) {
             tracing::warn!("SIGHUP: {name} changed; it takes effect after a restart");
         }
@@ -132,7 +147,10 @@ fn needs_restart(running: &Settings, next: &Settings) -> Vec<&'static str> {
             "shutdown_grace_seconds",
             running.shutdown_grace_seconds != next.shutdown_grace_seconds,
         ),
-        ("lua", differs(&running.lua, &next.lua)),
+        (
+            "lua.shared_dicts",
+            running.lua.shared_dicts != next.lua.shared_dicts,
+        ),
         ("dynacode", differs(&running.dynacode, &next.dynacode)),
     ];
     checks

@@ -226,16 +226,17 @@ pub fn run(
     server.bootstrap();
 
     let in_flight = crate::drain::InFlight::default();
+    let lua_vms = Arc::new(portico_plugins::lua::WorkerVms::new(
+        settings.lua.limits(),
+        settings.threads,
+        dicts,
+    ));
     let gateway = Gateway {
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
         in_flight: in_flight.clone(),
         health: Arc::clone(store.health()),
-        lua: Arc::new(portico_plugins::lua::WorkerVms::new(
-            settings.lua.limits(),
-            settings.threads,
-            dicts,
-        )),
+        lua: Arc::clone(&lua_vms),
     };
     let mut proxy = Service::new(
         "portico proxy".to_string(),
@@ -257,6 +258,7 @@ pub fn run(
             running: parking_lot::Mutex::new(settings.clone()),
             keys: Arc::clone(&live_keys),
             store: Arc::clone(&store),
+            lua: lua_vms,
         },
     );
     reloader.threads = Some(1);

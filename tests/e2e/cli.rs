@@ -276,6 +276,16 @@ fn sighup_applies_log_level_and_admin_keys_and_names_what_needs_a_restart() {
         "log_level: warn hides info lines at startup: {logs}"
     );
     let old_key = gw.admin_key.clone();
+    // A route whose Lua needs 24 MB: fine under the default 128 MB per VM.
+    let b = Backend::start("b");
+    crate::lua_common::lua_route(
+        &gw,
+        "big",
+        "/big",
+        Some(&b),
+        crate::lua_common::pre("access", "local s = string.rep('x', 24 * 1024 * 1024)"),
+    );
+    assert_eq!(gw.proxy_get("/big").status, 200);
     let pid = gw.pid();
     assert!(
         wait_until(WAIT, || catches_sighup(pid)),
@@ -285,6 +295,10 @@ fn sighup_applies_log_level_and_admin_keys_and_names_what_needs_a_restart() {
     // New admin key, log level info, and a setting that needs a restart.
     gw.admin_key = random_string(32);
     gw.opts.extra_yaml = "log_level: info\nshutdown_grace_seconds: 3\n".into();
+    gw.opts.lua = Some(LuaOpts {
+        max_memory_mb: Some(16),
+        ..Default::default()
+    });
     std::fs::write(&gw.config_path, gw.config_text()).unwrap();
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &gw.pid().to_string()])
@@ -315,6 +329,11 @@ fn sighup_applies_log_level_and_admin_keys_and_names_what_needs_a_restart() {
         "{logs}"
     );
     assert!(gw.is_running(), "SIGHUP does not stop the process");
+    // The new Lua memory limit is in force for new requests.
+    assert!(
+        wait_until(WAIT, || gw.proxy_get("/big").status >= 500),
+        "lua.max_memory_mb 16 refuses the 24 MB string after SIGHUP"
+    );
 
     // A file that does not parse changes nothing.
     std::fs::write(&gw.config_path, "proxyy: 1\n").unwrap();
