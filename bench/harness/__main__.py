@@ -8,9 +8,9 @@ import signal
 import sys
 import traceback
 
-from . import load, peers, report, scenarios_ops, scenarios_proxy, system
+from . import load, peers, report, scenarios_limits, scenarios_ops, scenarios_proxy, system
 
-SCENARIOS = {**scenarios_proxy.SCENARIOS, **scenarios_ops.SCENARIOS}
+SCENARIOS = {**scenarios_proxy.SCENARIOS, **scenarios_ops.SCENARIOS, **scenarios_limits.SCENARIOS}
 
 
 def _terminate(signum, frame):

@@ -16,7 +16,7 @@ use pingora::server::ShutdownWatch;
 use crate::edge::chunked::{ChunkedEnd, Feed};
 use crate::edge::gate::{Budget, Gate};
 use crate::edge::head::{self, Check, Framing, Head, Reject};
-use crate::edge::{EdgeLimits, EdgeReply, HeaderSlot, HeaderSlots};
+use crate::edge::{EdgeLimits, EdgeReply, HeaderSlot, HeaderSlots, ReplyObserver};
 
 /// How long an idle client connection is kept open for its next request: Pingora's own
 /// value (`ServerApp::process_new` in pingora-core's apps/mod.rs sets 60 s), applied by
@@ -53,6 +53,8 @@ pub struct IdleLight<A> {
     /// Set by `cleanup` (shutdown): idle connections close, as Pingora's own do.
     closing: std::sync::atomic::AtomicBool,
     closed: tokio::sync::Notify,
+    /// Told of each answer written here.
+    on_reply: Option<ReplyObserver>,
 }
 
 /// Why no request head came.
@@ -71,7 +73,14 @@ impl<A> IdleLight<A> {
             header_slots: HeaderSlots::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             closed: tokio::sync::Notify::new(),
+            on_reply: None,
         }
+    }
+
+    /// Reports every answer the edge writes (400, 405, 408, 431) to `observer`.
+    pub fn with_reply_observer(mut self, observer: ReplyObserver) -> IdleLight<A> {
+        self.on_reply = Some(observer);
+        self
     }
 
     /// Waits until the client sends bytes (the start of its next request) and returns
@@ -109,6 +118,9 @@ impl<A> IdleLight<A> {
                     Check::Complete(h) => return Ok((buf, h)),
                     Check::Reject(Reject::TooLarge) => {
                         return Err(HeadEnd::Reply(EdgeReply::HeaderTooLarge))
+                    }
+                    Check::Reject(Reject::MethodNotAllowed) => {
+                        return Err(HeadEnd::Reply(EdgeReply::MethodNotAllowed))
                     }
                     Check::Reject(Reject::BadRequest(why)) => {
                         tracing::debug!("400 before routing: {why}");
@@ -252,7 +264,15 @@ where
                 Err(HeadEnd::Reply(reply)) => {
                     // Boxed: its drain buffer would otherwise be part of every idle
                     // connection's future.
-                    Box::pin(reply.send_and_close(gate)).await;
+                    if let Some(observer) = &self.on_reply {
+                        let client = gate
+                            .inner_mut()
+                            .get_socket_digest()
+                            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+                        observer(reply, client);
+                    }
+                    let server = self.limits.server_header.as_ref();
+                    Box::pin(reply.send_and_close(gate, server)).await;
                     return None;
                 }
                 Err(HeadEnd::Close) => return None,

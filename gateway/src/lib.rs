@@ -22,6 +22,7 @@ pub mod health;
 pub mod keepalive;
 pub mod logging;
 pub mod metrics;
+pub mod metrics_plugins;
 pub mod metrics_service;
 pub mod providers;
 pub mod proxy;
@@ -31,6 +32,7 @@ pub mod server;
 pub mod settings;
 pub mod settings_check;
 pub mod snapshot;
+pub mod status;
 pub mod store;
 pub mod store_cli;
 pub mod uri_path;
@@ -45,4 +47,4 @@ mod fuzz_tests;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The `Server` header value on responses the gateway writes itself.
-pub const SERVER_NAME: &str = concat!("portico/", env!("CARGO_PKG_VERSION"));
+pub const SERVER_NAME: &str = concat!("Portico/", env!("CARGO_PKG_VERSION"));

@@ -56,8 +56,6 @@ enum StoreAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    portico::logging::init();
-
     if cli.test {
         return check(&cli.conf);
     }
@@ -68,6 +66,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // After the settings: `log.json` chooses the error log's format, `log.level` its
+    // filter.
+    portico::logging::error_log::init(settings.log.json);
+    if let Err(e) = portico::logging::filter::set_level(settings.log.level.as_deref()) {
+        eprintln!("portico: log.level: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Some(Command::Store { action }) = &cli.command {
         let command = match action {
             StoreAction::List => portico::store_cli::StoreCommand::List,
@@ -84,10 +89,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
-    }
-    if let Err(e) = portico::logging::set_level(&settings.log_level) {
-        eprintln!("portico: log_level: {e}");
-        return ExitCode::FAILURE;
     }
     match portico::server::run(settings, cli.upgrade, &cli.conf) {
         Ok(()) => ExitCode::SUCCESS,

@@ -44,6 +44,10 @@ pub struct Metrics {
     dynacode_last_success: IntGauge,
     /// `portico_lua_duration_seconds{phase}`, one resolved series per phase.
     lua_duration: Vec<Histogram>,
+    /// Native plugins' answers and the limit plugins' counts.
+    pub plugins: crate::metrics_plugins::PluginMetrics,
+    /// Access log lines dropped because the writer was behind.
+    access_log_dropped: IntCounter,
 }
 
 /// Errors registering metrics; only possible with a programming error (duplicate names).
@@ -156,6 +160,11 @@ impl Metrics {
         registry.register(Box::new(dynacode_snippets.clone()))?;
         registry.register(Box::new(dynacode_last_success.clone()))?;
         registry.register(Box::new(lua_errors.clone()))?;
+        let access_log_dropped = IntCounter::new(
+            "portico_access_log_dropped_total",
+            "Access log lines dropped because the log writer was behind",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         registry.register(Box::new(lua_duration_vec))?;
         registry.register(Box::new(node_healthy.clone()))?;
         registry.register(Box::new(health_transitions.clone()))?;
@@ -179,7 +188,9 @@ impl Metrics {
             "",
             "",
         ));
+        let plugins = crate::metrics_plugins::PluginMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
+            plugins,
             registry,
             requests,
             duration,
@@ -197,6 +208,7 @@ impl Metrics {
             dynacode_snippets,
             dynacode_last_success,
             lua_duration,
+            access_log_dropped,
         }))
     }
 
@@ -313,9 +325,15 @@ impl Metrics {
         }
     }
 
+    /// The counter of access log lines dropped under pressure.
+    pub fn access_log_dropped(&self) -> IntCounter {
+        self.access_log_dropped.clone()
+    }
+
     /// The text exposition format, as served on `GET /metrics`.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::new();
+        self.plugins.refresh();
         let families = self.registry.gather();
         // Encoding into a Vec cannot fail for well-formed families; an error would only
         // truncate the scrape, which Prometheus reports on its side.

@@ -1,12 +1,14 @@
 //! `SIGHUP`: re-read the static config file and apply what can change without a
 //! restart; log each changed setting that needs one.
 //!
-//! Applied live: `log_level` (unless `PORTICO_LOG` is set), `admin.keys` (and the
+//! Applied live: `log.level` (unless `PORTICO_LOG` is set), `log.access.format` and
+//! `log.access.json`, `admin.keys` (and the
 //! `PORTICO_ADMIN_KEY` override, re-read), `history.keep`, `lua.max_slice_ms` and
 //! `lua.max_memory_mb` (each worker's next request gets a VM with the new limits). A
 //! file that does not parse or check changes nothing. Everything else (listeners,
 //! `threads`, `data_dir`, the provider, `lua.shared_dicts`, `dynacode`, `proxy` limits,
-//! `shutdown_grace_seconds`) is logged as needing a restart and keeps its running value.
+//! `shutdown_grace_seconds`, `log.json`, `log.access.path`, `status`, `server_header`) is
+//! logged as needing a restart and keeps its running value.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub struct Reloader {
     pub store: Arc<ConfigStore>,
     /// The proxy workers' Lua VMs, whose limits a reload changes.
     pub lua: Arc<portico_plugins::lua::WorkerVms>,
+    /// The access log, whose format a reload changes.
+    pub access_log: Arc<crate::logging::AccessLog>,
 }
 
 #[async_trait]
@@ -71,16 +75,33 @@ impl Reloader {
         let mut running = self.running.lock();
         let mut applied = Vec::new();
 
-        if next.log_level != running.log_level {
-            match crate::logging::set_level(&next.log_level) {
-                Ok(true) => applied.push(format!("log_level `{}`", next.log_level)),
+        if next.log.level != running.log.level {
+            let level = next.log.level.as_deref();
+            match crate::logging::filter::set_level(level) {
+                Ok(true) => applied.push(format!(
+                    "log.level `{}`",
+                    level.unwrap_or(crate::logging::filter::DEFAULT_LEVEL)
+                )),
                 Ok(false) => tracing::warn!(
-                    "SIGHUP: log_level changed but {} is set and decides the filter",
-                    crate::logging::LOG_ENV
+                    "SIGHUP: log.level changed but {} is set and decides the filter",
+                    crate::logging::filter::LOG_ENV
                 ),
-                Err(e) => tracing::error!("SIGHUP: log_level: {e}"),
+                Err(e) => tracing::error!("SIGHUP: log.level: {e}"),
             }
-            running.log_level = next.log_level.clone();
+            running.log.level = next.log.level.clone();
+        }
+
+        let (old_access, new_access) = (&running.log.access, &next.log.access);
+        if new_access.format != old_access.format || new_access.json != old_access.json {
+            match crate::logging::format::LogFormat::parse(&new_access.format, new_access.json) {
+                Ok(format) => {
+                    self.access_log.set_format(format);
+                    applied.push("log.access.format".to_string());
+                    running.log.access.format = next.log.access.format.clone();
+                    running.log.access.json = next.log.access.json;
+                }
+                Err(e) => tracing::error!("SIGHUP: log.access.format: {e}"),
+            }
         }
 
         // Keys are resolved as at startup (the environment override, a generated key,
@@ -131,7 +152,7 @@ impl Reloader {
 fn needs_restart(running: &Settings, next: &Settings) -> Vec<&'static str> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let checks: [(&'static str, bool); 11] = [
+    let checks: [(&'static str, bool); 16] = [
         ("proxy", differs(&running.proxy, &next.proxy)),
         ("admin.listen", running.admin.listen != next.admin.listen),
         ("metrics", differs(&running.metrics, &next.metrics)),
@@ -152,6 +173,14 @@ fn needs_restart(running: &Settings, next: &Settings) -> Vec<&'static str> {
             running.lua.shared_dicts != next.lua.shared_dicts,
         ),
         ("dynacode", differs(&running.dynacode, &next.dynacode)),
+        ("log.json", running.log.json != next.log.json),
+        ("log.access.path", running.log.access.path != next.log.access.path),
+        (
+            "log.access.buffer_lines",
+            running.log.access.buffer_lines != next.log.access.buffer_lines,
+        ),
+        ("status", differs(&running.status, &next.status)),
+        ("server_header", running.server_header != next.server_header),
     ];
     checks
         .into_iter()

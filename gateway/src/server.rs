@@ -67,6 +67,9 @@ fn check_listeners(settings: &Settings) -> Result<(), StartError> {
         .collect();
     addrs.push(("admin.listen", settings.admin.listen.as_str()));
     addrs.push(("metrics.listen", settings.metrics.listen.as_str()));
+    if let Some(status) = &settings.status.listen {
+        addrs.push(("status.listen", status.as_str()));
+    }
     let mut held = Vec::with_capacity(addrs.len());
     for (key, addr) in addrs {
         match std::net::TcpListener::bind(addr) {
@@ -133,6 +136,8 @@ fn open_store(
 struct GracefulSignals {
     in_flight: crate::drain::InFlight,
     grace: std::time::Duration,
+    /// `/status/ready` answers 503 from the signal on.
+    readiness: Arc<crate::status::Readiness>,
 }
 
 #[async_trait]
@@ -152,6 +157,7 @@ impl ShutdownSignalWatch for GracefulSignals {
             _ = int.recv() => ShutdownSignal::GracefulTerminate,
             _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
         };
+        self.readiness.mark_draining();
         // Pingora hands the sockets over on SIGQUIT and keeps accepting for 5 s so the new
         // process can start; only then does this one stop accepting.
         let start_after = match signal {
@@ -166,6 +172,9 @@ impl ShutdownSignalWatch for GracefulSignals {
         signal
     }
 }
+
+/// Seconds between two log lines about the same unreachable upstream node.
+const UPSTREAM_ERROR_LOG_INTERVAL_SECS: u64 = 10;
 
 /// Builds every service and runs until a shutdown signal; returns when drained.
 /// `upgrade`: take over the listening sockets of a running instance (Pingora's graceful
@@ -182,6 +191,18 @@ pub fn run(
     }
     if !upgrade {
         check_listeners(&settings)?;
+    }
+    // Before the store opens, so a slow start answers 503 "starting".
+    let readiness = Arc::new(crate::status::Readiness::default());
+    if let Some(addr) = &settings.status.listen {
+        crate::status::start_listener(addr, Arc::clone(&readiness), upgrade).map_err(|source| {
+            StartError::Bind {
+                key: "status.listen",
+                addr: addr.clone(),
+                source,
+            }
+        })?;
+        tracing::info!("status listening on http://{addr}/status");
     }
     let ResolvedKeys { keys, generated } = admin_keys::resolve(&settings, admin_keys::env_key())?;
     if let Some(path) = &generated {
@@ -206,6 +227,18 @@ pub fn run(
         health: Arc::clone(&health),
     };
     let (store, yaml_text) = open_store(&settings, deps)?;
+    readiness.set_store(Arc::clone(&store));
+    let server_header = settings
+        .server_header
+        .value()
+        .map_err(StartError::Settings)?;
+    let access_log = Arc::new(
+        crate::logging::AccessLog::start(&settings.log.access, metrics.access_log_dropped())
+            .map_err(StartError::Settings)?,
+    );
+    access_log
+        .reopen_on_usr1()
+        .map_err(|e| StartError::Settings(format!("cannot watch SIGUSR1: {e}")))?;
 
     let data_dir = settings.data_dir.display().to_string();
     let conf = ServerConf {
@@ -237,13 +270,23 @@ pub fn run(
         in_flight: in_flight.clone(),
         health: Arc::clone(store.health()),
         lua: Arc::clone(&lua_vms),
+        access_log: Arc::clone(&access_log),
+        server_header: server_header.clone(),
+        upstream_errors: crate::logging::throttle::Throttle::new(std::time::Duration::from_secs(
+            UPSTREAM_ERROR_LOG_INTERVAL_SECS,
+        )),
     };
     let mut proxy = Service::new(
         "portico proxy".to_string(),
         crate::keepalive::IdleLight::new(
             pingora::proxy::http_proxy(&server.configuration, gateway),
-            crate::edge::EdgeLimits::from_settings(&settings.proxy),
-        ),
+            crate::edge::EdgeLimits::from_settings(&settings.proxy)
+                .with_server_header(server_header),
+        )
+        .with_reply_observer(crate::logging::edge_replies::observer(
+            Arc::clone(&metrics),
+            Arc::clone(&access_log),
+        )),
     );
     for addr in &settings.proxy.listen {
         proxy.add_listener(proxy_listener(addr));
@@ -259,6 +302,7 @@ pub fn run(
             keys: Arc::clone(&live_keys),
             store: Arc::clone(&store),
             lua: lua_vms,
+            access_log,
         },
     );
     reloader.threads = Some(1);
@@ -333,10 +377,14 @@ pub fn run(
         "portico {} started",
         crate::VERSION
     );
+    if let Some(first) = settings.proxy.listen.first() {
+        crate::status::mark_ready_when_listening(first, Arc::clone(&readiness));
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulSignals {
             in_flight,
             grace: std::time::Duration::from_secs(settings.shutdown_grace_seconds),
+            readiness,
         }),
     });
     Ok(())

@@ -41,9 +41,44 @@ pub struct Settings {
     pub dynacode: Option<DynacodePollSettings>,
     /// The configuration history (docs/operations.md).
     pub history: HistorySettings,
-    /// The error log's filter (`info`, `warn,portico=debug`); `PORTICO_LOG` overrides
-    /// it. `SIGHUP` applies a change.
-    pub log_level: String,
+    /// The access log and the error log's format (docs/operations.md).
+    pub log: crate::logging::LogSettings,
+    /// The status listener (docs/operations.md).
+    pub status: crate::status::StatusSettings,
+    /// The `Server` header of every proxy response: a value, `true` (the default,
+    /// `Portico/<version>`) or `false` (none).
+    pub server_header: ServerHeader,
+}
+
+/// `server_header:` a value or a switch.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ServerHeader {
+    Enabled(bool),
+    Value(String),
+}
+
+impl Default for ServerHeader {
+    fn default() -> Self {
+        ServerHeader::Enabled(true)
+    }
+}
+
+impl ServerHeader {
+    /// The header value to send, `None` for none; the error names the key.
+    pub fn value(&self) -> Result<Option<http::HeaderValue>, String> {
+        let text = match self {
+            ServerHeader::Enabled(false) => return Ok(None),
+            ServerHeader::Enabled(true) => crate::SERVER_NAME,
+            ServerHeader::Value(v) => v.as_str(),
+        };
+        if text.is_empty() {
+            return Ok(None);
+        }
+        http::HeaderValue::from_str(text)
+            .map(Some)
+            .map_err(|_| format!("server_header: `{text}` is not a valid header value"))
+    }
 }
 
 /// `history:`: how many applied configuration changes are kept for
@@ -144,7 +179,9 @@ impl Default for Settings {
             lua: LuaSettings::default(),
             dynacode: None,
             history: HistorySettings::default(),
-            log_level: "info".to_string(),
+            log: Default::default(),
+            status: Default::default(),
+            server_header: ServerHeader::default(),
         }
     }
 }
@@ -335,8 +372,10 @@ impl Settings {
         if self.threads == 0 {
             errors.push("threads: must be at least 1".to_string());
         }
-        if let Err(e) = crate::logging::parse_level(&self.log_level) {
-            errors.push(format!("log_level: {e}"));
+        if let Some(level) = &self.log.level {
+            if let Err(e) = crate::logging::filter::parse_level(level) {
+                errors.push(format!("log.level: {e}"));
+            }
         }
         if self.lua.max_slice_ms == 0 {
             errors.push("lua.max_slice_ms: must be at least 1".to_string());
@@ -346,6 +385,15 @@ impl Settings {
         }
         if let Err(e) = portico_plugins::lua::SharedDicts::from_config(&self.lua.shared_dicts) {
             errors.push(e);
+        }
+        errors.extend(self.log.access.check());
+        if let Err(e) = self.server_header.value() {
+            errors.push(e);
+        }
+        if let Some(addr) = &self.status.listen {
+            if addr.parse::<SocketAddr>().is_err() {
+                errors.push(format!("status.listen: `{addr}` is not an ip:port address"));
+            }
         }
         if let Some(d) = &self.dynacode {
             if !(d.url.starts_with("http://") || d.url.starts_with("https://")) {
@@ -421,6 +469,30 @@ mod tests {
         assert!(err.contains("proxyy"), "{err}");
         let err = Settings::parse("admin:\n  listen: x\n  kees: []\n").unwrap_err();
         assert!(err.contains("admin") && err.contains("kees"), "{err}");
+    }
+
+    #[test]
+    fn log_status_and_server_header_parse() {
+        let s = Settings::parse(
+            "log:\n  json: true\n  access: { path: stdout, format: \"$status $route_id\", json: true }\nstatus: { listen: \"127.0.0.1:7085\" }\nserver_header: false\n",
+        )
+        .unwrap();
+        assert!(s.log.json && s.log.access.json);
+        assert_eq!(s.log.access.path, "stdout");
+        assert_eq!(s.status.listen.as_deref(), Some("127.0.0.1:7085"));
+        assert_eq!(s.server_header.value().unwrap(), None);
+        assert!(s.check().is_empty(), "{:?}", s.check());
+        let s = Settings::parse("server_header: \"Edge/1\"\n").unwrap();
+        assert_eq!(s.server_header.value().unwrap().unwrap(), "Edge/1");
+        assert_eq!(
+            Settings::default().server_header.value().unwrap().unwrap(),
+            crate::SERVER_NAME
+        );
+        let s = Settings::parse("log:\n  access: { format: \"$nope\" }\n").unwrap();
+        assert!(s
+            .check()
+            .iter()
+            .any(|e| e.starts_with("log.access.format") && e.contains("nope")));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod lua;
 mod lua_module;
 pub mod native;
 pub mod phase;
+mod redis;
 mod registry;
 pub mod schema;
 mod serverless;

@@ -34,6 +34,8 @@ pub struct PluginRegistry {
     /// Runs user code once at apply time (it must load and return a function) in a VM
     /// no request ever uses.
     validator: Validator,
+    /// The process's `ngx.shared` dictionaries: a module's `shared_dicts` are created here.
+    dicts: SharedDicts,
 }
 
 impl PluginRegistry {
@@ -52,6 +54,7 @@ impl PluginRegistry {
             factories,
             natives,
             validator,
+            dicts: dicts.clone(),
         })
     }
 
@@ -102,6 +105,11 @@ impl PluginRegistry {
             .map(Schema::parse)
             .transpose()
             .map_err(|e| format!("schema: {e}"))?;
+        // Created (or grown) now, before any worker runs the module; a dictionary stays
+        // when the module goes (like an nginx zone, see `shared_dict_registry.rs`).
+        for (name, bytes) in &info.shared_dicts {
+            self.dicts.ensure(name, *bytes);
+        }
         Ok(LuaModule {
             name: Arc::from(id),
             priority: i32::try_from(info.priority).unwrap_or(0),
@@ -183,6 +191,12 @@ impl PluginRegistry {
         .map_err(invalid)
     }
 
+    /// The group `conf` shares its state with, for plugins that have groups
+    /// (`limit-count`'s `group`): configurations of one group must be identical.
+    pub fn group_of(&self, name: &str, conf: &Value) -> Option<String> {
+        self.natives.get(name)?.group.and_then(|g| g(conf))
+    }
+
     /// Names of every built-in plugin (Lua and native), sorted.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         let mut names: Vec<&'static str> = self
@@ -238,8 +252,8 @@ mod tests {
     fn unknown_plugin_is_named() {
         let r = PluginRegistry::builtin();
         assert_eq!(
-            r.check("limit-count", &Value::Null),
-            Err(PluginError::Unknown("limit-count".into()))
+            r.check("proxy-mirror", &Value::Null),
+            Err(PluginError::Unknown("proxy-mirror".into()))
         );
         assert_eq!(
             r.check("x", &Value::Null).unwrap_err().to_string(),
@@ -248,6 +262,9 @@ mod tests {
         assert_eq!(
             r.names().collect::<Vec<_>>(),
             vec![
+                "limit-conn",
+                "limit-count",
+                "limit-req",
                 "request-id",
                 "serverless-post-function",
                 "serverless-pre-function"
@@ -314,5 +331,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("functions"), "{e}");
+    }
+
+    #[test]
+    fn modules_declare_the_shared_dicts_they_need() {
+        let dicts = SharedDicts::default();
+        let r = PluginRegistry::new(LuaLimits::default(), &dicts).unwrap();
+        let code = r#"return { shared_dicts = { my_limit = "64k", bytes = 16384 },
+            access = function() end }"#;
+        r.compile_module("m", code).unwrap();
+        let many = (0..65)
+            .map(|i| format!("d{i} = \"8k\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let e = r
+            .compile_module(
+                "m3",
+                &format!("return {{ shared_dicts = {{ {many} }}, access = function() end }}"),
+            )
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("at most 64"), "{e}");
+        let lua = mlua::Lua::new();
+        let t = dicts.table(&lua).unwrap();
+        lua.globals().raw_set("shared", t).unwrap();
+        let caps: (usize, usize) = lua
+            .load("return shared.my_limit:capacity(), shared.bytes:capacity()")
+            .eval()
+            .unwrap();
+        assert_eq!(caps, (64 * 1024, 16 * 1024));
+        for (bad, want) in [
+            (r#"{ d = "tiny" }"#, "shared_dicts.d: `tiny` is not a size"),
+            (r#"{ d = "1k" }"#, "shared_dicts.d: must be at least 8k"),
+            (r#""10m""#, "`shared_dicts` must be a table"),
+            (
+                r#"{ [1] = "1m" }"#,
+                "names must be strings of 1 to 128 bytes",
+            ),
+        ] {
+            let code = format!("return {{ shared_dicts = {bad}, access = function() end }}");
+            let e = r.compile_module("m2", &code).err().unwrap_or_default();
+            assert!(e.contains("lua_plugins.m2") && e.contains(want), "{e}");
+        }
     }
 }

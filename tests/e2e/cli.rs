@@ -265,15 +265,16 @@ fn sigterm_finishes_in_flight_requests() {
 }
 
 #[test]
-fn sighup_applies_log_level_and_admin_keys_and_names_what_needs_a_restart() {
+fn sighup_applies_log_settings_admin_keys_lua_limits_and_names_what_needs_a_restart() {
     let mut gw = Gateway::start(GatewayOpts {
-        extra_yaml: "log_level: warn\n".into(),
+        extra_yaml: "log:\n  level: warn\n  access:\n    path: stdout\n    format: \"before $uri\"\n"
+            .into(),
         ..Default::default()
     });
     let logs = gw.logs();
     assert!(
         !logs.contains("admin API listening"),
-        "log_level: warn hides info lines at startup: {logs}"
+        "log.level: warn hides info lines at startup: {logs}"
     );
     let old_key = gw.admin_key.clone();
     // A route whose Lua needs 24 MB: fine under the default 128 MB per VM.
@@ -294,7 +295,7 @@ fn sighup_applies_log_level_and_admin_keys_and_names_what_needs_a_restart() {
 
     // New admin key, log level info, and a setting that needs a restart.
     gw.admin_key = random_string(32);
-    gw.opts.extra_yaml = "log_level: info\nshutdown_grace_seconds: 3\n".into();
+    gw.opts.extra_yaml = "log:\n  level: info\n  access:\n    path: stdout\n    format: \"after $uri $status\"\nshutdown_grace_seconds: 3\n".into();
     gw.opts.lua = Some(LuaOpts {
         max_memory_mb: Some(16),
         ..Default::default()
@@ -329,6 +330,16 @@ fn sighup_applies_log_level_and_admin_keys_and_names_what_needs_a_restart() {
         "{logs}"
     );
     assert!(gw.is_running(), "SIGHUP does not stop the process");
+    // The new access log format is in force.
+    assert!(
+        wait_until(WAIT, || {
+            gw.proxy_get("/fmt");
+            gw.logs().contains("after /fmt 404")
+        }),
+        "the access log line uses the new format: {}",
+        gw.logs()
+    );
+    assert!(gw.logs().contains("before /big"), "the old format was in force before");
     // The new Lua memory limit is in force for new requests.
     assert!(
         wait_until(WAIT, || gw.proxy_get("/big").status >= 500),

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod access_log;
 mod admin_api;
 mod admin_compat;
 mod admin_race;
@@ -17,6 +18,7 @@ mod cli;
 mod config_history;
 mod dynacode_poll;
 mod dynacode_push;
+mod error_pages;
 mod health_active;
 mod health_api;
 mod health_chash;
@@ -27,10 +29,13 @@ mod hostile_admin;
 mod hostile_http;
 mod hostile_lua;
 mod hot_swap;
+mod limits;
+mod limits_redis;
 mod lua_async;
 mod lua_common;
 mod lua_content_balancer;
 mod lua_hot_swap;
+mod lua_limits;
 mod lua_phases;
 mod lua_plugins;
 mod lua_responses;
@@ -40,4 +45,5 @@ mod native_plugins;
 mod persistence;
 mod retries;
 mod routing;
+mod status;
 mod yaml_provider;

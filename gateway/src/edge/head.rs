@@ -39,6 +39,9 @@ pub enum Reject {
     BadRequest(&'static str),
     /// 431: the head is larger than the cap, or has more fields than Pingora takes.
     TooLarge,
+    /// 405: `CONNECT` (the gateway is not a forward proxy; Pingora would answer an
+    /// empty 405 of its own).
+    MethodNotAllowed,
 }
 
 /// The result of checking the bytes received so far.
@@ -65,6 +68,9 @@ pub fn check(buf: &[u8], max: usize) -> Check {
     };
     if len > max {
         return Check::Reject(Reject::TooLarge);
+    }
+    if req.method == Some("CONNECT") {
+        return Check::Reject(Reject::MethodNotAllowed);
     }
     match framing(&req) {
         Ok(framing) => Check::Complete(Head { len, framing }),

@@ -34,6 +34,8 @@ pub struct EdgeLimits {
     pub max_header_connections: usize,
     /// Largest request head in bytes.
     pub max_header_size: usize,
+    /// The `Server` header of the answers written here (`server_header`).
+    pub server_header: Option<http::HeaderValue>,
 }
 
 impl EdgeLimits {
@@ -43,7 +45,14 @@ impl EdgeLimits {
             body_timeout: Duration::from_secs(proxy.client_body_timeout),
             max_header_connections: proxy.max_header_connections,
             max_header_size: proxy.client_max_header_size,
+            server_header: Some(http::HeaderValue::from_static(crate::SERVER_NAME)),
         }
+    }
+
+    /// The same limits, answering with this `Server` header (`None`: none).
+    pub fn with_server_header(mut self, server: Option<http::HeaderValue>) -> EdgeLimits {
+        self.server_header = server;
+        self
     }
 }
 
@@ -86,51 +95,75 @@ impl Drop for HeaderSlot {
     }
 }
 
+/// Told of every answer the edge writes (metrics, access log), with the client's
+/// address.
+pub type ReplyObserver = Arc<dyn Fn(EdgeReply, Option<std::net::SocketAddr>) + Send + Sync>;
+
 /// A response the edge writes itself, then closes the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EdgeReply {
     BadRequest,
+    MethodNotAllowed,
     RequestTimeout,
     HeaderTooLarge,
 }
 
 impl EdgeReply {
-    fn bytes(self) -> &'static [u8] {
-        // The JSON bodies match the gateway's other error pages (proxy/error.rs).
+    /// The status written.
+    pub fn status(self) -> u16 {
         match self {
-            EdgeReply::BadRequest => concat!(
-                "HTTP/1.1 400 Bad Request\r\nServer: portico/",
-                env!("CARGO_PKG_VERSION"),
-                "\r\nContent-Type: application/json\r\nContent-Length: 31\r\nConnection: close\r\n\r\n",
-                r#"{"error_msg":"400 Bad Request"}"#
-            )
-            .as_bytes(),
-            EdgeReply::RequestTimeout => concat!(
-                "HTTP/1.1 408 Request Time-out\r\nServer: portico/",
-                env!("CARGO_PKG_VERSION"),
-                "\r\nContent-Type: application/json\r\nContent-Length: 36\r\nConnection: close\r\n\r\n",
-                r#"{"error_msg":"408 Request Time-out"}"#
-            )
-            .as_bytes(),
-            EdgeReply::HeaderTooLarge => concat!(
-                "HTTP/1.1 431 Request Header Fields Too Large\r\nServer: portico/",
-                env!("CARGO_PKG_VERSION"),
-                "\r\nContent-Type: application/json\r\nContent-Length: 51\r\nConnection: close\r\n\r\n",
-                r#"{"error_msg":"431 Request Header Fields Too Large"}"#
-            )
-            .as_bytes(),
+            EdgeReply::BadRequest => 400,
+            EdgeReply::MethodNotAllowed => 405,
+            EdgeReply::RequestTimeout => 408,
+            EdgeReply::HeaderTooLarge => 431,
         }
+    }
+
+    /// The whole response; the JSON bodies match the gateway's other error pages
+    /// (proxy/error.rs).
+    fn bytes(self, server: Option<&http::HeaderValue>) -> Vec<u8> {
+        let (line, body) = match self {
+            EdgeReply::BadRequest => ("400 Bad Request", r#"{"error_msg":"400 Bad Request"}"#),
+            EdgeReply::MethodNotAllowed => {
+                ("405 Not Allowed", r#"{"error_msg":"405 Not Allowed"}"#)
+            }
+            EdgeReply::RequestTimeout => (
+                "408 Request Time-out",
+                r#"{"error_msg":"408 Request Time-out"}"#,
+            ),
+            EdgeReply::HeaderTooLarge => (
+                "431 Request Header Fields Too Large",
+                r#"{"error_msg":"431 Request Header Fields Too Large"}"#,
+            ),
+        };
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(server) = server {
+            out.extend_from_slice(b"Server: ");
+            out.extend_from_slice(server.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        out
     }
 
     /// Writes the response and closes the connection the way nginx's lingering close
     /// does: the write side first, then whatever the client still sends is read and
     /// dropped for a moment, so the kernel does not answer it with a reset that could
     /// destroy the response before the client reads it.
-    pub async fn send_and_close(self, mut stream: Stream) {
+    pub async fn send_and_close(self, mut stream: Stream, server: Option<&http::HeaderValue>) {
         const LINGER: Duration = Duration::from_secs(2);
         const LINGER_BYTES: usize = 1 << 20;
         let write = async {
-            stream.write_all(self.bytes()).await?;
+            stream.write_all(&self.bytes(server)).await?;
             stream.flush().await?;
             AsyncWriteExt::shutdown(&mut stream).await
         };
@@ -159,10 +192,12 @@ mod tests {
     fn content_lengths_match_bodies() {
         for r in [
             EdgeReply::BadRequest,
+            EdgeReply::MethodNotAllowed,
             EdgeReply::RequestTimeout,
             EdgeReply::HeaderTooLarge,
         ] {
-            let text = std::str::from_utf8(r.bytes()).unwrap();
+            let bytes = r.bytes(Some(&http::HeaderValue::from_static("x")));
+            let text = std::str::from_utf8(&bytes).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
             let len: usize = head
                 .lines()

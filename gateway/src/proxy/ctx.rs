@@ -46,6 +46,12 @@ pub struct RequestCtx {
     /// Headers set for the response before it exists (native plugins in rewrite/access):
     /// applied to whichever response goes out, proxied or local.
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Every peer an attempt went to, in order (the access log's `$upstream_addr`).
+    pub upstream_addrs: Vec<std::net::SocketAddr>,
+    /// The status of the upstream's response header.
+    pub upstream_status: Option<u16>,
+    /// The Host header and path sent upstream (recorded when the access log is on).
+    pub upstream_target: Option<(String, String)>,
     /// Keeps the request counted as in flight (graceful shutdown waits for it).
     _in_flight: InFlightGuard,
 }
@@ -71,6 +77,9 @@ impl RequestCtx {
             body_filtered: false,
             plugin_state: http::Extensions::new(),
             response_headers: Vec::new(),
+            upstream_addrs: Vec::new(),
+            upstream_status: None,
+            upstream_target: None,
             _in_flight: in_flight,
         }
     }

@@ -1,13 +1,21 @@
-//! The error page: maps a proxy error to a status and writes it.
+//! The error page: maps a proxy error to a status and writes it; and which errors are
+//! logged (a client that went away is not an error; a refused upstream is logged once
+//! per node per interval).
 
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session};
 
 use super::ctx::RequestCtx;
+use crate::logging::throttle::Throttle;
+
+/// nginx's status for a request whose client closed the connection before the
+/// response was sent.
+pub const CLIENT_CLOSED: u16 = 499;
 
 /// The status a failed request gets: 504 for upstream timeouts, 502 for other upstream
 /// failures, an explicit `HTTPStatus` as given, 400 for downstream protocol errors, 408
-/// when the client stopped sending its body (`client_body_timeout`, as nginx).
+/// when the client stopped sending its body (`client_body_timeout`, as nginx), 499 when
+/// the client went away.
 pub fn status_for(e: &Error) -> u16 {
     match e.etype() {
         HTTPStatus(code) => *code,
@@ -16,22 +24,11 @@ pub fn status_for(e: &Error) -> u16 {
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => 0,
+                WriteError | ReadError | ConnectionClosed => CLIENT_CLOSED,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
-    }
-}
-
-fn body_for(code: u16) -> &'static str {
-    match code {
-        400 => r#"{"error_msg":"400 Bad Request"}"#,
-        408 => r#"{"error_msg":"408 Request Time-out"}"#,
-        502 => r#"{"error_msg":"502 Bad Gateway"}"#,
-        503 => r#"{"error_msg":"503 Service Temporarily Unavailable"}"#,
-        504 => r#"{"error_msg":"504 Gateway Time-out"}"#,
-        _ => r#"{"error_msg":"500 Internal Server Error"}"#,
     }
 }
 
@@ -44,8 +41,8 @@ pub async fn respond_error(
     env: &super::phases::LuaEnv<'_>,
 ) -> FailToProxy {
     let code = status_for(e);
-    if code > 0 && session.response_written().is_none() {
-        let body = bytes::Bytes::from_static(body_for(code).as_bytes());
+    if code > 0 && code != CLIENT_CLOSED && session.response_written().is_none() {
+        let body = bytes::Bytes::from_static(super::local::error_body(code).as_bytes());
         if let Err(err) =
             super::local::respond(session, ctx, code, "application/json", body, env).await
         {
@@ -56,6 +53,49 @@ pub async fn respond_error(
         error_code: code,
         can_reuse_downstream: false,
     }
+}
+
+/// Whether the error is the client going away (not a gateway error).
+pub fn is_client_gone(e: &Error) -> bool {
+    matches!(e.esource(), ErrorSource::Downstream)
+        && matches!(e.etype(), WriteError | ReadError | ConnectionClosed)
+}
+
+/// Whether the upstream could not be reached at all (refused, unreachable, connect
+/// timeout): logged once per node per interval, not per request.
+fn is_connect_failure(e: &Error) -> bool {
+    matches!(e.esource(), ErrorSource::Upstream)
+        && matches!(
+            e.etype(),
+            ConnectRefused | ConnectTimedout | ConnectError | ConnectNoRoute | TLSHandshakeFailure
+        )
+}
+
+/// Decides for Pingora's error log line: `true` keeps Pingora's line out. A client that
+/// went away is logged at debug level; an unreachable node once per interval (with how
+/// many were held back), here.
+pub fn suppress_log(e: &Error, ctx: &RequestCtx, throttle: &Throttle) -> bool {
+    if is_client_gone(e) {
+        tracing::debug!("client closed the connection: {e}");
+        return true;
+    }
+    if !is_connect_failure(e) {
+        return false;
+    }
+    let node = ctx
+        .upstream_addrs
+        .last()
+        .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+    if let Some(held) = throttle.allow(&node) {
+        let route = ctx.route.as_ref().map_or("", |r| r.id.as_str());
+        tracing::error!(
+            node,
+            route,
+            suppressed = held,
+            "upstream unreachable: {e} (logged once per node per interval)"
+        );
+    }
+    true
 }
 
 #[cfg(test)]
@@ -77,5 +117,9 @@ mod tests {
         let mut e = Error::new(ReadTimedout);
         e.as_down();
         assert_eq!(status_for(&e), 408, "client_body_timeout");
+        let mut e = Error::new(ConnectionClosed);
+        e.as_down();
+        assert_eq!(status_for(&e), CLIENT_CLOSED);
+        assert!(is_client_gone(&e));
     }
 }

@@ -18,6 +18,13 @@ pub fn filter_response_header(
     header: &mut ResponseHeader,
     env: &LuaEnv<'_>,
 ) -> Result<bool> {
+    // Before the filters, so a plugin may still change it.
+    match env.server_header {
+        Some(server) => header.insert_header(http::header::SERVER, server.clone())?,
+        None => {
+            header.remove_header(&http::header::SERVER);
+        }
+    }
     if !ctx.response_headers.is_empty() {
         super::native::apply_response_headers(ctx, header)?;
     }

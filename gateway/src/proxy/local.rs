@@ -18,6 +18,20 @@ fn lua_status(ctx: &RequestCtx) -> Option<u16> {
         .filter(|s| *s >= 100)
 }
 
+/// The JSON body of an error the gateway answers itself.
+pub fn error_body(code: u16) -> &'static str {
+    match code {
+        400 => r#"{"error_msg":"400 Bad Request"}"#,
+        404 => r#"{"error_msg":"404 Not Found"}"#,
+        405 => r#"{"error_msg":"405 Not Allowed"}"#,
+        408 => r#"{"error_msg":"408 Request Time-out"}"#,
+        502 => r#"{"error_msg":"502 Bad Gateway"}"#,
+        503 => r#"{"error_msg":"503 Service Temporarily Unavailable"}"#,
+        504 => r#"{"error_msg":"504 Gateway Time-out"}"#,
+        _ => r#"{"error_msg":"500 Internal Server Error"}"#,
+    }
+}
+
 /// nginx's default page for an error or redirect status with no body.
 pub fn default_page(status: u16) -> Bytes {
     let reason = http::StatusCode::from_u16(status)
@@ -40,7 +54,6 @@ pub async fn respond(
 ) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    header.insert_header(http::header::SERVER, crate::SERVER_NAME)?;
     if let Some(extra) = phases::lua_response_headers(ctx) {
         for name in extra.keys() {
             header.remove_header(name);
@@ -68,14 +81,15 @@ pub async fn respond(
     Ok(())
 }
 
-/// The 500 a request gets when its Lua failed (nginx's default page, through the
-/// filters).
+/// The 500 a request gets when its Lua failed or ran out of time or memory (the
+/// gateway's JSON error body, through the filters).
 pub async fn respond_lua_failure(
     session: &mut Session,
     ctx: &mut RequestCtx,
     env: &LuaEnv<'_>,
 ) -> Result<()> {
-    respond(session, ctx, 500, "text/html", default_page(500), env).await
+    let body = Bytes::from_static(error_body(500).as_bytes());
+    respond(session, ctx, 500, "application/json", body, env).await
 }
 
 /// Answers as a Lua function asked (`ngx.exit`, `return status, body`): its body, or its

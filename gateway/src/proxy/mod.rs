@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::prelude::*;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::metrics::Metrics;
@@ -49,6 +49,11 @@ pub struct Gateway {
     pub health: Arc<portico_healthcheck::HealthRegistry>,
     /// One Lua VM per proxy worker thread.
     pub lua: Arc<portico_plugins::lua::WorkerVms>,
+    pub access_log: Arc<crate::logging::AccessLog>,
+    /// `server_header`, checked at startup; `None`: no `Server` header.
+    pub server_header: Option<http::HeaderValue>,
+    /// Unreachable nodes are logged once per node per interval.
+    pub upstream_errors: crate::logging::throttle::Throttle,
 }
 
 impl Gateway {
@@ -56,6 +61,7 @@ impl Gateway {
         phases::LuaEnv {
             workers: &self.lua,
             metrics: &self.metrics,
+            server_header: self.server_header.as_ref(),
         }
     }
 }
@@ -123,7 +129,11 @@ impl ProxyHttp for Gateway {
             }
             phases::PhaseResult::Continue => {}
         }
-        rewrite::apply_request_changes(ctx, &session.req_header().headers, upstream_request)
+        rewrite::apply_request_changes(ctx, &session.req_header().headers, upstream_request)?;
+        if self.access_log.enabled() {
+            log::note_upstream_target(ctx, upstream_request);
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -166,8 +176,22 @@ impl ProxyHttp for Gateway {
         error::respond_error(session, e, ctx, &self.lua_env()).await
     }
 
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        error::suppress_log(e, ctx, &self.upstream_errors)
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        e: &Error,
+        _context: ProxyWarnLogContext,
+    ) -> bool {
+        error::suppress_log(e, ctx, &self.upstream_errors)
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let _ = phases::run_phase(session, ctx, Phase::Log, &self.lua_env()).await;
-        log::record(session, e, ctx, &self.metrics);
+        log::record(session, e, ctx, &self.metrics, &self.access_log);
     }
 }

@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 pub struct LuaEnv<'a> {
     pub workers: &'a WorkerVms,
     pub metrics: &'a Metrics,
+    /// The `Server` header of every response (`server_header`); `None` sends none.
+    pub server_header: Option<&'a http::HeaderValue>,
 }
 
 /// How a phase ended.
@@ -195,6 +197,8 @@ pub async fn run_phase(
                     NativeOutcome::Continue => continue,
                     NativeOutcome::Respond { .. } if phase == Phase::Log => continue,
                     NativeOutcome::Respond { status, body } => {
+                        let route = ctx.route.as_ref().map_or("", |r| r.id.as_str());
+                        env.metrics.plugins.count_rejected(&entry.plugin, route);
                         result = PhaseResult::Respond {
                             status,
                             body: Some(body.to_vec()),

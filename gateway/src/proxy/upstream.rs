@@ -45,6 +45,7 @@ pub fn select_peer(
             ctx.attempt_started = Some(now);
             ctx.first_attempt.get_or_insert(now);
             let timeouts = route.timeouts.unwrap_or(upstream.timeouts);
+            ctx.upstream_addrs.push(addr);
             let mut peer = HttpPeer::new(addr, upstream.tls, addr.ip().to_string());
             apply_timeouts(&mut peer, upstream, &timeouts);
             return Ok(Box::new(peer));
@@ -75,6 +76,7 @@ pub fn select_peer(
     let node = &upstream.nodes[index];
     let now = Instant::now();
     ctx.tried.push(index);
+    ctx.upstream_addrs.push(node.addr);
     ctx.attempt_started = Some(now);
     ctx.first_attempt.get_or_insert(now);
     let timeouts = route.timeouts.unwrap_or(upstream.timeouts);
@@ -194,5 +196,6 @@ pub fn on_proxy_error(
 pub fn on_response_header(health: &HealthRegistry, ctx: &mut RequestCtx, status: u16) {
     report(health, ctx, Outcome::Status(status));
     ctx.response_started = true;
+    ctx.upstream_status = Some(status);
     ctx.upstream_duration = ctx.attempt_started.map(|t| t.elapsed());
 }

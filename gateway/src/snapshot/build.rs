@@ -118,6 +118,7 @@ pub fn build(
         registry: cx.plugins,
         prev: prev.map(|p| &p.plugin_instances),
         built: HashMap::new(),
+        groups: HashMap::new(),
     };
     let mut global = Vec::new();
     for (id, entry) in &set.global_rules {
@@ -201,6 +202,7 @@ pub fn build(
         });
         routes.push(Arc::new(RouteRuntime {
             id: id.clone(),
+            service_id: spec.service_id.as_ref().map(|s| s.0.clone()),
             upstream,
             timeouts: spec.timeout.as_ref().map(Timeouts::from_spec),
             metrics: route_metrics,
@@ -268,6 +270,8 @@ struct PluginInstances<'a> {
     registry: &'a PluginRegistry,
     prev: Option<&'a HashMap<String, Arc<PluginInstance>>>,
     built: HashMap<String, Arc<PluginInstance>>,
+    /// (plugin, group) -> the first configuration and place seen for it.
+    groups: HashMap<(String, String), (serde_json::Value, String)>,
 }
 
 impl PluginInstances<'_> {
@@ -280,6 +284,25 @@ impl PluginInstances<'_> {
         let mut out = Vec::new();
         for (name, conf) in confs {
             let owner = format!("{path}.{name}");
+            if let Some(group) = self.registry.group_of(name, conf) {
+                match self.groups.get(&(name.clone(), group.clone())) {
+                    Some((first, at)) if first != conf => {
+                        errors.push(FieldError::new(
+                            format!("{owner}.group"),
+                            format!(
+                                "group `{group}` is also configured at {at} with a different \
+                                 configuration; a group's configurations must be identical"
+                            ),
+                        ));
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.groups
+                            .insert((name.clone(), group), (conf.clone(), owner.clone()));
+                    }
+                }
+            }
             let module = self.modules.get(name.as_str());
             // A module's instances depend on its code too: replacing the code rebuilds
             // every use at this swap.

@@ -48,6 +48,8 @@ pub struct Snapshot {
 /// A compiled route.
 pub struct RouteRuntime {
     pub id: String,
+    /// The route's `service_id` (for the access log's `$service_id`).
+    pub service_id: Option<String>,
     /// `None` when the route has no upstream (a plugin-only route, or an upstream removed
     /// with `?force=true`): such a request gets a 503.
     pub upstream: Option<Arc<UpstreamRuntime>>,

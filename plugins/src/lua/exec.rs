@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use super::compile::CompiledFunction;
 use super::convert::{lua_to_json, lua_to_json_bounded};
 use super::request::SharedRequest;
-use super::shared_dict::SharedDicts;
+use super::shared_dict_registry::SharedDicts;
 use super::signal::{self, Exit};
 use super::vm::{LuaLimits, LuaVm};
 use super::LuaFailure;
@@ -181,6 +181,59 @@ pub struct ModuleInfo {
     pub schema: Option<serde_json::Value>,
     /// Phases the module has a function for.
     pub phases: Vec<crate::phase::Phase>,
+    /// `shared_dicts = { name = "10m" }`: the `ngx.shared` dictionaries the module needs
+    /// (name → bytes), created at apply time when missing.
+    pub shared_dicts: std::collections::BTreeMap<String, usize>,
+}
+
+/// Bounds on what one module declares (apply-time input from the admin API).
+const MAX_DECLARED_DICTS: usize = 64;
+const MAX_DICT_NAME: usize = 128;
+
+/// A module's `shared_dicts` field: a table of name → size (`"10m"`, `"512k"` or a
+/// number of bytes, at least 8k). Errors name the field.
+fn declared_dicts(
+    label: &str,
+    field: mlua::Result<Value>,
+) -> Result<std::collections::BTreeMap<String, usize>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let t = match field {
+        Ok(Value::Nil) => return Ok(out),
+        Ok(Value::Table(t)) => t,
+        _ => {
+            return Err(format!(
+                "{label}: `shared_dicts` must be a table of name = size (such as \"10m\")"
+            ))
+        }
+    };
+    for pair in t.pairs::<Value, Value>() {
+        let (k, v) = pair.map_err(|e| format!("{label}: shared_dicts: {e}"))?;
+        if out.len() == MAX_DECLARED_DICTS {
+            return Err(format!(
+                "{label}: shared_dicts: at most {MAX_DECLARED_DICTS} dictionaries per module"
+            ));
+        }
+        let name = match k {
+            Value::String(s) if (1..=MAX_DICT_NAME).contains(&s.as_bytes().len()) => {
+                s.to_string_lossy()
+            }
+            _ => {
+                return Err(format!(
+                    "{label}: shared_dicts: names must be strings of 1 to {MAX_DICT_NAME} bytes"
+                ))
+            }
+        };
+        let size = match v {
+            Value::String(s) => s.to_string_lossy(),
+            Value::Integer(n) => n.to_string(),
+            Value::Number(n) if n.fract() == 0.0 && n >= 0.0 => format!("{n:.0}"),
+            _ => String::new(),
+        };
+        let bytes = super::shared_dict_registry::checked_size(&size)
+            .map_err(|e| format!("{label}: shared_dicts.{name}: {e}"))?;
+        out.insert(name, bytes);
+    }
+    Ok(out)
 }
 
 /// Checks code at apply time in a VM of its own: the outer chunk must run (within the
@@ -226,6 +279,7 @@ impl Validator {
             Ok(Value::Nil) => None,
             _ => return Err(format!("{}: `schema` must be a table", f.label)),
         };
+        let shared_dicts = declared_dicts(&f.label, t.raw_get::<Value>("shared_dicts"))?;
         let phases = crate::phase::Phase::ALL
             .into_iter()
             .filter(|p| matches!(t.raw_get::<Value>(p.name()), Ok(Value::Function(_))))
@@ -242,6 +296,7 @@ impl Validator {
             version,
             schema,
             phases,
+            shared_dicts,
         })
     }
 

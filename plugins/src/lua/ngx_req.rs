@@ -282,8 +282,8 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
         let name = name.to_str()?;
         let r = cur.get()?;
         let r = r.lock();
-        match r.var_ref(&name) {
-            Some(v) => Ok(Value::String(lua.create_string(v.as_bytes())?)),
+        match r.var_bytes(&name) {
+            Some(v) => Ok(Value::String(lua.create_string(&*v)?)),
             None => Ok(Value::Nil),
         }
     })?;

@@ -201,6 +201,24 @@ impl LuaRequest {
         Some(Cow::Borrowed(v))
     }
 
+    /// `ngx.var.NAME` as bytes: `binary_remote_addr` (the client address as 4 or 16 raw
+    /// bytes, as nginx gives it) and everything `var_ref` knows.
+    pub fn var_bytes(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        if name == "binary_remote_addr" {
+            return Some(Cow::Owned(
+                match self.conn.remote_addr.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
+                    Ok(std::net::IpAddr::V6(ip)) => ip.octets().to_vec(),
+                    Err(_) => Vec::new(),
+                },
+            ));
+        }
+        Some(match self.var_ref(name)? {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        })
+    }
+
     /// `ngx.var.NAME = value`: nginx lets `args` and user variables change; built-in
     /// read-only variables raise an error, as in OpenResty.
     pub fn set_var(&mut self, name: &str, value: Option<String>) -> Result<(), String> {
@@ -211,8 +229,8 @@ impl LuaRequest {
                 Ok(())
             }
             "uri" | "request_uri" | "request_method" | "host" | "hostname" | "scheme"
-            | "remote_addr" | "remote_port" | "server_addr" | "server_port" | "status"
-            | "request_time" | "upstream_addr" | "is_args" => {
+            | "remote_addr" | "binary_remote_addr" | "remote_port" | "server_addr"
+            | "server_port" | "status" | "request_time" | "upstream_addr" | "is_args" => {
                 Err(format!("variable \"{name}\" not changeable"))
             }
             _ if name.starts_with("http_")
@@ -322,6 +340,22 @@ mod tests {
         assert_eq!(r.var_ref("cookie_sid").as_deref(), Some("s9"));
         assert_eq!(r.var_ref("status"), None);
         assert_eq!(r.var_ref("nope"), None);
+    }
+
+    #[test]
+    fn binary_remote_addr_is_the_raw_address() {
+        let mut r = req();
+        r.conn.remote_addr = "10.1.2.3".into();
+        assert_eq!(
+            r.var_bytes("binary_remote_addr").as_deref(),
+            Some(&[10u8, 1, 2, 3][..])
+        );
+        r.conn.remote_addr = "2001:db8::1".into();
+        let v6 = r.var_bytes("binary_remote_addr").unwrap();
+        assert_eq!(v6.len(), 16);
+        assert_eq!((v6[0], v6[1], v6[15]), (0x20, 0x01, 1));
+        assert_eq!(r.var_bytes("uri").as_deref(), Some(&b"/p"[..]));
+        assert!(r.set_var("binary_remote_addr", Some("x".into())).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::current::CurrentRequest;
 use super::env::{new_env, seal};
 use super::ngx_req;
 use super::request::SharedRequest;
-use super::shared_dict::SharedDicts;
+use super::shared_dict_registry::SharedDicts;
 use super::LuaFailure;
 
 /// Limits from the static config (`lua.max_slice_ms`, `lua.max_memory_mb`).
@@ -137,11 +137,15 @@ impl LuaVm {
                 "ngx" => Ok(Value::Table(proxy.clone())),
                 "ngx.balancer" => Ok(Value::Table(balancer.clone())),
                 "resty.http" => Ok(Value::Table(super::resty_http::module(lua)?)),
+                _ if name.starts_with("resty.limit.") => {
+                    match super::resty_limit::module(lua, &name)? {
+                        Some(m) => Ok(Value::Table(m)),
+                        None => Err(not_found(&name)),
+                    }
+                }
                 _ => match super::ngx_lib::builtin_module(lua, &name)? {
                     Some(m) => Ok(m),
-                    None => Err(mlua::Error::runtime(format!(
-                        "module '{name}' not found: Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx, ngx.balancer and resty.http"
-                    ))),
+                    None => Err(not_found(&name)),
                 },
             }
         })?;
@@ -354,4 +358,11 @@ impl LuaVm {
     pub(super) fn forget(&self, id: u64) {
         self.loaded.lock().1.remove(&id);
     }
+}
+
+/// `require` of a module the sandbox does not have.
+fn not_found(name: &str) -> mlua::Error {
+    mlua::Error::runtime(format!(
+        "module '{name}' not found: Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx, ngx.balancer, resty.http, resty.limit.req, resty.limit.count, resty.limit.conn and resty.limit.traffic"
+    ))
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::shared_dict::SharedDicts;
+use super::shared_dict_registry::SharedDicts;
 use super::vm::{LuaLimits, LuaVm};
 use super::LuaFailure;
 

@@ -8,6 +8,7 @@
 //! swap (counters, connection counts) belongs in a registry outside the snapshot, keyed
 //! by a stable identity (the route and plugin), the way `HealthRegistry` keeps health.
 
+pub mod limit;
 mod request_id;
 
 use std::net::IpAddr;
@@ -134,11 +135,20 @@ pub struct NativePlugin {
     pub schema: fn() -> Value,
     /// The apply-time check and build of one configuration.
     pub build: NativeBuild,
+    /// The group a configuration shares its state with (`limit-count`'s `group`):
+    /// every configuration naming the same group must be identical, which the snapshot
+    /// build checks across routes.
+    pub group: Option<fn(&Value) -> Option<String>>,
 }
 
 /// Every native plugin of this build.
 pub fn builtin() -> Vec<NativePlugin> {
-    vec![request_id::PLUGIN]
+    vec![
+        request_id::PLUGIN,
+        limit::LIMIT_COUNT,
+        limit::LIMIT_REQ,
+        limit::LIMIT_CONN,
+    ]
 }
 
 /// What native plugins' unit tests share: a context to run phases in, and a way to run
@@ -185,10 +195,16 @@ pub(crate) mod test_support {
     }
 
     pub fn build(plugin: &NativePlugin, conf: Value) -> Result<Arc<dyn Plugin>, String> {
-        (plugin.build)(&NativeBuildInput {
-            conf: &conf,
-            owner: "routes[id=1].plugins.test",
-        })
+        build_at(plugin, conf, "routes[id=1].plugins.test")
+    }
+
+    /// Builds at `owner`: instances at one place share state that outlives snapshots.
+    pub fn build_at(
+        plugin: &NativePlugin,
+        conf: Value,
+        owner: &str,
+    ) -> Result<Arc<dyn Plugin>, String> {
+        (plugin.build)(&NativeBuildInput { conf: &conf, owner })
     }
 }
 

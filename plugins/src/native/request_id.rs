@@ -19,6 +19,7 @@ pub const PLUGIN: NativePlugin = NativePlugin {
     phases: &[Phase::Rewrite, Phase::HeaderFilter],
     schema,
     build,
+    group: None,
 };
 
 /// APISIX's schema, less the algorithms this build does not make.

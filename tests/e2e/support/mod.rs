@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod prom;
+pub mod redis;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use backend::{dead_addr, Backend};
 pub use cms::MockCms;
 pub use gateway::{Gateway, GatewayOpts, LuaOpts};
 pub use http::{Conn, Request, Response};
+pub use redis::RedisServer;
 pub use serde_json::{json, Value};
 
 /// How long any "wait for a condition" may take before the test fails.

@@ -1,0 +1,57 @@
+"""S10: rate limiting's added cost. Portico's native `limit-count` (local policy) on the
+S1 route against nginx's `limit_req` and ngx_lua counting in a shared dict (what
+`resty.limit.count` does: one `incr` with an initial TTL; lua-resty-limit-traffic itself is
+not packaged by Debian, so the same operation is written out in
+`bench/peers/lua/s10-limit-count.lua`). Thresholds are far above the load, so every
+request passes and is counted: the figure is the cost of counting, not of refusing."""
+
+from . import compare, measure
+from .peers import Nginx, Portico
+from .report import Scenario
+from .scenarios_proxy import (ORIGIN, nginx_server, nginx_upstream, portico_resources,
+                              read_lua, started, stop_all)
+
+
+def s10_limit(run):
+    code = read_lua("s10-limit-count.lua")
+    s = Scenario("S10", "limit-count on the S1 route",
+                 "S1 plus a per-client-address request counter: `limit-count` "
+                 "(count 10^9 per 60 s) on Portico, `limit_req` (rate 10^8 r/s, nodelay) on "
+                 "nginx, a shared-dict `incr` in `access_by_lua_block` on nginx + ngx_lua. "
+                 "Each peer's plain S1 configuration runs in the same rounds, so the table "
+                 "gives each one's added CPU per request.")
+    ps = started(
+        Nginx("nginx", 18081, nginx_upstream([ORIGIN]) + nginx_server(18081)),
+        Nginx("nginx+limit_req", 18083, nginx_upstream([ORIGIN]) + nginx_server(
+            18083, "limit_req zone=perip burst=1000 nodelay;",
+            "limit_req_zone $binary_remote_addr zone=perip:10m rate=100000000r/s;\n")),
+        Nginx("nginx+lua", 18084, nginx_upstream([ORIGIN]) + nginx_server(
+            18084, f"access_by_lua_block {{\n{code}\n}}", "lua_shared_dict limits 10m;\n")),
+        Portico("portico", 18080, portico_resources()),
+        Portico("portico+limit-count", 18090, portico_resources(
+            {"plugins": {"limit-count": {"count": 1000000000, "time_window": 60}}})),
+    )
+    try:
+        targets = [measure.Target(p.name, p) for p in ps]
+        tp = measure.throughput(targets)
+        compare.peer_table(s, tp, None)
+
+        def extra(a, b):
+            return measure.median([x["cpu_us"] - y["cpu_us"] for x, y in zip(tp[a], tp[b])])
+
+        ep = extra("portico+limit-count", "portico")
+        en = extra("nginx+limit_req", "nginx")
+        el = extra("nginx+lua", "nginx")
+        s.table(["added CPU of counting", "µs/req (median of rounds)"],
+                [["Portico limit-count", f"{ep:.2f}"],
+                 ["nginx limit_req", f"{en:.2f}"],
+                 ["nginx + ngx_lua shared-dict incr", f"{el:.2f}"]])
+        s.check("S10 limit-count's added CPU ≤ ngx_lua's", f"{ep:.2f} µs vs {el:.2f} µs", ep <= el)
+        r = compare.rps_ratio(tp, "portico+limit-count", "nginx+limit_req")
+        s.check("S10 capped req/s vs nginx+limit_req (reported)", compare.fmt_ratio(r), True)
+    finally:
+        stop_all(ps)
+    return s
+
+
+SCENARIOS = {"S10": s10_limit}
