@@ -174,7 +174,10 @@ fn needs_restart(running: &Settings, next: &Settings) -> Vec<&'static str> {
         ),
         ("dynacode", differs(&running.dynacode, &next.dynacode)),
         ("log.json", running.log.json != next.log.json),
-        ("log.access.path", running.log.access.path != next.log.access.path),
+        (
+            "log.access.path",
+            running.log.access.path != next.log.access.path,
+        ),
         (
             "log.access.buffer_lines",
             running.log.access.buffer_lines != next.log.access.buffer_lines,

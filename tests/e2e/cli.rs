@@ -267,8 +267,8 @@ fn sigterm_finishes_in_flight_requests() {
 #[test]
 fn sighup_applies_log_settings_admin_keys_lua_limits_and_names_what_needs_a_restart() {
     let mut gw = Gateway::start(GatewayOpts {
-        extra_yaml: "log:\n  level: warn\n  access:\n    path: stdout\n    format: \"before $uri\"\n"
-            .into(),
+        extra_yaml:
+            "log:\n  level: warn\n  access:\n    path: stdout\n    format: \"before $uri\"\n".into(),
         ..Default::default()
     });
     let logs = gw.logs();
@@ -339,7 +339,10 @@ fn sighup_applies_log_settings_admin_keys_lua_limits_and_names_what_needs_a_rest
         "the access log line uses the new format: {}",
         gw.logs()
     );
-    assert!(gw.logs().contains("before /big"), "the old format was in force before");
+    assert!(
+        gw.logs().contains("before /big"),
+        "the old format was in force before"
+    );
     // The new Lua memory limit is in force for new requests.
     assert!(
         wait_until(WAIT, || gw.proxy_get("/big").status >= 500),
