@@ -4,7 +4,7 @@
 #   bench/run.sh [S1 ... S9]     # all scenarios when none is named
 #
 # Installs what it needs if missing (Debian packages; oha from crates.io), builds
-# portico --release, runs the scenarios (bench/harness/), writes
+# portico (--profile profiling), runs the scenarios (bench/harness/), writes
 # bench/results/<date>-<scenario>.md and docs/benchmarks.md, and prints the ratio
 # table. Knobs (environment): BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CAP_PERCENT (40),
 # BENCH_RATE (5000), BENCH_SOAK_SECONDS (600), BENCH_IDLE_CONNS (10000).
@@ -36,7 +36,9 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 
 scripts/setup.sh >/dev/null
-cargo build --release -q -p portico
+# The profiling profile: release code with symbols, so profilers (perf, callgrind) can
+# name functions; the shipped release binary is stripped.
+cargo build --profile profiling -q -p portico
 cargo bench -q -p portico --bench core --no-run 2>/dev/null
 
 cd bench

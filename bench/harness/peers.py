@@ -17,7 +17,7 @@ ROOT = os.path.dirname(BENCH)
 PEERS = os.path.join(BENCH, "peers")
 LUA_DIR = os.path.join(PEERS, "lua")
 WORK = os.environ.get("BENCH_WORK", "/tmp/portico-bench")
-PORTICO_BIN = os.path.join(ROOT, "target", "release", "portico")
+PORTICO_BIN = os.path.join(ROOT, "target", "profiling", "portico")
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 
 ORIGIN_PORTS = list(range(19001, 19011))
@@ -192,7 +192,7 @@ class Haproxy(Peer):
 
 
 class Portico(Peer):
-    """Portico (release build), configured through its admin API like a user would."""
+    """Portico (profiling build: release code with symbols), configured through its admin API like a user would."""
 
     def __init__(self, name, port, resources, static_extra=""):
         super().__init__(name, port)

@@ -99,7 +99,7 @@ fn generated_key(path: &Path) -> Result<String, AdminKeyError> {
         Err(e) => return Err(io(e)),
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::data_dir::create_private(dir).map_err(io)?;
     }
     let key = Alphanumeric.sample_string(&mut rand::rng(), 32);
     let mut options = std::fs::OpenOptions::new();

@@ -56,6 +56,9 @@ enum StoreAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.test {
+        return check(&cli.conf);
+    }
     let settings = match Settings::load(&cli.conf) {
         Ok(s) => s,
         Err(e) => {
@@ -63,8 +66,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // After the settings: `log.json` chooses the error log's format.
+    // After the settings: `log.json` chooses the error log's format, `log.level` its
+    // filter.
     portico::logging::error_log::init(settings.log.json);
+    if let Err(e) = portico::logging::filter::set_level(settings.log.level.as_deref()) {
+        eprintln!("portico: log.level: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Some(Command::Store { action }) = &cli.command {
         let command = match action {
             StoreAction::List => portico::store_cli::StoreCommand::List,
@@ -82,31 +90,44 @@ fn main() -> ExitCode {
             }
         };
     }
-    if cli.test {
-        let errors = portico::server::check(&settings);
-        if errors.is_empty() {
-            println!(
-                "portico: the configuration file {} syntax is ok\nportico: configuration file {} test is successful",
-                cli.conf.display(),
-                cli.conf.display()
-            );
-            return ExitCode::SUCCESS;
-        }
-        for e in &errors {
-            eprintln!("portico: {}: {e}", cli.conf.display());
-        }
-        eprintln!(
-            "portico: configuration file {} test failed ({} errors)",
-            cli.conf.display(),
-            errors.len()
-        );
-        return ExitCode::FAILURE;
-    }
-    match portico::server::run(settings, cli.upgrade) {
+    match portico::server::run(settings, cli.upgrade, &cli.conf) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portico: cannot start: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `portico -t`, as `nginx -t`: every error of the file (and of the resources it names)
+/// in one run, then `test is successful` or `test failed`.
+fn check(conf: &std::path::Path) -> ExitCode {
+    let shown = conf.display();
+    let (settings, mut errors) = match std::fs::read_to_string(conf) {
+        Ok(text) => portico::settings_check::parse_reporting_all(&text),
+        Err(e) => {
+            eprintln!("portico: cannot read {shown}: {e}");
+            eprintln!("portico: configuration file {shown} test failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    let syntax_ok = errors.is_empty();
+    errors.extend(portico::server::check(&settings));
+    if errors.is_empty() {
+        println!(
+            "portico: the configuration file {shown} syntax is ok\nportico: configuration file {shown} test is successful"
+        );
+        return ExitCode::SUCCESS;
+    }
+    if syntax_ok {
+        eprintln!("portico: the configuration file {shown} syntax is ok");
+    }
+    for e in &errors {
+        eprintln!("portico: {shown}: {e}");
+    }
+    eprintln!(
+        "portico: configuration file {shown} test failed ({} errors)",
+        errors.len()
+    );
+    ExitCode::FAILURE
 }

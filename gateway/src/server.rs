@@ -115,6 +115,7 @@ fn open_store(
                 }
                 None => ConfigStore::open(disk, deps)?,
             };
+            store.set_history_keep(settings.history.keep);
             if let Some(seed) = &settings.seed_config {
                 if store.revision() == 0 {
                     let items = yaml_provider::load(seed).map_err(|e| StartError::Yaml {
@@ -144,6 +145,7 @@ fn open_store(
             let items =
                 yaml_provider::parse(&text).map_err(|e| yaml_err(crate::config::describe(&e)))?;
             let store = ConfigStore::declarative(items, deps)?;
+            store.set_history_keep(settings.history.keep);
             Ok((Arc::new(store), Some(text)))
         }
     }
@@ -206,7 +208,12 @@ const UPSTREAM_ERROR_LOG_INTERVAL_SECS: u64 = 10;
 /// Builds every service and runs until a shutdown signal; returns when drained.
 /// `upgrade`: take over the listening sockets of a running instance (Pingora's graceful
 /// upgrade through `upgrade_sock`).
-pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
+/// `conf`: the static config file, re-read on `SIGHUP` ([`crate::reload`]).
+pub fn run(
+    settings: Settings,
+    upgrade: bool,
+    conf_file: &std::path::Path,
+) -> Result<(), StartError> {
     let errors = settings.check();
     if !errors.is_empty() {
         return Err(StartError::Settings(errors.join("; ")));
@@ -281,16 +288,17 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     server.bootstrap();
 
     let in_flight = crate::drain::InFlight::default();
+    let lua_vms = Arc::new(portico_plugins::lua::WorkerVms::new(
+        settings.lua.limits(),
+        settings.threads,
+        dicts,
+    ));
     let gateway = Gateway {
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
         in_flight: in_flight.clone(),
         health: Arc::clone(store.health()),
-        lua: Arc::new(portico_plugins::lua::WorkerVms::new(
-            settings.lua.limits(),
-            settings.threads,
-            dicts,
-        )),
+        lua: Arc::clone(&lua_vms),
         access_log: Arc::clone(&access_log),
         server_header: server_header.clone(),
         upstream_errors: crate::logging::throttle::Throttle::new(std::time::Duration::from_secs(
@@ -312,7 +320,7 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         )
         .with_reply_observer(crate::logging::edge_replies::observer(
             Arc::clone(&metrics),
-            access_log,
+            Arc::clone(&access_log),
         )),
     );
     for addr in &settings.proxy.listen {
@@ -328,11 +336,25 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
         tracing::info!("proxy listening on https://{addr}");
     }
 
+    let live_keys: crate::reload::LiveKeys = Arc::new(arc_swap::ArcSwap::from_pointee(keys));
+    let mut reloader = background_service(
+        "portico reload (SIGHUP)",
+        crate::reload::Reloader {
+            conf: conf_file.to_path_buf(),
+            running: parking_lot::Mutex::new(settings.clone()),
+            keys: Arc::clone(&live_keys),
+            store: Arc::clone(&store),
+            lua: lua_vms,
+            access_log,
+        },
+    );
+    reloader.threads = Some(1);
     let mut admin = Service::new(
         "portico admin".to_string(),
         HttpServer::new_app(AdminApi {
             store: Arc::clone(&store),
-            keys,
+            keys: Arc::clone(&live_keys),
+            standalone: Default::default(),
         }),
     );
     admin.threads = Some(1);
@@ -362,6 +384,7 @@ pub fn run(settings: Settings, upgrade: bool) -> Result<(), StartError> {
     server.add_service(admin);
     server.add_service(metrics_svc);
     server.add_service(prober);
+    server.add_service(reloader);
     if let Some(poll) = settings.dynacode.clone() {
         tracing::info!("dynacode: polling {} every {}s", poll.url, poll.interval);
         let mut poller = background_service(
@@ -441,19 +464,11 @@ pub fn check(settings: &Settings) -> Vec<String> {
                         metrics: m,
                         health: HealthRegistry::new(Arc::new(portico_healthcheck::NoopObserver)),
                     };
-                    ConfigStore::declarative(items, deps)
-                        .map(|_| ())
-                        .map_err(|e| match e {
-                            crate::store::ApplyError::Invalid(errs) => errs
-                                .iter()
-                                .map(|e| format!("{path}: {e}"))
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                            other => format!("{path}: {other}"),
-                        })
+                    Ok(crate::store::every_error(items, &deps))
                 });
-                if let Err(e) = checked {
-                    errors.extend(e.lines().map(str::to_string));
+                match checked {
+                    Ok(errs) => errors.extend(errs.iter().map(|e| format!("{path}: {e}"))),
+                    Err(e) => errors.push(format!("{path}: {e}")),
                 }
             }
         }

@@ -41,6 +41,8 @@ pub struct Settings {
     pub dynacode: Option<DynacodePollSettings>,
     /// Seal SSL private keys at rest (APISIX's `data_encryption`).
     pub data_encryption: Option<DataEncryption>,
+    /// The configuration history (docs/operations.md).
+    pub history: HistorySettings,
     /// The access log and the error log's format (docs/operations.md).
     pub log: crate::logging::LogSettings,
     /// The status listener (docs/operations.md).
@@ -87,6 +89,23 @@ impl ServerHeader {
 #[serde(deny_unknown_fields)]
 pub struct DataEncryption {
     pub keyring: Vec<String>,
+}
+
+/// `history:`: how many applied configuration changes are kept for
+/// `/apisix/admin/configs/history` and rollback.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// 0 keeps none.
+    pub keep: usize,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            keep: crate::store::DEFAULT_HISTORY_KEEP,
+        }
+    }
 }
 
 /// `dynacode:` in the static config: where and how often to poll the document.
@@ -170,6 +189,7 @@ impl Default for Settings {
             lua: LuaSettings::default(),
             dynacode: None,
             data_encryption: None,
+            history: HistorySettings::default(),
             log: Default::default(),
             status: Default::default(),
             server_header: ServerHeader::default(),
@@ -414,6 +434,11 @@ impl Settings {
         }
         if self.threads == 0 {
             errors.push("threads: must be at least 1".to_string());
+        }
+        if let Some(level) = &self.log.level {
+            if let Err(e) = crate::logging::filter::parse_level(level) {
+                errors.push(format!("log.level: {e}"));
+            }
         }
         if self.lua.max_slice_ms == 0 {
             errors.push("lua.max_slice_ms: must be at least 1".to_string());

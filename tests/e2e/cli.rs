@@ -93,6 +93,43 @@ fn check_mode_reports_every_resource_error_with_its_path() {
 }
 
 #[test]
+fn check_mode_lists_every_error_of_a_file_in_one_run() {
+    // Five different errors: two unknown keys (one nested), a bad value, and in the
+    // resource file an unknown field in one route and a Lua syntax error in another.
+    let gw = Gateway::prepare(GatewayOpts {
+        yaml_provider: Some(
+            "routes:\n  - id: r1\n    urii: /a\n  - id: r2\n    uri: /b\n    plugins:\n      serverless-pre-function:\n        functions: [\"return function( end\"]\n#END\n"
+                .into(),
+        ),
+        proxy_extra: "  listn: [\"127.0.0.1:1\"]\n".into(),
+        extra_yaml: "proxyy: 1\nshutdown_grace_seconds: soon\n".into(),
+        ..Default::default()
+    });
+    let out = run_portico(&["-t", "-c", gw.config_path.to_str().unwrap()]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "-t must fail: {text}");
+    for needle in [
+        "proxyy",
+        "listn",
+        "shutdown_grace_seconds",
+        "urii",
+        "routes[id=r2]",
+    ] {
+        assert!(
+            text.contains(needle),
+            "-t lists the error about {needle}: {text}"
+        );
+    }
+    assert!(text.contains("test failed (5 errors)"), "{text}");
+
+    let good = Gateway::prepare(GatewayOpts::default());
+    let out = run_portico(&["-t", "-c", good.config_path.to_str().unwrap()]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("test is successful"), "{text}");
+}
+
+#[test]
 fn generates_admin_key_when_none_is_configured() {
     let mut gw = Gateway::start(GatewayOpts {
         admin_keys: false,
@@ -225,4 +262,117 @@ fn sigterm_finishes_in_flight_requests() {
     assert!(status.success(), "graceful exit: {status}");
     // not accepting any more
     assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn sighup_applies_log_settings_admin_keys_lua_limits_and_names_what_needs_a_restart() {
+    let mut gw = Gateway::start(GatewayOpts {
+        extra_yaml:
+            "log:\n  level: warn\n  access:\n    path: stdout\n    format: \"before $uri\"\n".into(),
+        ..Default::default()
+    });
+    let logs = gw.logs();
+    assert!(
+        !logs.contains("admin API listening"),
+        "log.level: warn hides info lines at startup: {logs}"
+    );
+    let old_key = gw.admin_key.clone();
+    // A route whose Lua needs 24 MB: fine under the default 128 MB per VM.
+    let b = Backend::start("b");
+    crate::lua_common::lua_route(
+        &gw,
+        "big",
+        "/big",
+        Some(&b),
+        crate::lua_common::pre("access", "local s = string.rep('x', 24 * 1024 * 1024)"),
+    );
+    assert_eq!(gw.proxy_get("/big").status, 200);
+    let pid = gw.pid();
+    assert!(
+        wait_until(WAIT, || catches_sighup(pid)),
+        "the SIGHUP handler is installed"
+    );
+
+    // New admin key, log level info, and a setting that needs a restart.
+    gw.admin_key = random_string(32);
+    gw.opts.extra_yaml = "log:\n  level: info\n  access:\n    path: stdout\n    format: \"after $uri $status\"\nshutdown_grace_seconds: 3\n".into();
+    gw.opts.lua = Some(LuaOpts {
+        max_memory_mb: Some(16),
+        ..Default::default()
+    });
+    std::fs::write(&gw.config_path, gw.config_text()).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+
+    let new_key = gw.admin_key.clone();
+    assert!(
+        wait_until(WAIT, || {
+            gw.admin_with_key("GET", "/routes", None, Some(&new_key)).0 == 200
+        }),
+        "the new admin key works after SIGHUP\n{}",
+        gw.logs()
+    );
+    let (status, _, _) = gw.admin_with_key("GET", "/routes", None, Some(&old_key));
+    assert_eq!(status, 401, "the old key no longer does");
+    assert!(
+        wait_until(WAIT, || gw
+            .logs()
+            .contains("SIGHUP: static configuration re-read")),
+        "the reload is logged at info, so the new level is in force: {}",
+        gw.logs()
+    );
+    let logs = gw.logs();
+    assert!(
+        logs.contains("SIGHUP: shutdown_grace_seconds changed; it takes effect after a restart"),
+        "{logs}"
+    );
+    assert!(gw.is_running(), "SIGHUP does not stop the process");
+    // The new access log format is in force.
+    assert!(
+        wait_until(WAIT, || {
+            gw.proxy_get("/fmt");
+            gw.logs().contains("after /fmt 404")
+        }),
+        "the access log line uses the new format: {}",
+        gw.logs()
+    );
+    assert!(
+        gw.logs().contains("before /big"),
+        "the old format was in force before"
+    );
+    // The new Lua memory limit is in force for new requests.
+    assert!(
+        wait_until(WAIT, || gw.proxy_get("/big").status >= 500),
+        "lua.max_memory_mb 16 refuses the 24 MB string after SIGHUP"
+    );
+
+    // A file that does not parse changes nothing.
+    std::fs::write(&gw.config_path, "proxyy: 1\n").unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        wait_until(WAIT, || gw.logs().contains("proxyy")),
+        "the error is logged: {}",
+        gw.logs()
+    );
+    assert!(gw.logs().contains("nothing changed"));
+    let (status, _, _) = gw.admin_with_key("GET", "/routes", None, Some(&new_key));
+    assert_eq!(status, 200, "keys unchanged by a bad file");
+}
+
+/// Whether process `pid` has a handler for SIGHUP (bit 0 of `SigCgt`); before that a
+/// SIGHUP would end it.
+fn catches_sighup(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 == 1)
 }

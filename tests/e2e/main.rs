@@ -11,9 +11,11 @@ mod support;
 
 mod access_log;
 mod admin_api;
+mod admin_compat;
 mod admin_race;
 mod balancer;
 mod cli;
+mod config_history;
 mod dynacode_poll;
 mod dynacode_push;
 mod error_pages;

@@ -153,3 +153,37 @@ fn kill9_during_writes_loses_no_acknowledged_write() {
     gw.sync();
     assert_eq!(gw.proxy_get(&format!("/w/{last}")).status, 200);
 }
+
+#[test]
+fn data_dir_is_created_0700_and_the_store_is_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A data_dir Portico creates (two levels, neither exists yet).
+    let parent = TempDir::new("portico-e2e-perm");
+    let data_dir = parent.path().join("fresh/data");
+    let gw = Gateway::start(GatewayOpts {
+        data_dir: Some(data_dir.clone()),
+        admin_keys: false,
+        ..Default::default()
+    });
+    assert_eq!(mode(&data_dir), 0o700, "new data_dir");
+    assert_eq!(mode(&parent.path().join("fresh")), 0o700, "its new parent");
+    assert_eq!(mode(&data_dir.join("store.redb")), 0o600, "store file");
+    assert!(
+        wait_until(WAIT, || data_dir.join("admin.key").exists()),
+        "admin.key written"
+    );
+    assert_eq!(mode(&data_dir.join("admin.key")), 0o600, "admin.key");
+    drop(gw);
+
+    // An existing directory is the operator's: left as it is.
+    let existing = parent.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let _gw = Gateway::start(GatewayOpts {
+        data_dir: Some(existing.clone()),
+        ..Default::default()
+    });
+    assert_eq!(mode(&existing), 0o750, "existing data_dir untouched");
+    assert_eq!(mode(&existing.join("store.redb")), 0o600, "store file");
+}

@@ -21,29 +21,35 @@ impl AuthError {
     }
 }
 
-/// Checks a presented key against the configured keys for `method`.
-pub fn authorize(
-    keys: &[AdminKey],
+/// Checks a presented key against the configured keys for `method`: its role.
+#[cfg(test)]
+fn authorize(keys: &[AdminKey], presented: Option<&str>, method: &str) -> Result<Role, AuthError> {
+    authorized_key(keys, presented, method).map(|k| k.role)
+}
+
+/// The configured key `presented` matches, if it may use `method`.
+pub fn authorized_key<'a>(
+    keys: &'a [AdminKey],
     presented: Option<&str>,
     method: &str,
-) -> Result<Role, AuthError> {
+) -> Result<&'a AdminKey, AuthError> {
     let presented = presented.ok_or(AuthError::Missing)?;
-    let role = keys
+    let key = keys
         .iter()
         .fold(None, |found, k| {
             // Compare against every key, in constant time per key, so timing does not
             // tell how much of a key matched.
             if constant_time_eq(k.key.as_bytes(), presented.as_bytes()) {
-                Some(k.role)
+                Some(k)
             } else {
                 found
             }
         })
         .ok_or(AuthError::Wrong)?;
-    if role == Role::Viewer && method != "GET" && method != "HEAD" {
+    if key.role == Role::Viewer && method != "GET" && method != "HEAD" {
         return Err(AuthError::ReadOnlyRole);
     }
-    Ok(role)
+    Ok(key)
 }
 
 /// Compares two keys in time independent of their contents and lengths: both are hashed

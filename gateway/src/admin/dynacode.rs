@@ -10,7 +10,7 @@ use super::reply;
 use crate::config::dynacode::KEY;
 use crate::config::DynacodeDoc;
 use crate::snapshot::dynacode::DynacodeRuntime;
-use crate::store::{ApplySource, Change, ConfigStore};
+use crate::store::{ApplySource, Change, ConfigStore, Origin};
 
 /// The envelope: APISIX's `{key, value, createdIndex, modifiedIndex}` plus `snippets`.
 fn envelope(store: &ConfigStore) -> Option<Value> {
@@ -40,11 +40,12 @@ pub fn get(store: &ConfigStore) -> Response<Vec<u8>> {
 
 /// `PUT`: replaces the document (201 when there was none). Snippets that do not compile
 /// are skipped and reported; a wrong shape is a 400 and changes nothing.
-pub async fn put(store: &Arc<ConfigStore>, body: Value) -> Response<Vec<u8>> {
+pub async fn put(store: &Arc<ConfigStore>, body: Value, origin: Origin) -> Response<Vec<u8>> {
     let s = Arc::clone(store);
-    let result =
-        tokio::task::spawn_blocking(move || s.apply(Change::PutDynacode(body), ApplySource::Admin))
-            .await;
+    let result = tokio::task::spawn_blocking(move || {
+        s.apply_from(Change::PutDynacode(body), ApplySource::Admin, origin)
+    })
+    .await;
     match result {
         Ok(Ok(applied)) => match envelope(store) {
             Some(v) => reply::json(if applied.created { 201 } else { 200 }, &v),
@@ -55,10 +56,12 @@ pub async fn put(store: &Arc<ConfigStore>, body: Value) -> Response<Vec<u8>> {
     }
 }
 
-pub async fn delete(store: &Arc<ConfigStore>) -> Response<Vec<u8>> {
+pub async fn delete(store: &Arc<ConfigStore>, origin: Origin) -> Response<Vec<u8>> {
     let s = Arc::clone(store);
-    match tokio::task::spawn_blocking(move || s.apply(Change::DeleteDynacode, ApplySource::Admin))
-        .await
+    match tokio::task::spawn_blocking(move || {
+        s.apply_from(Change::DeleteDynacode, ApplySource::Admin, origin)
+    })
+    .await
     {
         Ok(Ok(_)) => reply::json(200, &json!({"deleted": "dynacode", "key": KEY})),
         Ok(Err(e)) => reply::apply_error(&e),

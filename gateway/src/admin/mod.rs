@@ -8,9 +8,13 @@ mod auth;
 mod configs;
 mod dynacode;
 mod healthcheck;
+mod history;
 mod plugins;
 mod reply;
 mod resources;
+mod standalone;
+
+pub use standalone::StandaloneState;
 
 use std::sync::Arc;
 
@@ -21,8 +25,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::Value;
 
 use crate::config::ResourceKind;
-use crate::settings::AdminKey;
-use crate::store::ConfigStore;
+use crate::store::{ConfigStore, Origin};
 
 /// Largest accepted request body: APISIX's 1.5 MiB.
 pub const MAX_BODY: usize = 1536 * 1024;
@@ -33,7 +36,11 @@ const HEALTHCHECK_PREFIX: &str = "/v1/healthcheck";
 
 pub struct AdminApi {
     pub store: Arc<ConfigStore>,
-    pub keys: Vec<AdminKey>,
+    /// The keys in force; `SIGHUP` swaps them.
+    pub keys: crate::reload::LiveKeys,
+    /// `conf_version`s and `X-Digest` of API-driven `PUT /configs` (held across the
+    /// apply, so two such updates never interleave).
+    pub standalone: tokio::sync::Mutex<StandaloneState>,
 }
 
 /// The percent-decoded value of query argument `name`, if present.
@@ -94,6 +101,10 @@ struct AdminRequest<'a> {
     segments: Vec<&'a str>,
     query: Option<&'a str>,
     body: Option<Value>,
+    /// The name of the admin key the request was made with.
+    key_name: Option<String>,
+    /// The `X-Digest` header (API-driven `PUT /configs`).
+    digest: Option<String>,
 }
 
 impl AdminApi {
@@ -104,15 +115,26 @@ impl AdminApi {
             return reply::error(405, "the admin API is read-only: config_provider is yaml");
         }
         let body = || req.body.clone().unwrap_or(Value::Null);
+        let who = || Origin {
+            key_name: req.key_name.clone(),
+            note: None,
+        };
         match (req.method, req.segments.as_slice()) {
-            ("GET", ["configs"]) => configs::get(store),
-            ("PUT", ["configs"]) => configs::replace(store, body(), false).await,
-            ("POST", ["configs", "validate"]) => configs::replace(store, body(), true).await,
+            ("GET", ["configs"]) => configs::get(store, &*self.standalone.lock().await),
+            ("PUT", ["configs"]) => {
+                let mut state = self.standalone.lock().await;
+                configs::put(store, body(), req.digest.clone(), &mut state, who()).await
+            }
+            ("POST", ["configs", "validate"]) => configs::replace(store, body(), true, who()).await,
+            ("GET", ["configs", "history"]) => history::list(store),
+            ("GET", ["configs", "history", rev]) => history::get(store, rev),
+            ("GET", ["configs", "history", rev, "diff"]) => history::diff(store, rev),
+            ("POST", ["configs", "rollback", rev]) => history::rollback(store, rev, who()).await,
             ("GET", ["plugins", "list"]) => plugins::list(store),
             ("GET", ["plugins", name]) => plugins::schema(store, name),
             ("GET", ["dynacode"]) => dynacode::get(store),
-            ("PUT", ["dynacode"]) => dynacode::put(store, body()).await,
-            ("DELETE", ["dynacode"]) => dynacode::delete(store).await,
+            ("PUT", ["dynacode"]) => dynacode::put(store, body(), who()).await,
+            ("DELETE", ["dynacode"]) => dynacode::delete(store, who()).await,
             ("POST", ["dynacode", "validate"]) => dynacode::validate(&body()),
             (method, [res, rest @ ..]) => {
                 let Some(kind) = ResourceKind::from_segment(res) else {
@@ -120,14 +142,14 @@ impl AdminApi {
                 };
                 match (method, rest) {
                     ("GET", []) => resources::list(store, kind, req.query),
-                    ("POST", []) => resources::post(store, kind, body()).await,
-                    ("PUT", []) => reply::error(400, format!("missing {} id", kind.noun())),
+                    ("POST", []) => resources::post(store, kind, body(), who()).await,
+                    ("PUT", []) => resources::put_with_body_id(store, kind, body(), who()).await,
                     ("GET", [id]) => resources::get_one(store, kind, id),
-                    ("PUT", [id]) => resources::put(store, kind, id, body()).await,
+                    ("PUT", [id]) => resources::put(store, kind, id, body(), who()).await,
                     ("PATCH", [id, sub @ ..]) => {
-                        resources::patch(store, kind, id, sub, body()).await
+                        resources::patch(store, kind, id, sub, body(), who()).await
                     }
-                    ("DELETE", [id]) => resources::delete(store, kind, id, req.query).await,
+                    ("DELETE", [id]) => resources::delete(store, kind, id, req.query, who()).await,
                     _ => reply::error(405, format!("method {method} is not allowed here")),
                 }
             }
@@ -148,6 +170,11 @@ impl ServeHttp for AdminApi {
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let digest = header
+            .headers
+            .get("x-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
 
         let (rest, healthcheck) = if let Some(rest) = path.strip_prefix(PREFIX) {
             (rest, false)
@@ -163,12 +190,15 @@ impl ServeHttp for AdminApi {
             .as_deref()
             .filter(|k| !k.is_empty())
             .or(query_key.filter(|k| !k.is_empty()));
-        if let Err(e) = auth::authorize(&self.keys, presented, &method) {
-            return reply::json(
-                401,
-                &serde_json::json!({"error_msg": "failed to check token", "description": e.description()}),
-            );
-        }
+        let key_name = match auth::authorized_key(&self.keys.load(), presented, &method) {
+            Ok(k) => k.name.clone(),
+            Err(e) => {
+                return reply::json(
+                    401,
+                    &serde_json::json!({"error_msg": "failed to check token", "description": e.description()}),
+                )
+            }
+        };
         if healthcheck {
             if method != "GET" {
                 return reply::error(405, format!("method {method} is not allowed here"));
@@ -202,6 +232,8 @@ impl ServeHttp for AdminApi {
             segments,
             query: query.as_deref(),
             body,
+            key_name: Some(key_name),
+            digest,
         })
         .await
     }

@@ -28,11 +28,12 @@ pub fn not_found() -> Response<Vec<u8>> {
     json(404, &json!({ "message": "Key not found" }))
 }
 
-/// `{"key", "value", "createdIndex", "modifiedIndex"}`.
+/// `{"key", "value", "createdIndex", "modifiedIndex"}`; `value` with the schema
+/// defaults filled in (see [`crate::config::defaults`]).
 pub fn envelope(kind: ResourceKind, id: &str, view: &StoredView) -> Value {
     json!({
         "key": kind.key(id),
-        "value": public_value(kind, &view.value),
+        "value": crate::config::defaults::with_defaults(kind, &public_value(kind, &view.value)),
         "createdIndex": view.created_index,
         "modifiedIndex": view.modified_index,
     })

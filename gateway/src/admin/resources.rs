@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::reply;
 use crate::config::patch::checked_body;
 use crate::config::ResourceKind;
-use crate::store::{ApplySource, Change, ConfigStore};
+use crate::store::{ApplySource, Change, ConfigStore, Origin};
 
 /// Page size bounds of APISIX's list pagination.
 const PAGE_SIZE_MIN: usize = 10;
@@ -64,12 +64,15 @@ pub fn list(store: &ConfigStore, kind: ResourceKind, query: Option<&str>) -> Res
 
 /// Runs a change on the blocking pool: `apply` fsyncs, which must not stall the admin
 /// runtime's other connections.
-async fn apply(
+pub(super) async fn apply(
     store: &Arc<ConfigStore>,
     change: Change,
+    origin: Origin,
 ) -> Result<crate::store::Applied, crate::store::ApplyError> {
     let store = Arc::clone(store);
-    match tokio::task::spawn_blocking(move || store.apply(change, ApplySource::Admin)).await {
+    match tokio::task::spawn_blocking(move || store.apply_from(change, ApplySource::Admin, origin))
+        .await
+    {
         Ok(r) => r,
         Err(e) => Err(crate::store::ApplyError::Invalid(vec![
             crate::config::FieldError::new("", format!("internal error applying the change: {e}")),
@@ -83,6 +86,7 @@ pub async fn put(
     kind: ResourceKind,
     id: &str,
     body: Value,
+    origin: Origin,
 ) -> Response<Vec<u8>> {
     let value = match checked_body(kind, Some(id), body) {
         Ok(v) => v,
@@ -93,17 +97,55 @@ pub async fn put(
         id: id.to_string(),
         value,
     };
-    write_and_reply(store, kind, change).await
+    write_and_reply(store, kind, change, origin).await
+}
+
+/// `PUT /{res}` with `id` in the body: creates or replaces that id, as APISIX does for
+/// every kind. A body without `id` is a 400 naming the field.
+pub async fn put_with_body_id(
+    store: &Arc<ConfigStore>,
+    kind: ResourceKind,
+    body: Value,
+    origin: Origin,
+) -> Response<Vec<u8>> {
+    let id = match body.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            return reply::error(
+                400,
+                format!(
+                    "invalid {} id: `id` must be a non-empty string or an integer",
+                    kind.noun()
+                ),
+            )
+        }
+        None => {
+            return reply::error(
+                400,
+                format!(
+                    "missing {} id: give it in the URL or as `id` in the body",
+                    kind.noun()
+                ),
+            )
+        }
+    };
+    put(store, kind, &id, body, origin).await
 }
 
 /// `POST /{res}`: a server-generated id (chosen inside the writer, so concurrent POSTs
 /// never share one), 201.
-pub async fn post(store: &Arc<ConfigStore>, kind: ResourceKind, body: Value) -> Response<Vec<u8>> {
+pub async fn post(
+    store: &Arc<ConfigStore>,
+    kind: ResourceKind,
+    body: Value,
+    origin: Origin,
+) -> Response<Vec<u8>> {
     let value = match checked_body(kind, None, body) {
         Ok(v) => v,
         Err(m) => return reply::error(400, m),
     };
-    write_and_reply(store, kind, Change::Create { kind, value }).await
+    write_and_reply(store, kind, Change::Create { kind, value }, origin).await
 }
 
 /// `PATCH /{res}/{id}` (merge patch) and `PATCH /{res}/{id}/{sub/path}` (replace). The
@@ -114,6 +156,7 @@ pub async fn patch(
     id: &str,
     sub_path: &[&str],
     body: Value,
+    origin: Origin,
 ) -> Response<Vec<u8>> {
     let change = Change::Patch {
         kind,
@@ -121,15 +164,16 @@ pub async fn patch(
         path: sub_path.iter().map(|s| s.to_string()).collect(),
         patch: body,
     };
-    write_and_reply(store, kind, change).await
+    write_and_reply(store, kind, change, origin).await
 }
 
 async fn write_and_reply(
     store: &Arc<ConfigStore>,
     kind: ResourceKind,
     change: Change,
+    origin: Origin,
 ) -> Response<Vec<u8>> {
-    match apply(store, change).await {
+    match apply(store, change, origin).await {
         Ok(applied) => {
             let id = applied.id.unwrap_or_default();
             match store.resources().get(kind, &id) {
@@ -154,6 +198,7 @@ pub async fn delete(
     kind: ResourceKind,
     id: &str,
     query: Option<&str>,
+    origin: Origin,
 ) -> Response<Vec<u8>> {
     let force = super::query_arg(query, "force").is_some_and(|v| v == "true");
     let change = Change::Delete {
@@ -161,8 +206,9 @@ pub async fn delete(
         id: id.to_string(),
         force,
     };
-    match apply(store, change).await {
-        Ok(_) => reply::json(200, &json!({ "deleted": id, "key": kind.key(id) })),
+    match apply(store, change, origin).await {
+        // etcd's delete count, as APISIX 3 answers it (clients run `int(deleted)`).
+        Ok(_) => reply::json(200, &json!({ "deleted": "1", "key": kind.key(id) })),
         Err(e) => reply::apply_error(&e),
     }
 }

@@ -5,6 +5,7 @@
 //! then checked semantically ([`FieldError`] lists every problem with its JSON path).
 //! [`crate::snapshot`] compiles a validated [`ResourceSet`] into runtime objects.
 
+pub mod defaults;
 mod document;
 pub mod dynacode;
 pub mod limits;

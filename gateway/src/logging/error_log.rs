@@ -1,4 +1,5 @@
-//! The error log: `tracing` on stderr, filtered by `PORTICO_LOG` (default `info`), as
+//! The error log: `tracing` on stderr, filtered by `PORTICO_LOG`, else `log.level`
+//! (default `info`; changed live by `SIGHUP`), as
 //! text or (`log.json: true`) one JSON object per line:
 //! `{"time":"...","level":"INFO","target":"portico::server","message":"...",<fields>}`.
 
@@ -13,7 +14,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::record::UtcTime;
 
-/// Installs the global subscriber. Call once, early.
+/// Installs the global subscriber. Call once, early. Its filter can be changed later
+/// ([`super::filter::set_level`]).
 pub fn init(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -21,11 +23,21 @@ pub fn init(json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        builder.event_format(JsonLines).init();
+        let builder = builder.event_format(JsonLines).with_filter_reloading();
+        let handle = builder.reload_handle();
+        super::filter::install(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
+        builder.init();
     } else {
-        builder
+        let builder = builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+            .with_filter_reloading();
+        let handle = builder.reload_handle();
+        super::filter::install(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
+        builder.init();
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod access;
 pub mod edge_replies;
 pub mod error_log;
+pub mod filter;
 pub mod format;
 pub mod record;
 pub mod throttle;
@@ -31,6 +32,9 @@ pub const DEFAULT_ACCESS_FORMAT: &str = "$remote_addr - $remote_user [$time_loca
 pub struct LogSettings {
     /// The error log (`tracing`, on stderr) as one JSON object per line.
     pub json: bool,
+    /// The error log's filter (`info`, `warn,portico=debug`; default `info`);
+    /// `PORTICO_LOG` overrides it. `SIGHUP` applies a change.
+    pub level: Option<String>,
     pub access: AccessLogSettings,
 }
 

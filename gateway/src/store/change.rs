@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::disk::{DiskError, DiskWrite, Loaded, Record};
+use super::disk::{DiskError, DiskWrite, HistoryWrite, Loaded, Record};
 use super::ApplyError;
 use super::StoreBackend;
 use crate::config::{FieldError, ResourceKind, ResourceSet};
@@ -323,6 +323,7 @@ pub(super) fn persist(
     op: &PersistOp,
     next: &ResourceSet,
     revision: u64,
+    history: Option<HistoryWrite<'_>>,
 ) -> Result<(), DiskError> {
     let record_of = |kind: ResourceKind, id: &str| {
         next.get(kind, id).map(|v| Record {
@@ -340,17 +341,20 @@ pub(super) fn persist(
                     record: &record,
                 },
                 revision,
+                history,
             ),
             None => Ok(()),
         },
-        PersistOp::Deleted(kind, id) => disk.write(DiskWrite::Delete { kind: *kind, id }, revision),
+        PersistOp::Deleted(kind, id) => {
+            disk.write(DiskWrite::Delete { kind: *kind, id }, revision, history)
+        }
         PersistOp::Dynacode => {
             let record = next.dynacode.as_ref().map(|d| Record {
                 value: (*d.value).clone(),
                 created_index: d.created_index,
                 modified_index: d.modified_index,
             });
-            disk.write(DiskWrite::Dynacode(record.as_ref()), revision)
+            disk.write(DiskWrite::Dynacode(record.as_ref()), revision, history)
         }
         PersistOp::All => {
             let records: Vec<(ResourceKind, String, Record)> = ResourceKind::ALL
@@ -362,13 +366,13 @@ pub(super) fn persist(
                 .iter()
                 .map(|(k, id, r)| (*k, id.as_str(), r))
                 .collect();
-            disk.write(DiskWrite::ReplaceAll(refs), revision)
+            disk.write(DiskWrite::ReplaceAll(refs), revision, history)
         }
     }
 }
 
 /// Seconds since the epoch, for `create_time`/`update_time`.
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

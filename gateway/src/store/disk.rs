@@ -12,10 +12,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::history::HistoryEntry;
 use crate::config::ResourceKind;
 
 const RESOURCES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("resources");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// The configuration history: revision → JSON of a [`HistoryEntry`].
+const HISTORY: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("history");
 const REVISION: &str = "revision";
 
 /// A failure of the durable store; the write it belonged to was not applied.
@@ -50,6 +53,16 @@ pub struct Loaded {
     /// the startup leaves them out and says so instead of refusing to start.
     pub unreadable: Vec<(String, String)>,
     pub revision: u64,
+    /// The kept configuration history, oldest first (entries that do not decode are
+    /// left out with a warning).
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A history entry to record with a write, and how many entries to keep.
+#[derive(Clone, Copy)]
+pub struct HistoryWrite<'a> {
+    pub entry: &'a HistoryEntry,
+    pub keep: usize,
 }
 
 /// One write, applied in a single transaction.
@@ -74,16 +87,20 @@ pub struct DiskStore {
 }
 
 impl DiskStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`: a new `dir` is created 0700, the
+    /// store file is 0600.
     pub fn open(dir: &Path) -> Result<DiskStore, DiskError> {
-        std::fs::create_dir_all(dir).map_err(|e| err("create data_dir")(e.to_string()))?;
-        let db =
-            Database::create(dir.join("store.redb")).map_err(|e| err("open")(e.to_string()))?;
+        crate::data_dir::create_private(dir).map_err(|e| err("create data_dir")(e.to_string()))?;
+        let path = dir.join("store.redb");
+        let db = Database::create(&path).map_err(|e| err("open")(e.to_string()))?;
+        crate::data_dir::make_private(&path).map_err(|e| err("open")(e.to_string()))?;
         let tx = db.begin_write().map_err(|e| err("init")(e.to_string()))?;
         {
             tx.open_table(RESOURCES)
                 .map_err(|e| err("init")(e.to_string()))?;
             tx.open_table(META)
+                .map_err(|e| err("init")(e.to_string()))?;
+            tx.open_table(HISTORY)
                 .map_err(|e| err("init")(e.to_string()))?;
         }
         tx.commit().map_err(|e| err("init")(e.to_string()))?;
@@ -125,6 +142,18 @@ impl DiskStore {
             .map_err(|e| err("load")(e.to_string()))?
             .map(|g| g.value())
             .unwrap_or(0);
+        if let Ok(history) = tx.open_table(HISTORY) {
+            for item in history.iter().map_err(|e| err("load")(e.to_string()))? {
+                let (k, v) = item.map_err(|e| err("load")(e.to_string()))?;
+                match serde_json::from_slice::<HistoryEntry>(v.value()) {
+                    Ok(entry) => loaded.history.push(entry),
+                    Err(e) => tracing::warn!(
+                        revision = k.value(),
+                        "configuration history entry left out: {e}"
+                    ),
+                }
+            }
+        }
         Ok(loaded)
     }
 
@@ -187,6 +216,17 @@ impl DiskStore {
 
     /// Applies `write` and sets the revision counter, in one durable transaction.
     pub fn write(&self, write: DiskWrite<'_>, revision: u64) -> Result<(), DiskError> {
+        self.write_with_history(write, revision, None)
+    }
+
+    /// [`write`](DiskStore::write), recording `history` (and dropping the entries beyond
+    /// its `keep`) in the same transaction.
+    pub fn write_with_history(
+        &self,
+        write: DiskWrite<'_>,
+        revision: u64,
+        history: Option<HistoryWrite<'_>>,
+    ) -> Result<(), DiskError> {
         let tx = self
             .db
             .begin_write()
@@ -235,9 +275,29 @@ impl DiskStore {
                 .map_err(|e| err("write")(e.to_string()))?;
             meta.insert(REVISION, revision)
                 .map_err(|e| err("write")(e.to_string()))?;
+            if let Some(h) = history {
+                record_history(&tx, h)?;
+            }
         }
         tx.commit().map_err(|e| err("commit")(e.to_string()))
     }
+}
+
+/// Inserts `h.entry` and drops the oldest entries beyond `h.keep`.
+fn record_history(tx: &redb::WriteTransaction, h: HistoryWrite<'_>) -> Result<(), DiskError> {
+    use redb::ReadableTableMetadata;
+    let w = |e: redb::Error| err("write history")(e.to_string());
+    let mut table = tx.open_table(HISTORY).map_err(|e| w(e.into()))?;
+    let bytes = serde_json::to_vec(h.entry).map_err(|e| err("encode")(e.to_string()))?;
+    table
+        .insert(h.entry.revision, bytes.as_slice())
+        .map_err(|e| w(e.into()))?;
+    while table.len().map_err(|e| w(e.into()))? > h.keep as u64 {
+        if table.pop_first().map_err(|e| w(e.into()))?.is_none() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn encode(record: &Record) -> Result<Vec<u8>, DiskError> {

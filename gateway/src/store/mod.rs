@@ -8,10 +8,13 @@
 
 mod backend;
 mod change;
+mod check;
 mod disk;
+pub mod history;
 mod restore;
 mod sealed;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -19,7 +22,9 @@ use parking_lot::Mutex;
 
 pub use backend::StoreBackend;
 pub use change::Change;
-pub use disk::{DiskError, DiskStore, DiskWrite, Loaded, Record};
+pub use check::every_error;
+pub use disk::{DiskError, DiskStore, DiskWrite, HistoryWrite, Loaded, Record};
+pub use history::{History, HistoryEntry, Origin};
 pub use sealed::{Keyring, SealedBackend};
 
 use crate::config::{FieldError, ResourceKind, ResourceSet};
@@ -75,6 +80,8 @@ pub enum ApplyError {
 #[derive(Debug)]
 pub struct Applied {
     pub version: u64,
+    /// The store revision the change got.
+    pub revision: u64,
     /// For writes of one object: whether the id was new.
     pub created: bool,
     /// For writes of one object: its id (the generated one for `Create`).
@@ -85,7 +92,12 @@ pub struct Applied {
 pub struct Current {
     pub resources: Arc<ResourceSet>,
     pub snapshot: Arc<Snapshot>,
+    /// The changes that led to `resources`, oldest first (the last `history.keep`).
+    pub history: History,
 }
+
+/// Default of `history.keep`.
+pub const DEFAULT_HISTORY_KEEP: usize = 50;
 
 struct Writer {
     /// etcd-style revision behind `createdIndex`/`modifiedIndex`.
@@ -109,6 +121,7 @@ pub struct ConfigStore {
     metrics: Arc<Metrics>,
     health: Arc<HealthRegistry>,
     read_only: bool,
+    history_keep: AtomicUsize,
 }
 
 impl ConfigStore {
@@ -120,8 +133,13 @@ impl ConfigStore {
         backend: impl StoreBackend + 'static,
         deps: StoreDeps,
     ) -> Result<ConfigStore, ApplyError> {
-        let loaded = backend.load()?;
+        let mut loaded = backend.load()?;
+        let history = std::mem::take(&mut loaded.history);
         let store = ConfigStore::empty(Some(Box::new(backend)), deps, false)?;
+        store.current.store(Arc::new(Current {
+            history: Arc::new(history.into_iter().map(Arc::new).collect()),
+            ..Current::clone_of(&store.current.load())
+        }));
         store.apply(Change::Restore(loaded), ApplySource::Startup)?;
         Ok(store)
     }
@@ -160,6 +178,7 @@ impl ConfigStore {
             current: ArcSwap::from_pointee(Current {
                 resources: Arc::new(set),
                 snapshot: Arc::new(snapshot),
+                history: Arc::new(Vec::new()),
             }),
             writer: Mutex::new(Writer {
                 revision: 0,
@@ -169,7 +188,20 @@ impl ConfigStore {
             metrics,
             health,
             read_only,
+            history_keep: AtomicUsize::new(DEFAULT_HISTORY_KEEP),
         })
+    }
+
+    /// How many applied changes the history keeps (`history.keep`; 0 keeps none). Takes
+    /// effect from the next change.
+    pub fn set_history_keep(&self, keep: usize) {
+        self.history_keep.store(keep, Ordering::Relaxed);
+    }
+
+    /// The running resources and the history that led to them, read together.
+    pub fn history(&self) -> (Arc<ResourceSet>, History) {
+        let current = self.current.load();
+        (Arc::clone(&current.resources), Arc::clone(&current.history))
     }
 
     /// The snapshot for one request. Call once per request and keep the `Arc`.
@@ -204,10 +236,20 @@ impl ConfigStore {
     /// Validates, builds, persists and swaps `change`; the only way the running
     /// configuration changes.
     pub fn apply(&self, change: Change, source: ApplySource) -> Result<Applied, ApplyError> {
+        self.apply_from(change, source, Origin::default())
+    }
+
+    /// [`apply`](ConfigStore::apply), naming who made the change in its history entry.
+    pub fn apply_from(
+        &self,
+        change: Change,
+        source: ApplySource,
+        origin: Origin,
+    ) -> Result<Applied, ApplyError> {
         if self.read_only && source == ApplySource::Admin {
             return Err(ApplyError::ReadOnly);
         }
-        let result = self.apply_locked(change, source, false);
+        let result = self.apply_locked(change, source, origin, false);
         self.metrics.count_apply(source.label(), result.is_ok());
         result
     }
@@ -220,7 +262,7 @@ impl ConfigStore {
 
     /// Runs every check `apply` would, without persisting or swapping.
     pub fn dry_run(&self, change: Change) -> Result<(), ApplyError> {
-        self.apply_locked(change, ApplySource::Admin, true)
+        self.apply_locked(change, ApplySource::Admin, Origin::default(), true)
             .map(|_| ())
     }
 
@@ -228,6 +270,7 @@ impl ConfigStore {
         &self,
         change: Change,
         source: ApplySource,
+        origin: Origin,
         dry_run: bool,
     ) -> Result<Applied, ApplyError> {
         let mut writer = self.writer.lock();
@@ -264,18 +307,36 @@ impl ConfigStore {
                 (planned.next, snapshot)
             }
         };
-        let applied = Applied {
+        let mut applied = Applied {
             version,
+            revision,
             created: planned.created,
             id: planned.id,
         };
         if dry_run {
             return Ok(applied);
         }
+        let keep = self.history_keep.load(Ordering::Relaxed);
+        // A restore is what the history already led to: it records nothing.
+        let entry = planned
+            .persist
+            .as_ref()
+            .filter(|_| keep > 0)
+            .map(|_| history::changes(&current.resources, &next))
+            .filter(|changes| !changes.is_empty())
+            .map(|changes| HistoryEntry {
+                revision,
+                time: change::now(),
+                source: source.label().to_string(),
+                key_name: origin.key_name,
+                summary: history::summary(&changes, origin.note.as_deref()),
+                changes,
+            });
         writer.revision = match &planned.persist {
             Some(op) => {
                 if let Some(backend) = &writer.backend {
-                    change::persist(backend.as_ref(), op, &next, revision)?;
+                    let h = entry.as_ref().map(|entry| HistoryWrite { entry, keep });
+                    change::persist(backend.as_ref(), op, &next, revision, h)?;
                 }
                 revision
             }
@@ -285,20 +346,26 @@ impl ConfigStore {
                 .max(next.max_index())
                 .max(planned.revision_floor),
         };
-        self.swap(&current, next, snapshot);
+        applied.revision = writer.revision;
+        let history = match entry {
+            Some(e) => history::appended(&current.history, e, keep),
+            None => Arc::clone(&current.history),
+        };
+        self.swap(&current, next, snapshot, history);
         restore::report(&self.metrics, &skipped);
         Ok(applied)
     }
 
     /// Makes `next` the running configuration, then brings what lives outside the
     /// snapshot (version gauge, health probes, metric series) in line with it.
-    fn swap(&self, current: &Current, next: ResourceSet, snapshot: Snapshot) {
+    fn swap(&self, current: &Current, next: ResourceSet, snapshot: Snapshot, history: History) {
         let version = snapshot.version;
         let replaced = replaced_route_metrics(&current.snapshot, &snapshot);
         let snapshot = Arc::new(snapshot);
         self.current.store(Arc::new(Current {
             resources: Arc::new(next),
             snapshot: Arc::clone(&snapshot),
+            history,
         }));
         self.metrics.set_config_version(version);
         crate::health::reconcile(&self.health, &self.metrics, &snapshot);
@@ -317,6 +384,17 @@ impl ConfigStore {
             } else {
                 metrics.forget_all();
             }
+        }
+    }
+}
+
+impl Current {
+    /// A copy sharing every part (`Arc`s).
+    fn clone_of(c: &Current) -> Current {
+        Current {
+            resources: Arc::clone(&c.resources),
+            snapshot: Arc::clone(&c.snapshot),
+            history: Arc::clone(&c.history),
         }
     }
 }

@@ -135,7 +135,7 @@ pub fn report(metrics: &Metrics, skipped: &[Skipped]) {
 }
 
 /// Removes every object `errors` name, once each, and says why.
-fn remove_culprits(set: &mut ResourceSet, errors: &[FieldError]) -> Vec<Skipped> {
+pub(super) fn remove_culprits(set: &mut ResourceSet, errors: &[FieldError]) -> Vec<Skipped> {
     let mut out: Vec<Skipped> = Vec::new();
     for e in errors {
         let Some((kind, id)) = culprit(&e.path) else {
@@ -161,7 +161,7 @@ fn remove_culprits(set: &mut ResourceSet, errors: &[FieldError]) -> Vec<Skipped>
 }
 
 /// The object a build or reference error names: `routes[id=1].plugins.x` → routes/1.
-fn culprit(path: &str) -> Option<(ResourceKind, &str)> {
+pub(super) fn culprit(path: &str) -> Option<(ResourceKind, &str)> {
     let (segment, rest) = path.split_once("[id=")?;
     let (id, _) = rest.split_once(']')?;
     Some((ResourceKind::from_segment(segment)?, id))

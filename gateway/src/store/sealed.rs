@@ -12,7 +12,7 @@ use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvI
 use base64::Engine;
 use serde_json::Value;
 
-use super::disk::{DiskError, DiskWrite, Loaded, Record};
+use super::disk::{DiskError, DiskWrite, HistoryWrite, Loaded, Record};
 use super::StoreBackend;
 use crate::config::ResourceKind;
 
@@ -135,7 +135,28 @@ impl<B: StoreBackend> StoreBackend for SealedBackend<B> {
         Ok(loaded)
     }
 
-    fn write(&self, write: DiskWrite<'_>, revision: u64) -> Result<(), DiskError> {
+    fn write(
+        &self,
+        write: DiskWrite<'_>,
+        revision: u64,
+        history: Option<HistoryWrite<'_>>,
+    ) -> Result<(), DiskError> {
+        // The history keeps SSL objects' values too: their keys are sealed there as well
+        // (a rollback across an SSL change then fails validation instead of leaking).
+        let sealed_entry = history.as_ref().map(|h| {
+            let mut entry = h.entry.clone();
+            for change in &mut entry.changes {
+                if change.key.starts_with("/apisix/ssls/") {
+                    for v in [&mut change.before, &mut change.after].into_iter().flatten() {
+                        map_keys(v, |k| k.starts_with("---").then(|| self.keyring.seal(k)));
+                    }
+                }
+            }
+            (entry, h.keep)
+        });
+        let history = sealed_entry
+            .as_ref()
+            .map(|(entry, keep)| HistoryWrite { entry, keep: *keep });
         match write {
             DiskWrite::Put { kind, id, record } if kind == ResourceKind::Ssls => {
                 let sealed = self.sealed(record);
@@ -146,6 +167,7 @@ impl<B: StoreBackend> StoreBackend for SealedBackend<B> {
                         record: &sealed,
                     },
                     revision,
+                    history,
                 )
             }
             DiskWrite::ReplaceAll(items) => {
@@ -158,9 +180,9 @@ impl<B: StoreBackend> StoreBackend for SealedBackend<B> {
                     .zip(&sealed)
                     .map(|((kind, id, r), s)| (*kind, *id, s.as_ref().unwrap_or(r)))
                     .collect();
-                self.inner.write(DiskWrite::ReplaceAll(items), revision)
+                self.inner.write(DiskWrite::ReplaceAll(items), revision, history)
             }
-            other => self.inner.write(other, revision),
+            other => self.inner.write(other, revision, history),
         }
     }
 }
