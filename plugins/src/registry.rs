@@ -262,6 +262,9 @@ mod tests {
         assert_eq!(
             r.names().collect::<Vec<_>>(),
             vec![
+                "basic-auth",
+                "consumer-restriction",
+                "key-auth",
                 "limit-conn",
                 "limit-count",
                 "limit-req",

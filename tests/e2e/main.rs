@@ -14,6 +14,7 @@ mod admin_api;
 mod admin_race;
 mod balancer;
 mod cli;
+mod consumers;
 mod dynacode_poll;
 mod dynacode_push;
 mod error_pages;

@@ -1,6 +1,6 @@
 //! The admin API on its own listener: APISIX v3 Admin API dialect.
 //!
-//! Paths: `/apisix/admin/{routes,upstreams,services,global_rules}[/{id}[/{sub/path}]]`
+//! Paths: `/apisix/admin/{routes,upstreams,services,global_rules,consumers}[/{id}[/{sub/path}]]`
 //! and `/apisix/admin/configs[/validate]`. Every request needs a key (see [`auth`]);
 //! every response carries `X-API-VERSION: v3`.
 
@@ -118,6 +118,21 @@ impl AdminApi {
                 let Some(kind) = ResourceKind::from_segment(res) else {
                     return reply::error(404, "404 Route Not Found");
                 };
+                if kind == ResourceKind::Consumers {
+                    match (method, rest) {
+                        ("PUT", []) => return resources::put_consumer(store, None, body()).await,
+                        ("PUT", [name]) => {
+                            return resources::put_consumer(store, Some(name), body()).await
+                        }
+                        ("POST", _) | ("PATCH", _) => {
+                            return reply::error(
+                                405,
+                                format!("method {method} is not allowed here"),
+                            )
+                        }
+                        _ => {}
+                    }
+                }
                 match (method, rest) {
                     ("GET", []) => resources::list(store, kind, req.query),
                     ("POST", []) => resources::post(store, kind, body()).await,

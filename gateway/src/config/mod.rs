@@ -5,6 +5,7 @@
 //! then checked semantically ([`FieldError`] lists every problem with its JSON path).
 //! [`crate::snapshot`] compiles a validated [`ResourceSet`] into runtime objects.
 
+mod consumer;
 mod document;
 pub mod dynacode;
 pub mod limits;
@@ -15,6 +16,7 @@ mod service;
 mod set;
 mod upstream;
 
+pub use consumer::{check_username, ConsumerSpec};
 pub use document::items_of;
 pub use dynacode::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
 pub use lua_plugin::LuaPluginSpec;
@@ -39,15 +41,18 @@ pub enum ResourceKind {
     Services,
     Routes,
     GlobalRules,
+    /// Last: their plugins may name Lua plugin modules.
+    Consumers,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 5] = [
+    pub const ALL: [ResourceKind; 6] = [
         ResourceKind::LuaPlugins,
         ResourceKind::Upstreams,
         ResourceKind::Services,
         ResourceKind::Routes,
         ResourceKind::GlobalRules,
+        ResourceKind::Consumers,
     ];
 
     /// The URL segment and the key segment: `routes`, `global_rules`.
@@ -58,6 +63,7 @@ impl ResourceKind {
             ResourceKind::Services => "services",
             ResourceKind::Routes => "routes",
             ResourceKind::GlobalRules => "global_rules",
+            ResourceKind::Consumers => "consumers",
         }
     }
 
@@ -75,6 +81,7 @@ impl ResourceKind {
             ResourceKind::Services => "service",
             ResourceKind::Routes => "route",
             ResourceKind::GlobalRules => "global rule",
+            ResourceKind::Consumers => "consumer",
         }
     }
 

@@ -8,8 +8,8 @@ use serde_json::Value;
 use portico_plugins::PluginRegistry;
 
 use super::{
-    check_plugins, parse_spec, FieldError, GlobalRuleSpec, LuaPluginSpec, ResourceKind, RouteSpec,
-    ServiceSpec, UpstreamSpec,
+    check_plugins, parse_spec, ConsumerSpec, FieldError, GlobalRuleSpec, LuaPluginSpec,
+    ResourceKind, RouteSpec, ServiceSpec, UpstreamSpec,
 };
 
 /// One stored resource: the JSON the user wrote (plus `id`, `create_time`,
@@ -60,6 +60,8 @@ pub struct ResourceSet {
     pub services: BTreeMap<String, Entry<ServiceSpec>>,
     pub routes: BTreeMap<String, Entry<RouteSpec>>,
     pub global_rules: BTreeMap<String, Entry<GlobalRuleSpec>>,
+    /// By username.
+    pub consumers: BTreeMap<String, Entry<ConsumerSpec>>,
     /// The lua-resty-dynacode document, when one was pushed or polled.
     pub dynacode: Option<Entry<crate::config::DynacodeDoc>>,
 }
@@ -72,6 +74,7 @@ impl ResourceSet {
             ResourceKind::Services => self.services.get(id).map(StoredView::from),
             ResourceKind::Routes => self.routes.get(id).map(StoredView::from),
             ResourceKind::GlobalRules => self.global_rules.get(id).map(StoredView::from),
+            ResourceKind::Consumers => self.consumers.get(id).map(StoredView::from),
         }
     }
 
@@ -86,6 +89,7 @@ impl ResourceSet {
             ResourceKind::Services => views(&self.services),
             ResourceKind::Routes => views(&self.routes),
             ResourceKind::GlobalRules => views(&self.global_rules),
+            ResourceKind::Consumers => views(&self.consumers),
         }
     }
 
@@ -96,6 +100,7 @@ impl ResourceSet {
             ResourceKind::Services => self.services.len(),
             ResourceKind::Routes => self.routes.len(),
             ResourceKind::GlobalRules => self.global_rules.len(),
+            ResourceKind::Consumers => self.consumers.len(),
         }
     }
 
@@ -171,6 +176,25 @@ impl ResourceSet {
                 }
                 self.global_rules.insert(id.to_string(), e);
             }
+            ResourceKind::Consumers => {
+                let e = entry::<ConsumerSpec>(value, created_index, modified_index)?;
+                let mut errors = check_plugins(
+                    e.spec.plugins.as_ref(),
+                    plugins,
+                    &self.lua_plugins,
+                    "plugins",
+                );
+                if e.spec.username != id {
+                    errors.push(FieldError::new(
+                        "username",
+                        format!("must equal the consumer's id `{id}`"),
+                    ));
+                }
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                self.consumers.insert(id.to_string(), e);
+            }
         }
         Ok(())
     }
@@ -182,6 +206,7 @@ impl ResourceSet {
             ResourceKind::Services => self.services.remove(id).is_some(),
             ResourceKind::Routes => self.routes.remove(id).is_some(),
             ResourceKind::GlobalRules => self.global_rules.remove(id).is_some(),
+            ResourceKind::Consumers => self.consumers.remove(id).is_some(),
         }
     }
 
@@ -228,8 +253,13 @@ impl ResourceSet {
                         out.push((ResourceKind::GlobalRules, gid.clone()));
                     }
                 }
+                for (cid, c) in &self.consumers {
+                    if uses(c.spec.plugins.as_ref()) {
+                        out.push((ResourceKind::Consumers, cid.clone()));
+                    }
+                }
             }
-            ResourceKind::Routes | ResourceKind::GlobalRules => {}
+            ResourceKind::Routes | ResourceKind::GlobalRules | ResourceKind::Consumers => {}
         }
         out
     }
@@ -246,9 +276,10 @@ impl ResourceSet {
                 Some(s) => (s.spec.upstream_id.as_ref(), None),
                 None => return errors,
             },
-            ResourceKind::Upstreams | ResourceKind::GlobalRules | ResourceKind::LuaPlugins => {
-                return errors
-            }
+            ResourceKind::Upstreams
+            | ResourceKind::GlobalRules
+            | ResourceKind::LuaPlugins
+            | ResourceKind::Consumers => return errors,
         };
         if let Some(u) = upstream_id {
             if !self.upstreams.contains_key(&u.0) {

@@ -104,7 +104,7 @@ pub fn record(
         upstream_uri: ctx.upstream_target.as_ref().map(|(_, u)| u.as_str()),
         route_id: ctx.route.as_ref().map(|r| r.id.as_str()),
         service_id: ctx.route.as_ref().and_then(|r| r.service_id.as_deref()),
-        consumer_name: None,
+        consumer_name: ctx.consumer.as_ref().map(|c| &*c.username),
         request_id,
     });
 }

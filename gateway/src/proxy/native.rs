@@ -30,6 +30,8 @@ fn native_cx<'a>(ctx: &'a mut RequestCtx, conn: ConnInfo) -> NativeCtx<'a> {
         state: &mut ctx.plugin_state,
         conn,
         response_headers: &mut ctx.response_headers,
+        consumers: &ctx.snap.consumers,
+        consumer: &mut ctx.consumer,
     }
 }
 

@@ -129,6 +129,16 @@ pub fn build(
         ));
     }
     let global_chain = Arc::new(PluginChain::build(&global, &[]));
+    let consumer_index = super::consumers::index(set, &mut errors);
+    let mut consumer_plugins = Vec::new();
+    for (name, entry) in &set.consumers {
+        let own = super::consumers::own_plugin_confs(entry.spec.plugins.as_ref());
+        if !own.is_empty() {
+            let built =
+                instances.build(&own, &format!("consumers[id={name}].plugins"), &mut errors);
+            consumer_plugins.push((Arc::<str>::from(name.as_str()), built));
+        }
+    }
 
     let prev_routes: HashMap<&str, &Arc<RouteRuntime>> = prev
         .map(|p| p.routes.iter().map(|r| (r.id.as_str(), r)).collect())
@@ -177,6 +187,7 @@ pub fn build(
             &format!("routes[id={id}].plugins"),
             &mut errors,
         );
+        let consumer_chains = super::consumers::route_chains(&global, &local, &consumer_plugins);
         let chain = if global.is_empty() && local.is_empty() {
             Arc::clone(&global_chain)
         } else {
@@ -207,6 +218,7 @@ pub fn build(
             timeouts: spec.timeout.as_ref().map(Timeouts::from_spec),
             metrics: route_metrics,
             chain,
+            consumer_chains,
         }));
     }
 
@@ -238,6 +250,7 @@ pub fn build(
             dynacode: dynacode_runtime(set, prev),
             lua_modules,
             plugin_instances,
+            consumers: consumer_index,
         }),
         _ => Err(BuildError(errors)),
     }

@@ -6,6 +6,7 @@
 //! configuration, never a mix.
 
 mod build;
+pub mod consumers;
 pub mod dynacode;
 mod modules;
 mod upstream_key;
@@ -43,6 +44,8 @@ pub struct Snapshot {
     pub lua_modules: std::collections::HashMap<String, Arc<LuaModule>>,
     /// Every built plugin instance by (name, configuration), reused by the next build.
     pub plugin_instances: std::collections::HashMap<String, Arc<PluginInstance>>,
+    /// The consumers and their credentials, for the auth plugins.
+    pub consumers: Arc<portico_plugins::consumer::ConsumerIndex>,
 }
 
 /// A compiled route.
@@ -58,6 +61,9 @@ pub struct RouteRuntime {
     pub metrics: Arc<RouteMetrics>,
     /// Global rules' plugins, then the route's (and its service's), per phase.
     pub chain: Arc<PluginChain>,
+    /// By consumer username: the chain an authenticated consumer with plugins of its own
+    /// switches to (empty unless the route authenticates).
+    pub consumer_chains: std::collections::HashMap<Arc<str>, consumers::ConsumerChain>,
 }
 
 /// Connect/send/read timeouts.

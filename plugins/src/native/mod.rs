@@ -8,6 +8,8 @@
 //! swap (counters, connection counts) belongs in a registry outside the snapshot, keyed
 //! by a stable identity (the route and plugin), the way `HealthRegistry` keeps health.
 
+pub mod auth;
+mod consumer_restriction;
 pub mod limit;
 mod request_id;
 
@@ -20,6 +22,7 @@ use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde_json::Value;
 
+use crate::consumer::{Consumer, ConsumerIndex};
 use crate::phase::Phase;
 use crate::vars::{host_of, RequestView};
 
@@ -45,6 +48,10 @@ pub struct NativeCtx<'a> {
     /// Headers for the response, whichever answers (the upstream or the gateway): what
     /// `ngx.header` does in rewrite and access. Applied before `header_filter` runs.
     pub response_headers: &'a mut Vec<(HeaderName, HeaderValue)>,
+    /// The snapshot's consumers and their credentials (what auth plugins look up).
+    pub consumers: &'a ConsumerIndex,
+    /// The consumer this request authenticated as, once an auth plugin set it.
+    pub consumer: &'a mut Option<Arc<Consumer>>,
 }
 
 impl NativeCtx<'_> {
@@ -64,6 +71,7 @@ impl NativeCtx<'_> {
             remote_port: self.conn.client_port,
             server_port: self.conn.server_port,
             scheme: self.conn.scheme,
+            consumer_name: self.consumer.as_ref().map(|c| &*c.username),
         }
     }
 }
@@ -145,6 +153,9 @@ pub struct NativePlugin {
 pub fn builtin() -> Vec<NativePlugin> {
     vec![
         request_id::PLUGIN,
+        auth::key_auth::PLUGIN,
+        auth::basic_auth::PLUGIN,
+        consumer_restriction::PLUGIN,
         limit::LIMIT_COUNT,
         limit::LIMIT_REQ,
         limit::LIMIT_CONN,
@@ -163,6 +174,8 @@ pub(crate) mod test_support {
         pub state: http::Extensions,
         pub conn: ConnInfo,
         pub response_headers: Vec<(HeaderName, HeaderValue)>,
+        pub consumers: ConsumerIndex,
+        pub consumer: Option<Arc<Consumer>>,
     }
 
     impl TestRequest {
@@ -182,6 +195,8 @@ pub(crate) mod test_support {
                 state: &mut self.state,
                 conn: self.conn,
                 response_headers: &mut self.response_headers,
+                consumers: &self.consumers,
+                consumer: &mut self.consumer,
             }
         }
     }
