@@ -230,3 +230,27 @@ fn the_access_log_names_the_consumer() {
     let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["consumer_name"], "jack", "{line}");
 }
+
+#[test]
+fn plugins_all_and_reload() {
+    let gw = Gateway::start_default();
+    let all = gw.get("/plugins?all=true");
+    assert_eq!(all["key-auth"]["priority"], 2500, "{all}");
+    assert_eq!(all["key-auth"]["type"], "auth");
+    assert_eq!(all["basic-auth"]["priority"], 2520);
+    assert_eq!(all["consumer-restriction"]["priority"], 2400);
+    assert_eq!(all["limit-count"]["type"], "other");
+    assert_eq!(
+        all["key-auth"]["schema"]["properties"]["header"]["default"],
+        "apikey"
+    );
+    let list = gw.get("/plugins/list");
+    for name in ["key-auth", "basic-auth", "consumer-restriction"] {
+        assert!(list.as_array().unwrap().iter().any(|n| n == name), "{list}");
+    }
+    let resp = gw
+        .admin_raw("PUT", "/plugins/reload", None, Some(&gw.admin_key))
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "done");
+}

@@ -109,6 +109,10 @@ impl AdminApi {
             ("PUT", ["configs"]) => configs::replace(store, body(), false).await,
             ("POST", ["configs", "validate"]) => configs::replace(store, body(), true).await,
             ("GET", ["plugins", "list"]) => plugins::list(store),
+            ("GET", ["plugins"]) if query_arg(req.query, "all").is_some_and(|v| v == "true") => {
+                plugins::all(store)
+            }
+            ("PUT", ["plugins", "reload"]) => plugins::reload(),
             ("GET", ["plugins", name]) => plugins::schema(store, name),
             ("GET", ["dynacode"]) => dynacode::get(store),
             ("PUT", ["dynacode"]) => dynacode::put(store, body()).await,
@@ -208,7 +212,11 @@ impl ServeHttp for AdminApi {
                 Err(e) => return reply::error(400, format!("invalid request body: {e}")),
             }
         };
-        if body.is_none() && matches!(method.as_str(), "PUT" | "POST" | "PATCH") {
+        // `PUT /plugins/reload` is the one write without a body.
+        if body.is_none()
+            && matches!(method.as_str(), "PUT" | "POST" | "PATCH")
+            && rest.trim_end_matches('/') != "/plugins/reload"
+        {
             return reply::error(400, "invalid request body: empty body");
         }
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
