@@ -12,6 +12,7 @@ mod support;
 mod access_log;
 mod admin_api;
 mod admin_race;
+mod apisix_client;
 mod balancer;
 mod cli;
 mod consumers;
