@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::native::auth::jwt_auth::JwtCredential;
+
 /// One consumer (APISIX `consumers/{username}`), as the request path needs it.
 #[derive(Debug)]
 pub struct Consumer {
@@ -49,6 +51,8 @@ pub struct ConsumerIndex {
     key_hasher: RandomState,
     /// basic-auth: username → password and consumer.
     basic_auth: HashMap<String, BasicCredential>,
+    /// jwt-auth: the token's key claim → what verifies its tokens, and the consumer.
+    jwt_auth: HashMap<String, (JwtCredential, Arc<Consumer>)>,
 }
 
 /// What one consumer object contributes to the index.
@@ -117,6 +121,22 @@ impl ConsumerIndex {
                         }
                         Err(m) => errors.push((at("basic-auth"), m)),
                     },
+                    "jwt-auth" => match crate::native::auth::jwt_auth::credential(conf) {
+                        Ok((key, cred)) => {
+                            if let Some((_, other)) = index.jwt_auth.get(&key) {
+                                errors.push((
+                                    at("jwt-auth.key"),
+                                    format!(
+                                        "duplicate key: consumer `{}` already has this key",
+                                        other.username
+                                    ),
+                                ));
+                            } else {
+                                index.jwt_auth.insert(key, (cred, Arc::clone(&consumer)));
+                            }
+                        }
+                        Err(m) => errors.push((at("jwt-auth"), m)),
+                    },
                     _ => {}
                 }
             }
@@ -155,6 +175,11 @@ impl ConsumerIndex {
             }
         }
         found
+    }
+
+    /// The jwt-auth credential whose key is `key`, and its consumer.
+    pub fn jwt_owner(&self, key: &str) -> Option<(&JwtCredential, &Arc<Consumer>)> {
+        self.jwt_auth.get(key).map(|(c, who)| (c, who))
     }
 
     /// The consumer whose basic-auth credential is `user`/`password` (the password

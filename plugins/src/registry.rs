@@ -273,6 +273,7 @@ mod tests {
             vec![
                 "basic-auth",
                 "consumer-restriction",
+                "jwt-auth",
                 "key-auth",
                 "limit-conn",
                 "limit-count",

@@ -254,3 +254,58 @@ fn plugins_all_and_reload() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "done");
 }
+
+/// HS256 over `{"key":"user-key","exp":4102444800}` (year 2100) with `my-secret-key`.
+const JWT_VALID: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJrZXkiOiJ1c2VyLWtleSIsImV4cCI6NDEwMjQ0NDgwMH0.Vvic3mhd6gbgARxkxqhMpPP3ztQv08bELL9zrsGED8o";
+/// The same key, expired in 2020.
+const JWT_EXPIRED: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJrZXkiOiJ1c2VyLWtleSIsImV4cCI6MTYwMDAwMDAwMH0.0GafznJGv8TyxVGE2H5QWmF5OtLq-k5s0z97wt2udm0";
+
+#[test]
+fn jwt_auth_hs256_from_header_query_and_cookie() {
+    let gw = Gateway::start_default();
+    let b = Backend::start("b");
+    // APISIX's documentation example.
+    gw.put(
+        "/consumers",
+        json!({"username": "jack", "plugins": {"jwt-auth": {"key": "user-key", "secret": "my-secret-key"}}}),
+    );
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/jwt", "plugins": {"jwt-auth": {}}, "upstream": upstream(&b)}),
+    );
+    gw.sync();
+    let r = gw.proxy_get("/jwt");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json(), json!({"message": "Missing JWT token in request"}));
+    let r = gw.proxy("GET", "/jwt", &[("Authorization", JWT_VALID)]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["headers"]["x-consumer-username"], "jack");
+    let r = gw.proxy(
+        "GET",
+        "/jwt",
+        &[("Authorization", &format!("Bearer {JWT_VALID}"))],
+    );
+    assert_eq!(r.status, 200);
+    let r = gw.proxy_get(&format!("/jwt?jwt={JWT_VALID}"));
+    assert_eq!(r.status, 200);
+    let r = gw.proxy(
+        "GET",
+        "/jwt",
+        &[("Cookie", &format!("a=1; jwt={JWT_VALID}"))],
+    );
+    assert_eq!(r.status, 200);
+    let r = gw.proxy("GET", "/jwt", &[("Authorization", JWT_EXPIRED)]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json(), json!({"message": "failed to verify jwt"}));
+    // HS256 without a secret is a 400 naming the field.
+    let (status, _, body) = gw.admin(
+        "PUT",
+        "/consumers",
+        Some(json!({"username": "rose", "plugins": {"jwt-auth": {"key": "k2"}}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_msg"].as_str().unwrap().contains("jwt-auth"),
+        "{body}"
+    );
+}

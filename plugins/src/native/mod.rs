@@ -155,6 +155,7 @@ pub fn builtin() -> Vec<NativePlugin> {
         request_id::PLUGIN,
         auth::key_auth::PLUGIN,
         auth::basic_auth::PLUGIN,
+        auth::jwt_auth::PLUGIN,
         consumer_restriction::PLUGIN,
         limit::LIMIT_COUNT,
         limit::LIMIT_REQ,

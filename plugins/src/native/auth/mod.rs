@@ -1,9 +1,10 @@
-//! Authentication plugins: `key-auth` and `basic-auth`. Each finds the caller among the
+//! Authentication plugins: `key-auth`, `basic-auth` and `jwt-auth`. Each finds the caller among the
 //! snapshot's consumers ([`crate::consumer::ConsumerIndex`], built at apply time) and
 //! records the consumer on the request ([`NativeCtx::consumer`]), where `$consumer_name`,
 //! the access log, the consumer's own plugins and `consumer-restriction` find it.
 
 pub mod basic_auth;
+pub mod jwt_auth;
 pub mod key_auth;
 
 use std::sync::Arc;
