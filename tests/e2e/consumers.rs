@@ -309,3 +309,60 @@ fn jwt_auth_hs256_from_header_query_and_cookie() {
         "{body}"
     );
 }
+
+#[test]
+fn plugin_configs_merge_under_the_routes_plugins_and_are_reference_checked() {
+    let gw = Gateway::start_default();
+    let b = Backend::start("b");
+    gw.put(
+        "/consumers",
+        json!({"username": "jack", "plugins": {"key-auth": {"key": "auth-one"}}}),
+    );
+    gw.put(
+        "/plugin_configs/1",
+        json!({"desc": "auth and an id", "plugins": {
+            "key-auth": {},
+            "request-id": {"header_name": "X-From-Config"}
+        }}),
+    );
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/pc", "plugin_config_id": "1", "upstream": upstream(&b),
+               "plugins": {"request-id": {"header_name": "X-From-Route"}}}),
+    );
+    gw.sync();
+    let r = gw.proxy_get("/pc");
+    assert_eq!(r.status, 401, "key-auth from the plugin config runs");
+    let r = gw.proxy("GET", "/pc", &[("apikey", "auth-one")]);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("x-from-route").is_some(),
+        "the route's own conf wins"
+    );
+    assert!(r.header("x-from-config").is_none());
+
+    // A missing plugin config is a 400; a referenced one is not deleted without force.
+    let (status, _, body) = gw.admin(
+        "PUT",
+        "/routes/2",
+        Some(json!({"uri": "/x", "plugin_config_id": "nope", "upstream": upstream(&b)})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("plugin_config_id"),
+        "{body}"
+    );
+    let (status, _, body) = gw.admin("DELETE", "/plugin_configs/1", None);
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = gw.admin("DELETE", "/plugin_configs/1?force=true", None);
+    assert_eq!(status, 200, "{body}");
+    gw.sync();
+    assert_eq!(
+        gw.proxy_get("/pc").status,
+        200,
+        "its plugins are gone with it"
+    );
+}

@@ -11,6 +11,7 @@ pub mod dynacode;
 pub mod limits;
 mod lua_plugin;
 pub mod patch;
+mod plugin_config;
 mod route;
 mod service;
 mod set;
@@ -20,6 +21,7 @@ pub use consumer::{check_username, ConsumerSpec};
 pub use document::items_of;
 pub use dynacode::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
 pub use lua_plugin::LuaPluginSpec;
+pub use plugin_config::PluginConfigSpec;
 pub use route::{GlobalRuleSpec, RouteSpec};
 pub use service::ServiceSpec;
 pub use set::{Entry, ResourceSet, StoredView};
@@ -39,6 +41,8 @@ pub enum ResourceKind {
     LuaPlugins,
     Upstreams,
     Services,
+    /// Before routes, which reference them.
+    PluginConfigs,
     Routes,
     GlobalRules,
     /// Last: their plugins may name Lua plugin modules.
@@ -46,10 +50,11 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 6] = [
+    pub const ALL: [ResourceKind; 7] = [
         ResourceKind::LuaPlugins,
         ResourceKind::Upstreams,
         ResourceKind::Services,
+        ResourceKind::PluginConfigs,
         ResourceKind::Routes,
         ResourceKind::GlobalRules,
         ResourceKind::Consumers,
@@ -61,6 +66,7 @@ impl ResourceKind {
             ResourceKind::LuaPlugins => "lua_plugins",
             ResourceKind::Upstreams => "upstreams",
             ResourceKind::Services => "services",
+            ResourceKind::PluginConfigs => "plugin_configs",
             ResourceKind::Routes => "routes",
             ResourceKind::GlobalRules => "global_rules",
             ResourceKind::Consumers => "consumers",
@@ -79,6 +85,7 @@ impl ResourceKind {
             ResourceKind::LuaPlugins => "Lua plugin",
             ResourceKind::Upstreams => "upstream",
             ResourceKind::Services => "service",
+            ResourceKind::PluginConfigs => "plugin config",
             ResourceKind::Routes => "route",
             ResourceKind::GlobalRules => "global rule",
             ResourceKind::Consumers => "consumer",

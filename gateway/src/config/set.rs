@@ -9,7 +9,7 @@ use portico_plugins::PluginRegistry;
 
 use super::{
     check_plugins, parse_spec, ConsumerSpec, FieldError, GlobalRuleSpec, LuaPluginSpec,
-    ResourceKind, RouteSpec, ServiceSpec, UpstreamSpec,
+    PluginConfigSpec, ResourceKind, RouteSpec, ServiceSpec, UpstreamSpec,
 };
 
 /// One stored resource: the JSON the user wrote (plus `id`, `create_time`,
@@ -58,6 +58,7 @@ pub struct ResourceSet {
     pub lua_plugins: BTreeMap<String, Entry<LuaPluginSpec>>,
     pub upstreams: BTreeMap<String, Entry<UpstreamSpec>>,
     pub services: BTreeMap<String, Entry<ServiceSpec>>,
+    pub plugin_configs: BTreeMap<String, Entry<PluginConfigSpec>>,
     pub routes: BTreeMap<String, Entry<RouteSpec>>,
     pub global_rules: BTreeMap<String, Entry<GlobalRuleSpec>>,
     /// By username.
@@ -72,6 +73,7 @@ impl ResourceSet {
             ResourceKind::LuaPlugins => self.lua_plugins.get(id).map(StoredView::from),
             ResourceKind::Upstreams => self.upstreams.get(id).map(StoredView::from),
             ResourceKind::Services => self.services.get(id).map(StoredView::from),
+            ResourceKind::PluginConfigs => self.plugin_configs.get(id).map(StoredView::from),
             ResourceKind::Routes => self.routes.get(id).map(StoredView::from),
             ResourceKind::GlobalRules => self.global_rules.get(id).map(StoredView::from),
             ResourceKind::Consumers => self.consumers.get(id).map(StoredView::from),
@@ -87,6 +89,7 @@ impl ResourceSet {
             ResourceKind::LuaPlugins => views(&self.lua_plugins),
             ResourceKind::Upstreams => views(&self.upstreams),
             ResourceKind::Services => views(&self.services),
+            ResourceKind::PluginConfigs => views(&self.plugin_configs),
             ResourceKind::Routes => views(&self.routes),
             ResourceKind::GlobalRules => views(&self.global_rules),
             ResourceKind::Consumers => views(&self.consumers),
@@ -98,6 +101,7 @@ impl ResourceSet {
             ResourceKind::LuaPlugins => self.lua_plugins.len(),
             ResourceKind::Upstreams => self.upstreams.len(),
             ResourceKind::Services => self.services.len(),
+            ResourceKind::PluginConfigs => self.plugin_configs.len(),
             ResourceKind::Routes => self.routes.len(),
             ResourceKind::GlobalRules => self.global_rules.len(),
             ResourceKind::Consumers => self.consumers.len(),
@@ -176,6 +180,15 @@ impl ResourceSet {
                 }
                 self.global_rules.insert(id.to_string(), e);
             }
+            ResourceKind::PluginConfigs => {
+                let e = entry::<PluginConfigSpec>(value, created_index, modified_index)?;
+                let errors =
+                    check_plugins(Some(&e.spec.plugins), plugins, &self.lua_plugins, "plugins");
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                self.plugin_configs.insert(id.to_string(), e);
+            }
             ResourceKind::Consumers => {
                 let e = entry::<ConsumerSpec>(value, created_index, modified_index)?;
                 let mut errors = check_plugins(
@@ -204,6 +217,7 @@ impl ResourceSet {
             ResourceKind::LuaPlugins => self.lua_plugins.remove(id).is_some(),
             ResourceKind::Upstreams => self.upstreams.remove(id).is_some(),
             ResourceKind::Services => self.services.remove(id).is_some(),
+            ResourceKind::PluginConfigs => self.plugin_configs.remove(id).is_some(),
             ResourceKind::Routes => self.routes.remove(id).is_some(),
             ResourceKind::GlobalRules => self.global_rules.remove(id).is_some(),
             ResourceKind::Consumers => self.consumers.remove(id).is_some(),
@@ -234,6 +248,13 @@ impl ResourceSet {
                     }
                 }
             }
+            ResourceKind::PluginConfigs => {
+                for (rid, r) in &self.routes {
+                    if r.spec.plugin_config_id.as_ref().is_some_and(|p| p.0 == id) {
+                        out.push((ResourceKind::Routes, rid.clone()));
+                    }
+                }
+            }
             ResourceKind::LuaPlugins => {
                 let uses = |p: Option<&serde_json::Map<String, Value>>| {
                     p.is_some_and(|p| p.contains_key(id))
@@ -251,6 +272,11 @@ impl ResourceSet {
                 for (gid, g) in &self.global_rules {
                     if uses(Some(&g.spec.plugins)) {
                         out.push((ResourceKind::GlobalRules, gid.clone()));
+                    }
+                }
+                for (pid, p) in &self.plugin_configs {
+                    if uses(Some(&p.spec.plugins)) {
+                        out.push((ResourceKind::PluginConfigs, pid.clone()));
                     }
                 }
                 for (cid, c) in &self.consumers {
@@ -279,6 +305,7 @@ impl ResourceSet {
             ResourceKind::Upstreams
             | ResourceKind::GlobalRules
             | ResourceKind::LuaPlugins
+            | ResourceKind::PluginConfigs
             | ResourceKind::Consumers => return errors,
         };
         if let Some(u) = upstream_id {
@@ -294,6 +321,21 @@ impl ResourceSet {
                 errors.push(FieldError::new(
                     "service_id",
                     format!("service `{s}` does not exist"),
+                ));
+            }
+        }
+        let plugin_config_id = match kind {
+            ResourceKind::Routes => self
+                .routes
+                .get(id)
+                .and_then(|r| r.spec.plugin_config_id.as_ref()),
+            _ => None,
+        };
+        if let Some(p) = plugin_config_id {
+            if !self.plugin_configs.contains_key(&p.0) {
+                errors.push(FieldError::new(
+                    "plugin_config_id",
+                    format!("plugin config `{p}` does not exist"),
                 ));
             }
         }

@@ -175,10 +175,18 @@ pub fn build(
                 hosts = s.spec.hosts.clone().unwrap_or_default();
             }
         }
-        // A route's own plugin overrides its service's plugin of the same name (APISIX).
+        // A route's own plugin overrides its plugin config's, which overrides its
+        // service's plugin of the same name (APISIX).
         let mut plugin_confs = service
             .and_then(|s| s.spec.plugins.clone())
             .unwrap_or_default();
+        let plugin_config = spec
+            .plugin_config_id
+            .as_ref()
+            .and_then(|p| set.plugin_configs.get(&p.0));
+        for (name, conf) in plugin_config.into_iter().flat_map(|p| &p.spec.plugins) {
+            plugin_confs.insert(name.clone(), conf.clone());
+        }
         for (name, conf) in spec.plugins.iter().flatten() {
             plugin_confs.insert(name.clone(), conf.clone());
         }
