@@ -366,3 +366,40 @@ fn plugin_configs_merge_under_the_routes_plugins_and_are_reference_checked() {
         "its plugins are gone with it"
     );
 }
+
+#[test]
+fn consumer_groups_plugins_run_for_their_consumers() {
+    let gw = Gateway::start_default();
+    let b = Backend::start("b");
+    gw.put(
+        "/consumer_groups/company_a",
+        json!({"plugins": {POST: serverless("access", &func("ngx.req.set_header('X-Group', 'a')"))}}),
+    );
+    gw.put(
+        "/consumers",
+        json!({"username": "jack", "group_id": "company_a", "plugins": {"key-auth": {"key": "auth-one"}}}),
+    );
+    gw.put(
+        "/routes/1",
+        json!({"uri": "/g", "plugins": {"key-auth": {}}, "upstream": upstream(&b)}),
+    );
+    gw.sync();
+    let r = gw.proxy("GET", "/g", &[("apikey", "auth-one")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-group"], "a", "{}", r.text());
+
+    let (status, _, body) = gw.admin(
+        "PUT",
+        "/consumers",
+        Some(json!({"username": "rose", "group_id": "nope"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_msg"].as_str().unwrap().contains("group_id"),
+        "{body}"
+    );
+    let (status, _, body) = gw.admin("DELETE", "/consumer_groups/company_a", None);
+    assert_eq!(status, 400, "referenced: {body}");
+    let (status, _, _) = gw.admin("DELETE", "/consumer_groups/company_a?force=true", None);
+    assert_eq!(status, 200);
+}

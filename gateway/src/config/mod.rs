@@ -6,6 +6,7 @@
 //! [`crate::snapshot`] compiles a validated [`ResourceSet`] into runtime objects.
 
 mod consumer;
+mod consumer_group;
 mod document;
 pub mod dynacode;
 pub mod limits;
@@ -18,6 +19,7 @@ mod set;
 mod upstream;
 
 pub use consumer::{check_username, ConsumerSpec};
+pub use consumer_group::ConsumerGroupSpec;
 pub use document::items_of;
 pub use dynacode::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
 pub use lua_plugin::LuaPluginSpec;
@@ -45,18 +47,21 @@ pub enum ResourceKind {
     PluginConfigs,
     Routes,
     GlobalRules,
+    /// Before consumers, which reference them.
+    ConsumerGroups,
     /// Last: their plugins may name Lua plugin modules.
     Consumers,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 7] = [
+    pub const ALL: [ResourceKind; 8] = [
         ResourceKind::LuaPlugins,
         ResourceKind::Upstreams,
         ResourceKind::Services,
         ResourceKind::PluginConfigs,
         ResourceKind::Routes,
         ResourceKind::GlobalRules,
+        ResourceKind::ConsumerGroups,
         ResourceKind::Consumers,
     ];
 
@@ -69,6 +74,7 @@ impl ResourceKind {
             ResourceKind::PluginConfigs => "plugin_configs",
             ResourceKind::Routes => "routes",
             ResourceKind::GlobalRules => "global_rules",
+            ResourceKind::ConsumerGroups => "consumer_groups",
             ResourceKind::Consumers => "consumers",
         }
     }
@@ -88,6 +94,7 @@ impl ResourceKind {
             ResourceKind::PluginConfigs => "plugin config",
             ResourceKind::Routes => "route",
             ResourceKind::GlobalRules => "global rule",
+            ResourceKind::ConsumerGroups => "consumer group",
             ResourceKind::Consumers => "consumer",
         }
     }

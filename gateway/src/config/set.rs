@@ -8,8 +8,8 @@ use serde_json::Value;
 use portico_plugins::PluginRegistry;
 
 use super::{
-    check_plugins, parse_spec, ConsumerSpec, FieldError, GlobalRuleSpec, LuaPluginSpec,
-    PluginConfigSpec, ResourceKind, RouteSpec, ServiceSpec, UpstreamSpec,
+    check_plugins, parse_spec, ConsumerGroupSpec, ConsumerSpec, FieldError, GlobalRuleSpec,
+    LuaPluginSpec, PluginConfigSpec, ResourceKind, RouteSpec, ServiceSpec, UpstreamSpec,
 };
 
 /// One stored resource: the JSON the user wrote (plus `id`, `create_time`,
@@ -61,6 +61,7 @@ pub struct ResourceSet {
     pub plugin_configs: BTreeMap<String, Entry<PluginConfigSpec>>,
     pub routes: BTreeMap<String, Entry<RouteSpec>>,
     pub global_rules: BTreeMap<String, Entry<GlobalRuleSpec>>,
+    pub consumer_groups: BTreeMap<String, Entry<ConsumerGroupSpec>>,
     /// By username.
     pub consumers: BTreeMap<String, Entry<ConsumerSpec>>,
     /// The lua-resty-dynacode document, when one was pushed or polled.
@@ -76,6 +77,7 @@ impl ResourceSet {
             ResourceKind::PluginConfigs => self.plugin_configs.get(id).map(StoredView::from),
             ResourceKind::Routes => self.routes.get(id).map(StoredView::from),
             ResourceKind::GlobalRules => self.global_rules.get(id).map(StoredView::from),
+            ResourceKind::ConsumerGroups => self.consumer_groups.get(id).map(StoredView::from),
             ResourceKind::Consumers => self.consumers.get(id).map(StoredView::from),
         }
     }
@@ -92,6 +94,7 @@ impl ResourceSet {
             ResourceKind::PluginConfigs => views(&self.plugin_configs),
             ResourceKind::Routes => views(&self.routes),
             ResourceKind::GlobalRules => views(&self.global_rules),
+            ResourceKind::ConsumerGroups => views(&self.consumer_groups),
             ResourceKind::Consumers => views(&self.consumers),
         }
     }
@@ -104,6 +107,7 @@ impl ResourceSet {
             ResourceKind::PluginConfigs => self.plugin_configs.len(),
             ResourceKind::Routes => self.routes.len(),
             ResourceKind::GlobalRules => self.global_rules.len(),
+            ResourceKind::ConsumerGroups => self.consumer_groups.len(),
             ResourceKind::Consumers => self.consumers.len(),
         }
     }
@@ -189,6 +193,15 @@ impl ResourceSet {
                 }
                 self.plugin_configs.insert(id.to_string(), e);
             }
+            ResourceKind::ConsumerGroups => {
+                let e = entry::<ConsumerGroupSpec>(value, created_index, modified_index)?;
+                let errors =
+                    check_plugins(Some(&e.spec.plugins), plugins, &self.lua_plugins, "plugins");
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                self.consumer_groups.insert(id.to_string(), e);
+            }
             ResourceKind::Consumers => {
                 let e = entry::<ConsumerSpec>(value, created_index, modified_index)?;
                 let mut errors = check_plugins(
@@ -220,6 +233,7 @@ impl ResourceSet {
             ResourceKind::PluginConfigs => self.plugin_configs.remove(id).is_some(),
             ResourceKind::Routes => self.routes.remove(id).is_some(),
             ResourceKind::GlobalRules => self.global_rules.remove(id).is_some(),
+            ResourceKind::ConsumerGroups => self.consumer_groups.remove(id).is_some(),
             ResourceKind::Consumers => self.consumers.remove(id).is_some(),
         }
     }
@@ -245,6 +259,13 @@ impl ResourceSet {
                 for (rid, r) in &self.routes {
                     if r.spec.service_id.as_ref().is_some_and(|s| s.0 == id) {
                         out.push((ResourceKind::Routes, rid.clone()));
+                    }
+                }
+            }
+            ResourceKind::ConsumerGroups => {
+                for (cid, c) in &self.consumers {
+                    if c.spec.group_id.as_ref().is_some_and(|g| g.0 == id) {
+                        out.push((ResourceKind::Consumers, cid.clone()));
                     }
                 }
             }
@@ -279,6 +300,11 @@ impl ResourceSet {
                         out.push((ResourceKind::PluginConfigs, pid.clone()));
                     }
                 }
+                for (gid, g) in &self.consumer_groups {
+                    if uses(Some(&g.spec.plugins)) {
+                        out.push((ResourceKind::ConsumerGroups, gid.clone()));
+                    }
+                }
                 for (cid, c) in &self.consumers {
                     if uses(c.spec.plugins.as_ref()) {
                         out.push((ResourceKind::Consumers, cid.clone()));
@@ -306,7 +332,22 @@ impl ResourceSet {
             | ResourceKind::GlobalRules
             | ResourceKind::LuaPlugins
             | ResourceKind::PluginConfigs
-            | ResourceKind::Consumers => return errors,
+            | ResourceKind::ConsumerGroups => return errors,
+            ResourceKind::Consumers => {
+                let group = self
+                    .consumers
+                    .get(id)
+                    .and_then(|c| c.spec.group_id.as_ref());
+                if let Some(g) = group {
+                    if !self.consumer_groups.contains_key(&g.0) {
+                        errors.push(FieldError::new(
+                            "group_id",
+                            format!("consumer group `{g}` does not exist"),
+                        ));
+                    }
+                }
+                return errors;
+            }
         };
         if let Some(u) = upstream_id {
             if !self.upstreams.contains_key(&u.0) {
@@ -345,7 +386,11 @@ impl ResourceSet {
     /// Every dangling reference in the set, with paths such as `routes[id=1].upstream_id`.
     pub fn check_all_references(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        for kind in [ResourceKind::Services, ResourceKind::Routes] {
+        for kind in [
+            ResourceKind::Services,
+            ResourceKind::Routes,
+            ResourceKind::Consumers,
+        ] {
             for (id, _) in self.list(kind) {
                 let prefix = format!("{}[id={id}]", kind.segment());
                 errors.extend(

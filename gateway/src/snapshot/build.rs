@@ -132,7 +132,16 @@ pub fn build(
     let consumer_index = super::consumers::index(set, &mut errors);
     let mut consumer_plugins = Vec::new();
     for (name, entry) in &set.consumers {
-        let own = super::consumers::own_plugin_confs(entry.spec.plugins.as_ref());
+        // The group's plugins, then the consumer's own over them (APISIX).
+        let group = entry
+            .spec
+            .group_id
+            .as_ref()
+            .and_then(|g| set.consumer_groups.get(&g.0));
+        let mut own = super::consumers::own_plugin_confs(group.map(|g| &g.spec.plugins));
+        own.extend(super::consumers::own_plugin_confs(
+            entry.spec.plugins.as_ref(),
+        ));
         if !own.is_empty() {
             let built =
                 instances.build(&own, &format!("consumers[id={name}].plugins"), &mut errors);
