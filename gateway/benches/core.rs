@@ -52,6 +52,7 @@ fn router(c: &mut Criterion) {
                 remote_port: None,
                 server_port: None,
                 scheme: "http",
+                consumer_name: None,
             };
             c.bench_function(&format!("router match, {n} routes, {kind}"), |b| {
                 b.iter(|| black_box(r.find(black_box(&view))))

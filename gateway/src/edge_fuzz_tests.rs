@@ -47,6 +47,7 @@ fn view<'a>(path: &'a str, host: &'a str, headers: &'a http::HeaderMap) -> Reque
         remote_port: None,
         server_port: None,
         scheme: "http",
+        consumer_name: None,
     }
 }
 

@@ -243,6 +243,7 @@ proptest! {
                 remote_port: Some(5000),
                 server_port: Some(9080),
                 scheme: "http",
+                consumer_name: None,
             };
             let _ = compiled.eval(&view);
         }

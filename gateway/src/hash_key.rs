@@ -84,6 +84,7 @@ mod tests {
             remote_port: Some(5555),
             server_port: Some(9080),
             scheme: "http",
+            consumer_name: None,
         }
     }
 

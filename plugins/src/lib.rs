@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod chain;
+pub mod consumer;
 mod instance;
 pub mod lua;
 mod lua_module;

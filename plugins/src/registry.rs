@@ -197,6 +197,15 @@ impl PluginRegistry {
         self.natives.get(name)?.group.and_then(|g| g(conf))
     }
 
+    /// The priority of a built-in plugin (Lua or native).
+    pub fn priority(&self, name: &str) -> Option<i32> {
+        match name {
+            "serverless-pre-function" => Some(10000),
+            "serverless-post-function" => Some(-2000),
+            _ => self.natives.get(name).map(|n| n.priority),
+        }
+    }
+
     /// Names of every built-in plugin (Lua and native), sorted.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         let mut names: Vec<&'static str> = self
@@ -262,9 +271,13 @@ mod tests {
         assert_eq!(
             r.names().collect::<Vec<_>>(),
             vec![
+                "basic-auth",
+                "consumer-restriction",
                 "cors",
                 "gzip",
                 "ip-restriction",
+                "jwt-auth",
+                "key-auth",
                 "limit-conn",
                 "limit-count",
                 "limit-req",

@@ -39,6 +39,8 @@ pub struct RequestView<'a> {
     pub server_port: Option<u16>,
     /// `"http"` or `"https"`.
     pub scheme: &'a str,
+    /// The authenticated consumer's username, once an auth plugin ran.
+    pub consumer_name: Option<&'a str>,
 }
 
 /// The request's host: the Host header (or the URI's authority), without the port, as
@@ -85,6 +87,8 @@ pub enum Var {
     Scheme,
     /// `request_method`: e.g. `GET`.
     RequestMethod,
+    /// `consumer_name`: the authenticated consumer's username.
+    ConsumerName,
     /// `arg_<name>`: first query parameter with that exact key, percent-decoded.
     Arg(String),
     /// `http_<name>`: a request header; the stored name is already lowercase
@@ -110,6 +114,7 @@ impl Var {
             "server_port" => Some(Var::ServerPort),
             "scheme" => Some(Var::Scheme),
             "request_method" => Some(Var::RequestMethod),
+            "consumer_name" => Some(Var::ConsumerName),
             _ => None,
         };
         if let Some(var) = simple {
@@ -161,6 +166,7 @@ impl Var {
             Var::ServerPort => req.server_port.map(|p| Cow::Owned(p.to_string())),
             Var::Scheme => Some(Cow::Borrowed(req.scheme)),
             Var::RequestMethod => Some(Cow::Borrowed(req.method)),
+            Var::ConsumerName => req.consumer_name.map(Cow::Borrowed),
             Var::Arg(name) => query_arg(req.query?, name).map(percent_decode),
             Var::Http(name) => req
                 .headers
@@ -186,6 +192,7 @@ impl fmt::Display for Var {
             Var::ServerPort => f.write_str("server_port"),
             Var::Scheme => f.write_str("scheme"),
             Var::RequestMethod => f.write_str("request_method"),
+            Var::ConsumerName => f.write_str("consumer_name"),
             Var::Arg(n) => write!(f, "arg_{n}"),
             Var::Http(n) => write!(f, "http_{n}"),
             Var::Cookie(n) => write!(f, "cookie_{n}"),

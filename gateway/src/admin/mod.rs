@@ -1,6 +1,6 @@
 //! The admin API on its own listener: APISIX v3 Admin API dialect.
 //!
-//! Paths: `/apisix/admin/{routes,upstreams,services,global_rules}[/{id}[/{sub/path}]]`
+//! Paths: `/apisix/admin/{routes,upstreams,services,global_rules,consumers}[/{id}[/{sub/path}]]`
 //! and `/apisix/admin/configs[/validate]`. Every request needs a key (see [`auth`]);
 //! every response carries `X-API-VERSION: v3`.
 
@@ -131,6 +131,10 @@ impl AdminApi {
             ("GET", ["configs", "history", rev, "diff"]) => history::diff(store, rev),
             ("POST", ["configs", "rollback", rev]) => history::rollback(store, rev, who()).await,
             ("GET", ["plugins", "list"]) => plugins::list(store),
+            ("GET", ["plugins"]) if query_arg(req.query, "all").is_some_and(|v| v == "true") => {
+                plugins::all(store)
+            }
+            ("PUT", ["plugins", "reload"]) => plugins::reload(),
             ("GET", ["plugins", name]) => plugins::schema(store, name),
             ("GET", ["dynacode"]) => dynacode::get(store),
             ("PUT", ["dynacode"]) => dynacode::put(store, body(), who()).await,
@@ -140,6 +144,23 @@ impl AdminApi {
                 let Some(kind) = ResourceKind::from_segment(res) else {
                     return reply::error(404, "404 Route Not Found");
                 };
+                if kind == ResourceKind::Consumers {
+                    match (method, rest) {
+                        ("PUT", []) => {
+                            return resources::put_consumer(store, None, body(), who()).await
+                        }
+                        ("PUT", [name]) => {
+                            return resources::put_consumer(store, Some(name), body(), who()).await
+                        }
+                        ("POST", _) | ("PATCH", _) => {
+                            return reply::error(
+                                405,
+                                format!("method {method} is not allowed here"),
+                            )
+                        }
+                        _ => {}
+                    }
+                }
                 match (method, rest) {
                     ("GET", []) => resources::list(store, kind, req.query),
                     ("POST", []) => resources::post(store, kind, body(), who()).await,
@@ -223,7 +244,11 @@ impl ServeHttp for AdminApi {
                 Err(e) => return reply::error(400, format!("invalid request body: {e}")),
             }
         };
-        if body.is_none() && matches!(method.as_str(), "PUT" | "POST" | "PATCH") {
+        // `PUT /plugins/reload` is the one write without a body.
+        if body.is_none()
+            && matches!(method.as_str(), "PUT" | "POST" | "PATCH")
+            && rest.trim_end_matches('/') != "/plugins/reload"
+        {
             return reply::error(400, "invalid request body: empty body");
         }
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();

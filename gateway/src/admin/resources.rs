@@ -133,6 +133,38 @@ pub async fn put_with_body_id(
     put(store, kind, &id, body, origin).await
 }
 
+/// `PUT /consumers` (the username in the body, APISIX's documented form) and
+/// `PUT /consumers/{username}` (a body without `username` takes the URL's).
+pub async fn put_consumer(
+    store: &Arc<ConfigStore>,
+    url_name: Option<&str>,
+    mut body: Value,
+    origin: Origin,
+) -> Response<Vec<u8>> {
+    let Some(obj) = body.as_object_mut() else {
+        return reply::error(400, "invalid configuration: expected a JSON object");
+    };
+    let name = match (obj.get("username"), url_name) {
+        (Some(Value::String(b)), Some(u)) if b != u => {
+            return reply::error(400, "wrong username: the body's differs from the URL's")
+        }
+        (Some(Value::String(b)), _) => b.clone(),
+        (Some(_), _) => {
+            return reply::error(400, "invalid configuration: username: expected a string")
+        }
+        (None, Some(u)) => {
+            obj.insert("username".into(), Value::String(u.to_string()));
+            u.to_string()
+        }
+        (None, None) => return reply::error(400, "invalid configuration: username: is required"),
+    };
+    if let Err(m) = crate::config::check_username(&name) {
+        return reply::error(400, format!("invalid configuration: username: {m}"));
+    }
+    // The stored object carries `id` = username (set by the store); a body may repeat it.
+    put(store, ResourceKind::Consumers, &name, body, origin).await
+}
+
 /// `POST /{res}`: a server-generated id (chosen inside the writer, so concurrent POSTs
 /// never share one), 201.
 pub async fn post(

@@ -36,7 +36,12 @@ pub fn with_defaults(kind: ResourceKind, value: &Value) -> Value {
             fill_inline_upstream(obj);
         }
         ResourceKind::Services => fill_inline_upstream(obj),
-        ResourceKind::LuaPlugins | ResourceKind::GlobalRules | ResourceKind::Ssls => {}
+        ResourceKind::LuaPlugins
+        | ResourceKind::GlobalRules
+        | ResourceKind::Ssls
+        | ResourceKind::PluginConfigs
+        | ResourceKind::ConsumerGroups
+        | ResourceKind::Consumers => {}
     }
     out
 }

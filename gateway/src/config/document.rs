@@ -16,7 +16,7 @@ pub fn items_of(doc: Value) -> Result<Vec<(ResourceKind, String, Value)>, Vec<Fi
         let Some(kind) = ResourceKind::from_segment(&key) else {
             errors.push(FieldError::new(
                 key.clone(),
-                "unknown resource list (expected routes, upstreams, services, global_rules, lua_plugins, ssls)",
+                "unknown resource list (expected routes, upstreams, services, global_rules, plugin_configs, consumer_groups, consumers, lua_plugins, ssls)",
             ));
             continue;
         };
@@ -25,7 +25,12 @@ pub fn items_of(doc: Value) -> Result<Vec<(ResourceKind, String, Value)>, Vec<Fi
             continue;
         };
         for (i, item) in list.into_iter().enumerate() {
-            let id = match item.get("id") {
+            // A consumer is known by its username (APISIX's standalone files name no id).
+            let id_field = match item.get("id") {
+                None if kind == ResourceKind::Consumers => item.get("username"),
+                other => other,
+            };
+            let id = match id_field {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Number(n)) => n.to_string(),
                 _ => {

@@ -5,12 +5,15 @@
 //! then checked semantically ([`FieldError`] lists every problem with its JSON path).
 //! [`crate::snapshot`] compiles a validated [`ResourceSet`] into runtime objects.
 
+mod consumer;
+mod consumer_group;
 pub mod defaults;
 mod document;
 pub mod dynacode;
 pub mod limits;
 mod lua_plugin;
 pub mod patch;
+mod plugin_config;
 mod route;
 mod service;
 mod set;
@@ -18,9 +21,12 @@ mod ssl;
 mod upstream;
 mod upstream_tls;
 
+pub use consumer::{check_username, ConsumerSpec};
+pub use consumer_group::ConsumerGroupSpec;
 pub use document::items_of;
 pub use dynacode::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
 pub use lua_plugin::LuaPluginSpec;
+pub use plugin_config::PluginConfigSpec;
 pub use route::{GlobalRuleSpec, RouteSpec};
 pub use service::ServiceSpec;
 pub use set::{Entry, ResourceSet, StoredView};
@@ -44,18 +50,27 @@ pub enum ResourceKind {
     LuaPlugins,
     Upstreams,
     Services,
+    /// Before routes, which reference them.
+    PluginConfigs,
     Routes,
     GlobalRules,
+    /// Before consumers, which reference them.
+    ConsumerGroups,
+    /// Last: their plugins may name Lua plugin modules.
+    Consumers,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 6] = [
+    pub const ALL: [ResourceKind; 9] = [
         ResourceKind::Ssls,
         ResourceKind::LuaPlugins,
         ResourceKind::Upstreams,
         ResourceKind::Services,
+        ResourceKind::PluginConfigs,
         ResourceKind::Routes,
         ResourceKind::GlobalRules,
+        ResourceKind::ConsumerGroups,
+        ResourceKind::Consumers,
     ];
 
     /// The URL segment and the key segment: `routes`, `global_rules`.
@@ -65,8 +80,11 @@ impl ResourceKind {
             ResourceKind::LuaPlugins => "lua_plugins",
             ResourceKind::Upstreams => "upstreams",
             ResourceKind::Services => "services",
+            ResourceKind::PluginConfigs => "plugin_configs",
             ResourceKind::Routes => "routes",
             ResourceKind::GlobalRules => "global_rules",
+            ResourceKind::ConsumerGroups => "consumer_groups",
+            ResourceKind::Consumers => "consumers",
         }
     }
 
@@ -83,8 +101,11 @@ impl ResourceKind {
             ResourceKind::LuaPlugins => "Lua plugin",
             ResourceKind::Upstreams => "upstream",
             ResourceKind::Services => "service",
+            ResourceKind::PluginConfigs => "plugin config",
             ResourceKind::Routes => "route",
             ResourceKind::GlobalRules => "global rule",
+            ResourceKind::ConsumerGroups => "consumer group",
+            ResourceKind::Consumers => "consumer",
         }
     }
 

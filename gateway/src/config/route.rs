@@ -39,6 +39,9 @@ pub struct RouteSpec {
     pub upstream_id: Option<Id>,
     #[serde(default)]
     pub service_id: Option<Id>,
+    /// A `plugin_configs` object whose plugins this route runs under its own.
+    #[serde(default)]
+    pub plugin_config_id: Option<Id>,
     /// Overrides the upstream's timeouts for this route.
     #[serde(default)]
     pub timeout: Option<Timeout>,

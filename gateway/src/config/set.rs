@@ -8,8 +8,8 @@ use serde_json::Value;
 use portico_plugins::PluginRegistry;
 
 use super::{
-    check_plugins, parse_spec, FieldError, GlobalRuleSpec, LuaPluginSpec, ResourceKind, RouteSpec,
-    ServiceSpec, SslSpec, UpstreamSpec,
+    check_plugins, parse_spec, ConsumerGroupSpec, ConsumerSpec, FieldError, GlobalRuleSpec,
+    LuaPluginSpec, PluginConfigSpec, ResourceKind, RouteSpec, ServiceSpec, SslSpec, UpstreamSpec,
 };
 
 /// One stored resource: the JSON the user wrote (plus `id`, `create_time`,
@@ -59,8 +59,12 @@ pub struct ResourceSet {
     pub lua_plugins: BTreeMap<String, Entry<LuaPluginSpec>>,
     pub upstreams: BTreeMap<String, Entry<UpstreamSpec>>,
     pub services: BTreeMap<String, Entry<ServiceSpec>>,
+    pub plugin_configs: BTreeMap<String, Entry<PluginConfigSpec>>,
     pub routes: BTreeMap<String, Entry<RouteSpec>>,
     pub global_rules: BTreeMap<String, Entry<GlobalRuleSpec>>,
+    pub consumer_groups: BTreeMap<String, Entry<ConsumerGroupSpec>>,
+    /// By username.
+    pub consumers: BTreeMap<String, Entry<ConsumerSpec>>,
     /// The lua-resty-dynacode document, when one was pushed or polled.
     pub dynacode: Option<Entry<crate::config::DynacodeDoc>>,
 }
@@ -72,8 +76,11 @@ impl ResourceSet {
             ResourceKind::LuaPlugins => self.lua_plugins.get(id).map(StoredView::from),
             ResourceKind::Upstreams => self.upstreams.get(id).map(StoredView::from),
             ResourceKind::Services => self.services.get(id).map(StoredView::from),
+            ResourceKind::PluginConfigs => self.plugin_configs.get(id).map(StoredView::from),
             ResourceKind::Routes => self.routes.get(id).map(StoredView::from),
             ResourceKind::GlobalRules => self.global_rules.get(id).map(StoredView::from),
+            ResourceKind::ConsumerGroups => self.consumer_groups.get(id).map(StoredView::from),
+            ResourceKind::Consumers => self.consumers.get(id).map(StoredView::from),
         }
     }
 
@@ -87,8 +94,11 @@ impl ResourceSet {
             ResourceKind::LuaPlugins => views(&self.lua_plugins),
             ResourceKind::Upstreams => views(&self.upstreams),
             ResourceKind::Services => views(&self.services),
+            ResourceKind::PluginConfigs => views(&self.plugin_configs),
             ResourceKind::Routes => views(&self.routes),
             ResourceKind::GlobalRules => views(&self.global_rules),
+            ResourceKind::ConsumerGroups => views(&self.consumer_groups),
+            ResourceKind::Consumers => views(&self.consumers),
         }
     }
 
@@ -98,8 +108,11 @@ impl ResourceSet {
             ResourceKind::LuaPlugins => self.lua_plugins.len(),
             ResourceKind::Upstreams => self.upstreams.len(),
             ResourceKind::Services => self.services.len(),
+            ResourceKind::PluginConfigs => self.plugin_configs.len(),
             ResourceKind::Routes => self.routes.len(),
             ResourceKind::GlobalRules => self.global_rules.len(),
+            ResourceKind::ConsumerGroups => self.consumer_groups.len(),
+            ResourceKind::Consumers => self.consumers.len(),
         }
     }
 
@@ -179,6 +192,43 @@ impl ResourceSet {
                 }
                 self.global_rules.insert(id.to_string(), e);
             }
+            ResourceKind::PluginConfigs => {
+                let e = entry::<PluginConfigSpec>(value, created_index, modified_index)?;
+                let errors =
+                    check_plugins(Some(&e.spec.plugins), plugins, &self.lua_plugins, "plugins");
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                self.plugin_configs.insert(id.to_string(), e);
+            }
+            ResourceKind::ConsumerGroups => {
+                let e = entry::<ConsumerGroupSpec>(value, created_index, modified_index)?;
+                let errors =
+                    check_plugins(Some(&e.spec.plugins), plugins, &self.lua_plugins, "plugins");
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                self.consumer_groups.insert(id.to_string(), e);
+            }
+            ResourceKind::Consumers => {
+                let e = entry::<ConsumerSpec>(value, created_index, modified_index)?;
+                let mut errors = check_plugins(
+                    e.spec.plugins.as_ref(),
+                    plugins,
+                    &self.lua_plugins,
+                    "plugins",
+                );
+                if e.spec.username != id {
+                    errors.push(FieldError::new(
+                        "username",
+                        format!("must equal the consumer's id `{id}`"),
+                    ));
+                }
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                self.consumers.insert(id.to_string(), e);
+            }
         }
         Ok(())
     }
@@ -189,8 +239,11 @@ impl ResourceSet {
             ResourceKind::LuaPlugins => self.lua_plugins.remove(id).is_some(),
             ResourceKind::Upstreams => self.upstreams.remove(id).is_some(),
             ResourceKind::Services => self.services.remove(id).is_some(),
+            ResourceKind::PluginConfigs => self.plugin_configs.remove(id).is_some(),
             ResourceKind::Routes => self.routes.remove(id).is_some(),
             ResourceKind::GlobalRules => self.global_rules.remove(id).is_some(),
+            ResourceKind::ConsumerGroups => self.consumer_groups.remove(id).is_some(),
+            ResourceKind::Consumers => self.consumers.remove(id).is_some(),
         }
     }
 
@@ -218,6 +271,20 @@ impl ResourceSet {
                     }
                 }
             }
+            ResourceKind::ConsumerGroups => {
+                for (cid, c) in &self.consumers {
+                    if c.spec.group_id.as_ref().is_some_and(|g| g.0 == id) {
+                        out.push((ResourceKind::Consumers, cid.clone()));
+                    }
+                }
+            }
+            ResourceKind::PluginConfigs => {
+                for (rid, r) in &self.routes {
+                    if r.spec.plugin_config_id.as_ref().is_some_and(|p| p.0 == id) {
+                        out.push((ResourceKind::Routes, rid.clone()));
+                    }
+                }
+            }
             ResourceKind::LuaPlugins => {
                 let uses = |p: Option<&serde_json::Map<String, Value>>| {
                     p.is_some_and(|p| p.contains_key(id))
@@ -237,8 +304,26 @@ impl ResourceSet {
                         out.push((ResourceKind::GlobalRules, gid.clone()));
                     }
                 }
+                for (pid, p) in &self.plugin_configs {
+                    if uses(Some(&p.spec.plugins)) {
+                        out.push((ResourceKind::PluginConfigs, pid.clone()));
+                    }
+                }
+                for (gid, g) in &self.consumer_groups {
+                    if uses(Some(&g.spec.plugins)) {
+                        out.push((ResourceKind::ConsumerGroups, gid.clone()));
+                    }
+                }
+                for (cid, c) in &self.consumers {
+                    if uses(c.spec.plugins.as_ref()) {
+                        out.push((ResourceKind::Consumers, cid.clone()));
+                    }
+                }
             }
-            ResourceKind::Routes | ResourceKind::GlobalRules | ResourceKind::Ssls => {}
+            ResourceKind::Routes
+            | ResourceKind::GlobalRules
+            | ResourceKind::Ssls
+            | ResourceKind::Consumers => {}
         }
         out
     }
@@ -258,7 +343,24 @@ impl ResourceSet {
             ResourceKind::Upstreams
             | ResourceKind::GlobalRules
             | ResourceKind::LuaPlugins
-            | ResourceKind::Ssls => return errors,
+            | ResourceKind::Ssls
+            | ResourceKind::PluginConfigs
+            | ResourceKind::ConsumerGroups => return errors,
+            ResourceKind::Consumers => {
+                let group = self
+                    .consumers
+                    .get(id)
+                    .and_then(|c| c.spec.group_id.as_ref());
+                if let Some(g) = group {
+                    if !self.consumer_groups.contains_key(&g.0) {
+                        errors.push(FieldError::new(
+                            "group_id",
+                            format!("consumer group `{g}` does not exist"),
+                        ));
+                    }
+                }
+                return errors;
+            }
         };
         if let Some(u) = upstream_id {
             if !self.upstreams.contains_key(&u.0) {
@@ -276,13 +378,32 @@ impl ResourceSet {
                 ));
             }
         }
+        let plugin_config_id = match kind {
+            ResourceKind::Routes => self
+                .routes
+                .get(id)
+                .and_then(|r| r.spec.plugin_config_id.as_ref()),
+            _ => None,
+        };
+        if let Some(p) = plugin_config_id {
+            if !self.plugin_configs.contains_key(&p.0) {
+                errors.push(FieldError::new(
+                    "plugin_config_id",
+                    format!("plugin config `{p}` does not exist"),
+                ));
+            }
+        }
         errors
     }
 
     /// Every dangling reference in the set, with paths such as `routes[id=1].upstream_id`.
     pub fn check_all_references(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        for kind in [ResourceKind::Services, ResourceKind::Routes] {
+        for kind in [
+            ResourceKind::Services,
+            ResourceKind::Routes,
+            ResourceKind::Consumers,
+        ] {
             for (id, _) in self.list(kind) {
                 let prefix = format!("{}[id={id}]", kind.segment());
                 errors.extend(

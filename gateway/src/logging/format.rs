@@ -299,6 +299,7 @@ mod tests {
             remote_port: Some(5555),
             server_port: Some(9080),
             scheme: "http",
+            consumer_name: None,
         };
         let addrs: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap()];
         let mut rec = LogRecord::bare(None, 200);

@@ -40,7 +40,7 @@ pub struct LogRecord<'a> {
     pub upstream_uri: Option<&'a str>,
     pub route_id: Option<&'a str>,
     pub service_id: Option<&'a str>,
-    /// Empty until consumers exist.
+    /// The authenticated consumer's username.
     pub consumer_name: Option<&'a str>,
     /// The request-id plugin's header (`X-Request-Id`) or an id made for this line.
     pub request_id: Option<&'a str>,

@@ -56,6 +56,10 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// The Host header and path sent upstream (recorded when the access log is on).
     pub upstream_target: Option<(String, String)>,
+    /// The consumer the request authenticated as (set by an auth plugin).
+    pub consumer: Option<Arc<portico_plugins::consumer::Consumer>>,
+    /// The route's chain merged with that consumer's plugins, from access on.
+    pub consumer_chain: Option<Arc<portico_plugins::PluginChain>>,
     /// Keeps the request counted as in flight (graceful shutdown waits for it).
     _in_flight: InFlightGuard,
 }
@@ -85,6 +89,8 @@ impl RequestCtx {
             upstream_addrs: Vec::new(),
             upstream_status: None,
             upstream_target: None,
+            consumer: None,
+            consumer_chain: None,
             _in_flight: in_flight,
         }
     }

@@ -70,7 +70,7 @@ pub fn record(
             matched_uri: route.map_or("", |r| r.matched_uri.as_str()),
             matched_host: route.map_or("", |r| r.matched_host.as_str()),
             service: route.and_then(|r| r.service_id.as_deref()).unwrap_or(""),
-            consumer: "",
+            consumer: ctx.consumer.as_ref().map_or("", |c| &*c.username),
             node: node.as_deref().unwrap_or(""),
             status,
             total_seconds,
@@ -122,7 +122,7 @@ pub fn record(
         upstream_uri: ctx.upstream_target.as_ref().map(|(_, u)| u.as_str()),
         route_id: ctx.route.as_ref().map(|r| r.id.as_str()),
         service_id: ctx.route.as_ref().and_then(|r| r.service_id.as_deref()),
-        consumer_name: None,
+        consumer_name: ctx.consumer.as_ref().map(|c| &*c.username),
         request_id,
     });
 }

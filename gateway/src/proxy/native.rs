@@ -51,6 +51,8 @@ fn native_cx<'a>(
         conn,
         response_headers: &mut ctx.response_headers,
         client_override: &mut ctx.client_override,
+        consumers: &ctx.snap.consumers,
+        consumer: &mut ctx.consumer,
     }
 }
 

@@ -38,8 +38,13 @@ pub enum PhaseResult {
     Failed,
 }
 
-/// The chain this request runs: its route's, or the global rules' when none matched.
+/// The chain this request runs: its consumer's merge with its route's once an
+/// authenticated consumer has plugins of its own, its route's, or the global rules' when
+/// none matched.
 pub fn chain(ctx: &RequestCtx) -> Arc<PluginChain> {
+    if let Some(c) = &ctx.consumer_chain {
+        return Arc::clone(c);
+    }
     match &ctx.route {
         Some(r) => Arc::clone(&r.chain),
         None => Arc::clone(&ctx.snap.global_chain),
@@ -50,9 +55,10 @@ pub fn chain(ctx: &RequestCtx) -> Arc<PluginChain> {
 /// `!PhaseEntries::of(ctx, phase).is_empty()`, without building the entries (the
 /// plain-proxy path asks this for every phase of every request).
 pub fn has_phase(ctx: &RequestCtx, phase: Phase) -> bool {
-    let chain = match &ctx.route {
-        Some(r) => &r.chain,
-        None => &ctx.snap.global_chain,
+    let chain = match (&ctx.consumer_chain, &ctx.route) {
+        (Some(c), _) => c,
+        (None, Some(r)) => &r.chain,
+        (None, None) => &ctx.snap.global_chain,
     };
     if !chain.phase(phase).is_empty() {
         return true;
@@ -183,6 +189,9 @@ pub(super) fn ensure<'c>(
                 }
             }
         }
+        if r.consumer_name.is_none() {
+            r.consumer_name = ctx.consumer.as_ref().map(|c| Arc::clone(&c.username));
+        }
     }
     Ok(lua)
 }
@@ -199,6 +208,47 @@ pub async fn run_phase(
         return PhaseResult::Continue;
     }
     let entries = PhaseEntries::of(ctx, phase);
+    run_entries(session, ctx, phase, env, entries).await
+}
+
+/// After the rewrite phase: when the request authenticated as a consumer with plugins of
+/// its own, switch to the route's chain for that consumer (built at apply time) and run
+/// the consumer's own rewrite steps (APISIX's `rewrite_in_consumer`).
+pub async fn enter_consumer(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    env: &LuaEnv<'_>,
+) -> PhaseResult {
+    let found = match (&ctx.consumer, &ctx.route) {
+        (Some(c), Some(r)) => r
+            .consumer_chains
+            .get(&c.username)
+            .map(|cc| (Arc::clone(&cc.chain), Arc::clone(&cc.own))),
+        _ => None,
+    };
+    let Some((merged, own)) = found else {
+        return PhaseResult::Continue;
+    };
+    ctx.consumer_chain = Some(merged);
+    if own.phase(Phase::Rewrite).is_empty() {
+        return PhaseResult::Continue;
+    }
+    let entries = PhaseEntries {
+        dynacode: Vec::new(),
+        chain: own,
+        phase: Phase::Rewrite,
+    };
+    run_entries(session, ctx, Phase::Rewrite, env, entries).await
+}
+
+/// Runs `entries` of a phase that may yield, in order.
+async fn run_entries(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    phase: Phase,
+    env: &LuaEnv<'_>,
+    entries: PhaseEntries,
+) -> PhaseResult {
     let mut lua_time = None;
     let mut result = PhaseResult::Continue;
     for entry in entries.iter() {

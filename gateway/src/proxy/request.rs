@@ -105,7 +105,11 @@ async fn lua_phases(
     env: &LuaEnv<'_>,
 ) -> Result<Option<bool>> {
     for phase in [Phase::Rewrite, Phase::Access] {
-        match phases::run_phase(session, ctx, phase, env).await {
+        let mut result = phases::run_phase(session, ctx, phase, env).await;
+        if phase == Phase::Rewrite && matches!(result, PhaseResult::Continue) {
+            result = phases::enter_consumer(session, ctx, env).await;
+        }
+        match result {
             PhaseResult::Continue => {}
             PhaseResult::Respond { status, body } => {
                 local::respond_from_lua(session, ctx, status, body, env).await?;

@@ -22,6 +22,7 @@ pub fn request_view<'a>(session: &'a Session, host: &'a str) -> RequestView<'a> 
         remote_port: client.map(|a| a.port()),
         server_port: server.map(|a| a.port()),
         scheme: scheme(session),
+        consumer_name: None,
     }
 }
 

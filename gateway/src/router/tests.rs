@@ -59,6 +59,7 @@ impl TestReq {
             remote_port: Some(54321),
             server_port: Some(9080),
             scheme: "http",
+            consumer_name: None,
         }
     }
 }

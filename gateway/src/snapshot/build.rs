@@ -136,6 +136,25 @@ pub fn build(
         ));
     }
     let global_chain = Arc::new(PluginChain::build(&global, &[]));
+    let consumer_index = super::consumers::index(set, &mut errors);
+    let mut consumer_plugins = Vec::new();
+    for (name, entry) in &set.consumers {
+        // The group's plugins, then the consumer's own over them (APISIX).
+        let group = entry
+            .spec
+            .group_id
+            .as_ref()
+            .and_then(|g| set.consumer_groups.get(&g.0));
+        let mut own = super::consumers::own_plugin_confs(group.map(|g| &g.spec.plugins));
+        own.extend(super::consumers::own_plugin_confs(
+            entry.spec.plugins.as_ref(),
+        ));
+        if !own.is_empty() {
+            let built =
+                instances.build(&own, &format!("consumers[id={name}].plugins"), &mut errors);
+            consumer_plugins.push((Arc::<str>::from(name.as_str()), built));
+        }
+    }
 
     let prev_routes: HashMap<&str, &Arc<RouteRuntime>> = prev
         .map(|p| p.routes.iter().map(|r| (r.id.as_str(), r)).collect())
@@ -172,10 +191,18 @@ pub fn build(
                 hosts = s.spec.hosts.clone().unwrap_or_default();
             }
         }
-        // A route's own plugin overrides its service's plugin of the same name (APISIX).
+        // A route's own plugin overrides its plugin config's, which overrides its
+        // service's plugin of the same name (APISIX).
         let mut plugin_confs = service
             .and_then(|s| s.spec.plugins.clone())
             .unwrap_or_default();
+        let plugin_config = spec
+            .plugin_config_id
+            .as_ref()
+            .and_then(|p| set.plugin_configs.get(&p.0));
+        for (name, conf) in plugin_config.into_iter().flat_map(|p| &p.spec.plugins) {
+            plugin_confs.insert(name.clone(), conf.clone());
+        }
         for (name, conf) in spec.plugins.iter().flatten() {
             plugin_confs.insert(name.clone(), conf.clone());
         }
@@ -184,6 +211,7 @@ pub fn build(
             &format!("routes[id={id}].plugins"),
             &mut errors,
         );
+        let consumer_chains = super::consumers::route_chains(&global, &local, &consumer_plugins);
         let chain = if global.is_empty() && local.is_empty() {
             Arc::clone(&global_chain)
         } else {
@@ -219,6 +247,7 @@ pub fn build(
             matched_uri,
             matched_host,
             chain,
+            consumer_chains,
         }));
     }
 
@@ -251,6 +280,7 @@ pub fn build(
             lua_modules,
             plugin_instances,
             tls,
+            consumers: consumer_index,
         }),
         _ => Err(BuildError(errors)),
     }

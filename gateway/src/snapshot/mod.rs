@@ -6,6 +6,7 @@
 //! configuration, never a mix.
 
 mod build;
+pub mod consumers;
 pub mod dynacode;
 mod modules;
 pub mod mtls;
@@ -48,6 +49,8 @@ pub struct Snapshot {
     pub plugin_instances: std::collections::HashMap<String, Arc<PluginInstance>>,
     /// Certificates (`ssls`) and their SNI index, read by the TLS listener per handshake.
     pub tls: Arc<tls::TlsIndex>,
+    /// The consumers and their credentials, for the auth plugins.
+    pub consumers: Arc<portico_plugins::consumer::ConsumerIndex>,
 }
 
 /// A compiled route.
@@ -66,6 +69,9 @@ pub struct RouteRuntime {
     pub matched_host: String,
     /// Global rules' plugins, then the route's (and its service's), per phase.
     pub chain: Arc<PluginChain>,
+    /// By consumer username: the chain an authenticated consumer with plugins of its own
+    /// switches to (empty unless the route authenticates).
+    pub consumer_chains: std::collections::HashMap<Arc<str>, consumers::ConsumerChain>,
 }
 
 /// Connect/send/read timeouts.

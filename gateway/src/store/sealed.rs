@@ -147,7 +147,10 @@ impl<B: StoreBackend> StoreBackend for SealedBackend<B> {
             let mut entry = h.entry.clone();
             for change in &mut entry.changes {
                 if change.key.starts_with("/apisix/ssls/") {
-                    for v in [&mut change.before, &mut change.after].into_iter().flatten() {
+                    for v in [&mut change.before, &mut change.after]
+                        .into_iter()
+                        .flatten()
+                    {
                         map_keys(v, |k| k.starts_with("---").then(|| self.keyring.seal(k)));
                     }
                 }
@@ -180,7 +183,8 @@ impl<B: StoreBackend> StoreBackend for SealedBackend<B> {
                     .zip(&sealed)
                     .map(|((kind, id, r), s)| (*kind, *id, s.as_ref().unwrap_or(r)))
                     .collect();
-                self.inner.write(DiskWrite::ReplaceAll(items), revision, history)
+                self.inner
+                    .write(DiskWrite::ReplaceAll(items), revision, history)
             }
             other => self.inner.write(other, revision, history),
         }

@@ -51,6 +51,8 @@ pub struct LuaRequest {
     pub started: Instant,
     /// `ngx.var.upstream_addr`, once a node was chosen.
     pub upstream_addr: Option<String>,
+    /// `ngx.var.consumer_name`, once an auth plugin authenticated the request.
+    pub consumer_name: Option<Arc<str>>,
     /// Set when Lua changed the method, uri, args or headers.
     pub request_changed: bool,
 
@@ -127,6 +129,7 @@ impl LuaRequest {
             user_vars: BTreeMap::new(),
             started: Instant::now(),
             upstream_addr: None,
+            consumer_name: None,
             request_changed: false,
             status: 0,
             response_headers: HeaderMap::new(),
@@ -174,6 +177,7 @@ impl LuaRequest {
                 &self.conn.ssl_server_name
             }
             "upstream_addr" => return self.upstream_addr.as_deref().map(Cow::Borrowed),
+            "consumer_name" => return self.consumer_name.as_deref().map(Cow::Borrowed),
             "status" => {
                 return (self.status > 0).then(|| Cow::Owned(self.status.to_string()));
             }
@@ -236,7 +240,7 @@ impl LuaRequest {
             "uri" | "request_uri" | "request_method" | "host" | "hostname" | "scheme"
             | "remote_addr" | "binary_remote_addr" | "remote_port" | "server_addr"
             | "server_port" | "ssl_server_name" | "status" | "request_time" | "upstream_addr"
-            | "is_args" => Err(format!("variable \"{name}\" not changeable")),
+            | "is_args" | "consumer_name" => Err(format!("variable \"{name}\" not changeable")),
             _ if name.starts_with("http_")
                 || name.starts_with("arg_")
                 || name.starts_with("cookie_") =>

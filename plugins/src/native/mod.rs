@@ -8,6 +8,8 @@
 //! swap (counters, connection counts) belongs in a registry outside the snapshot, keyed
 //! by a stable identity (the route and plugin), the way `HealthRegistry` keeps health.
 
+pub mod auth;
+mod consumer_restriction;
 mod cors;
 mod gzip;
 mod header_ops;
@@ -30,6 +32,7 @@ use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde_json::Value;
 
+use crate::consumer::{Consumer, ConsumerIndex};
 use crate::phase::Phase;
 use crate::vars::{host_of, RequestView};
 
@@ -82,6 +85,10 @@ pub struct NativeCtx<'a> {
     /// The request as it went upstream, in `header_filter` and `body_filter` (which get
     /// only the response); `None` in the request phases, which get it as `req`.
     pub request: Option<&'a RequestHeader>,
+    /// The snapshot's consumers and their credentials (what auth plugins look up).
+    pub consumers: &'a ConsumerIndex,
+    /// The consumer this request authenticated as, once an auth plugin set it.
+    pub consumer: &'a mut Option<Arc<Consumer>>,
 }
 
 impl NativeCtx<'_> {
@@ -109,6 +116,7 @@ impl NativeCtx<'_> {
             remote_port: self.conn.client_port,
             server_port: self.conn.server_port,
             scheme: self.conn.scheme,
+            consumer_name: self.consumer.as_ref().map(|c| &*c.username),
         }
     }
 }
@@ -198,6 +206,10 @@ pub fn builtin() -> Vec<NativePlugin> {
         gzip::PLUGIN,
         redirect::PLUGIN,
         response_rewrite::PLUGIN,
+        auth::key_auth::PLUGIN,
+        auth::basic_auth::PLUGIN,
+        auth::jwt_auth::PLUGIN,
+        consumer_restriction::PLUGIN,
         limit::LIMIT_COUNT,
         limit::LIMIT_REQ,
         limit::LIMIT_CONN,
@@ -217,6 +229,8 @@ pub(crate) mod test_support {
         pub conn: ConnInfo,
         pub response_headers: Vec<(HeaderName, HeaderValue)>,
         pub client_override: Option<ClientAddr>,
+        pub consumers: ConsumerIndex,
+        pub consumer: Option<Arc<Consumer>>,
     }
 
     impl TestRequest {
@@ -238,6 +252,8 @@ pub(crate) mod test_support {
                 response_headers: &mut self.response_headers,
                 client_override: &mut self.client_override,
                 request: None,
+                consumers: &self.consumers,
+                consumer: &mut self.consumer,
             }
         }
 

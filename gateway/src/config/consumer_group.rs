@@ -1,0 +1,39 @@
+//! The APISIX `consumer_group` object: plugins that the consumers naming it with
+//! `group_id` run; a consumer's own plugins override its group's of the same name.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{CheckSpec, FieldError, Id};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerGroupSpec {
+    #[serde(default)]
+    pub id: Option<Id>,
+    pub plugins: Map<String, Value>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub desc: Option<String>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub create_time: Option<u64>,
+    #[serde(default)]
+    pub update_time: Option<u64>,
+}
+
+impl CheckSpec for ConsumerGroupSpec {
+    fn check(&self) -> Vec<FieldError> {
+        match &self.id {
+            Some(id) => match super::check_id(&id.0) {
+                Err(m) => vec![FieldError::new("id", m)],
+                Ok(()) => Vec::new(),
+            },
+            None => Vec::new(),
+        }
+    }
+}
