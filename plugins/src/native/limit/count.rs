@@ -15,6 +15,7 @@ use super::count_window::{take, Decision, WindowState, WindowType};
 use super::redis_policy::{split_redis, Policy, RedisBackend};
 use super::registry::StateRegistry;
 use super::table::{CounterTable, DEFAULT_CAPACITY};
+use super::with_shared_fields;
 use super::{
     backend_unavailable, default_key, default_rejected_code, now_ms, KeyType, LimitKey, Rejection,
 };
@@ -31,30 +32,18 @@ pub const PLUGIN: NativePlugin = NativePlugin {
 };
 
 fn schema() -> Value {
-    json!({
+    with_shared_fields(json!({
         "type": "object",
         "properties": {
             "count": {"type": "integer", "exclusiveMinimum": 0},
             "time_window": {"type": "integer", "exclusiveMinimum": 0},
             "window_type": {"type": "string", "enum": ["fixed", "sliding"], "default": "fixed"},
-            "key_type": {"type": "string", "enum": ["var", "var_combination", "constant"], "default": "var"},
-            "key": {"type": "string", "default": "remote_addr"},
-            "rejected_code": {"type": "integer", "minimum": 200, "maximum": 599, "default": 503},
-            "rejected_msg": {"type": "string", "minLength": 1},
-            "policy": {"type": "string", "enum": ["local", "redis", "redis-cluster"], "default": "local"},
-            "redis_host": {"type": "string"},
-            "redis_port": {"type": "integer", "minimum": 1, "default": 6379},
-            "redis_username": {"type": "string"},
-            "redis_password": {"type": "string"},
-            "redis_database": {"type": "integer", "minimum": 0, "default": 0},
-            "redis_timeout": {"type": "integer", "minimum": 1, "default": 1000},
-            "redis_ssl": {"type": "boolean", "default": false},
             "allow_degradation": {"type": "boolean", "default": false},
             "show_limit_quota_header": {"type": "boolean", "default": true},
             "group": {"type": "string"}
         },
         "required": ["count", "time_window"]
-    })
+    }))
 }
 
 #[derive(Deserialize)]

@@ -142,6 +142,34 @@ fn backend_unavailable() -> NativeOutcome {
     }
 }
 
+/// Adds the schema properties `limit-count` and `limit-req` share (key, refusal,
+/// policy and the Redis fields) to `schema`.
+fn with_shared_fields(mut schema: serde_json::Value) -> serde_json::Value {
+    let shared = serde_json::json!({
+        "key_type": {"type": "string", "enum": ["var", "var_combination", "constant"], "default": "var"},
+        "key": {"type": "string", "default": "remote_addr"},
+        "rejected_code": {"type": "integer", "minimum": 200, "maximum": 599, "default": 503},
+        "rejected_msg": {"type": "string", "minLength": 1},
+        "policy": {"type": "string", "enum": ["local", "redis", "redis-cluster"], "default": "local"},
+        "redis_host": {"type": "string"},
+        "redis_port": {"type": "integer", "minimum": 1, "default": 6379},
+        "redis_username": {"type": "string"},
+        "redis_password": {"type": "string"},
+        "redis_database": {"type": "integer", "minimum": 0, "default": 0},
+        "redis_timeout": {"type": "integer", "minimum": 1, "default": 1000},
+        "redis_ssl": {"type": "boolean", "default": false}
+    });
+    if let (Some(props), Some(shared)) = (
+        schema.get_mut("properties").and_then(|p| p.as_object_mut()),
+        shared.as_object(),
+    ) {
+        for (k, v) in shared {
+            props.insert(k.clone(), v.clone());
+        }
+    }
+    schema
+}
+
 fn default_key() -> String {
     "remote_addr".to_string()
 }
@@ -170,6 +198,26 @@ mod tests {
         );
         assert_eq!(key(KeyType::VarCombination, "$http_x_none"), "10.1.2.3");
         assert_eq!(key(KeyType::Constant, "all"), "all");
+    }
+
+    #[test]
+    fn both_schemas_carry_the_shared_fields() {
+        for plugin in [LIMIT_COUNT, LIMIT_REQ] {
+            let schema = (plugin.schema)();
+            for field in [
+                "key",
+                "rejected_code",
+                "policy",
+                "redis_host",
+                "redis_timeout",
+            ] {
+                assert!(
+                    schema["properties"][field].is_object(),
+                    "{}: {field}",
+                    plugin.name
+                );
+            }
+        }
     }
 
     #[test]
