@@ -54,7 +54,8 @@ fn req_delays_then_rejects_and_uncommits() {
         local out = {}
         for _ = 1, 4 do
             local delay, err = lim:incoming(key, true)
-            out[#out + 1] = delay and string.format("%.2f/%.2f", delay, err) or err
+            -- one decimal: a loaded machine drains a few milliseconds between calls
+            out[#out + 1] = delay and string.format("%.1f/%.1f", delay, err) or err
         end
         -- a dry run neither consumes nor fails while there is room
         assert(lim:uncommit(key) == true)
@@ -72,7 +73,7 @@ fn req_delays_then_rejects_and_uncommits() {
     let parts: Vec<&str> = out.split(',').collect();
     assert_eq!(
         parts[..4],
-        ["0.00/0.00", "0.10/1.00", "0.20/2.00", "rejected"],
+        ["0.0/0.0", "0.1/1.0", "0.2/2.0", "rejected"],
         "{out}"
     );
     assert_eq!(parts[4], "0.2", "{out}");
