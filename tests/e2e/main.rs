@@ -18,6 +18,7 @@ mod balancer;
 mod cli;
 mod config_history;
 mod consumers;
+mod dashboard;
 mod dynacode_poll;
 mod dynacode_push;
 mod error_pages;
