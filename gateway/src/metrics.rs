@@ -63,20 +63,16 @@ pub type MetricsError = prometheus::Error;
 impl Metrics {
     /// Portico's naming.
     pub fn new() -> Result<Arc<Metrics>, MetricsError> {
-        Metrics::with_naming(crate::settings::MetricsNaming::Portico)
+        Metrics::with_naming(MetricsNaming::Portico)
     }
 
-    pub fn with_naming(
-        naming: crate::settings::MetricsNaming,
-    ) -> Result<Arc<Metrics>, MetricsError> {
+    pub fn with_naming(naming: MetricsNaming) -> Result<Arc<Metrics>, MetricsError> {
         let apisix = match naming {
-            crate::settings::MetricsNaming::Portico => None,
-            crate::settings::MetricsNaming::Apisix => {
-                Some(crate::metrics_apisix::ApisixMetrics::new(
-                    &crate::metrics_node::hostname(),
-                    env!("CARGO_PKG_VERSION"),
-                )?)
-            }
+            MetricsNaming::Portico => None,
+            MetricsNaming::Apisix => Some(crate::metrics_apisix::ApisixMetrics::new(
+                &crate::metrics_node::hostname(),
+                env!("CARGO_PKG_VERSION"),
+            )?),
         };
         let registry = Registry::new();
         let requests = IntCounterVec::new(
@@ -421,6 +417,15 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&families, &mut buf);
         buf
     }
+}
+
+/// `metrics.naming` (docs/operations.md).
+#[derive(Debug, Clone, Copy, serde::Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsNaming {
+    #[default]
+    Portico,
+    Apisix,
 }
 
 /// Portico families that `metrics.naming: apisix` replaces with APISIX's.

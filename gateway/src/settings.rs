@@ -288,6 +288,8 @@ pub enum Role {
     Viewer,
 }
 
+pub use crate::metrics::MetricsNaming;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
@@ -303,15 +305,6 @@ impl Default for MetricsSettings {
             naming: MetricsNaming::Portico,
         }
     }
-}
-
-/// `metrics.naming` (docs/operations.md).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum MetricsNaming {
-    #[default]
-    Portico,
-    Apisix,
 }
 
 /// Where resources come from.
