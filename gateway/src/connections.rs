@@ -21,6 +21,21 @@ pub struct ConnectionCounts {
     pub waiting: i64,
 }
 
+impl ConnectionCounts {
+    /// The counts by nginx `stub_status` state name, as both metric namings label them
+    /// (`handled` equals `accepted`: every accepted connection is handled).
+    pub fn by_state(&self) -> [(&'static str, i64); 6] {
+        [
+            ("active", self.active),
+            ("reading", self.reading),
+            ("writing", self.writing),
+            ("waiting", self.waiting),
+            ("accepted", self.accepted as i64),
+            ("handled", self.accepted as i64),
+        ]
+    }
+}
+
 pub fn counts() -> ConnectionCounts {
     let active = ACTIVE.load(Ordering::Relaxed);
     let reading = READING.load(Ordering::Relaxed);

@@ -187,15 +187,7 @@ impl ApisixMetrics {
 
     /// The exposition text, with APISIX's suffix-less counters declared untyped.
     pub fn render(&self) -> Vec<u8> {
-        let c = crate::connections::counts();
-        for (state, v) in [
-            ("active", c.active),
-            ("reading", c.reading),
-            ("writing", c.writing),
-            ("waiting", c.waiting),
-            ("accepted", c.accepted as i64),
-            ("handled", c.accepted as i64),
-        ] {
+        for (state, v) in crate::connections::counts().by_state() {
             self.connections.with_label_values(&[state]).set(v);
         }
         let mut buf = Vec::new();

@@ -1,6 +1,6 @@
 //! The gateway process itself, in the `portico` naming: `portico_node_info{hostname,
 //! version}` (always 1) and `portico_http_connections{state}` (nginx `stub_status`'s
-//! states: active, reading, writing, waiting, and accepted since start).
+//! states: active, reading, writing, waiting, and accepted and handled since start).
 
 use prometheus::{IntGaugeVec, Opts, Registry};
 
@@ -31,7 +31,7 @@ impl NodeMetrics {
         let connections = IntGaugeVec::new(
             Opts::new(
                 "portico_http_connections",
-                "Client connections by state: active (reading + writing + waiting), reading a request header, writing (a request in progress), waiting (idle keep-alive), accepted since start",
+                "Client connections by state: active (reading + writing + waiting), reading a request header, writing (a request in progress), waiting (idle keep-alive), accepted and handled since start",
             ),
             &["state"],
         )?;
@@ -42,14 +42,7 @@ impl NodeMetrics {
 
     /// Copies the connection counts in; called before each scrape.
     pub fn refresh(&self) {
-        let c = crate::connections::counts();
-        for (state, v) in [
-            ("active", c.active),
-            ("reading", c.reading),
-            ("writing", c.writing),
-            ("waiting", c.waiting),
-            ("accepted", c.accepted as i64),
-        ] {
+        for (state, v) in crate::connections::counts().by_state() {
             self.connections.with_label_values(&[state]).set(v);
         }
     }

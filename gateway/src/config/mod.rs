@@ -6,14 +6,13 @@
 //! [`crate::snapshot`] compiles a validated [`ResourceSet`] into runtime objects.
 
 mod consumer;
-mod consumer_group;
 pub mod defaults;
 mod document;
 pub mod dynacode;
 pub mod limits;
 mod lua_plugin;
 pub mod patch;
-mod plugin_config;
+mod plugin_set;
 mod route;
 mod service;
 mod set;
@@ -22,11 +21,10 @@ mod upstream;
 mod upstream_tls;
 
 pub use consumer::{check_username, ConsumerSpec};
-pub use consumer_group::ConsumerGroupSpec;
 pub use document::items_of;
 pub use dynacode::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
 pub use lua_plugin::LuaPluginSpec;
-pub use plugin_config::PluginConfigSpec;
+pub use plugin_set::{ConsumerGroupSpec, PluginConfigSpec};
 pub use route::{GlobalRuleSpec, RouteSpec};
 pub use service::ServiceSpec;
 pub use set::{Entry, ResourceSet, StoredView};

@@ -194,12 +194,11 @@ impl Plugin for LimitConn {
             table: Arc::clone(&self.table),
             key,
         };
-        if cx.state.get::<Slots>().is_none() {
-            cx.state.insert(Slots::default());
-        }
-        if let Some(slots) = cx.state.get::<Slots>() {
-            slots.0.lock().push(slot);
-        }
+        cx.state
+            .get_or_insert_default::<Slots>()
+            .0
+            .lock()
+            .push(slot);
         if n > self.conn {
             let wait = if self.only_default_delay {
                 self.delay

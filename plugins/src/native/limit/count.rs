@@ -17,7 +17,7 @@ use super::registry::StateRegistry;
 use super::table::{CounterTable, DEFAULT_CAPACITY};
 use super::with_shared_fields;
 use super::{
-    backend_unavailable, default_key, default_rejected_code, now_ms, KeyType, LimitKey, Rejection,
+    default_key, default_rejected_code, now_ms, redis_failed, KeyType, LimitKey, Rejection,
 };
 use crate::native::{NativeBuildInput, NativeCtx, NativeOutcome, NativePlugin, Plugin};
 use crate::phase::Phase;
@@ -141,29 +141,19 @@ impl Plugin for LimitCount {
     async fn access(&self, req: &mut RequestHeader, cx: &mut NativeCtx<'_>) -> NativeOutcome {
         let key = self.key.resolve(req, cx);
         let decision = match &self.backend {
-            Backend::Local(table) => table.update(&key, now_ms(), |state| {
-                take(
-                    state,
-                    self.window_type,
-                    self.limit,
-                    self.window_ms,
-                    now_ms(),
-                )
-            }),
+            Backend::Local(table) => {
+                let now = now_ms();
+                table.update(&key, now, |state| {
+                    take(state, self.window_type, self.limit, self.window_ms, now)
+                })
+            }
             Backend::Redis(redis) => {
                 match redis
                     .count(&key, self.window_type, self.limit, self.window_ms)
                     .await
                 {
                     Ok(d) => d,
-                    Err(e) => {
-                        tracing::warn!("limit-count: {e}");
-                        return if self.allow_degradation {
-                            NativeOutcome::Continue
-                        } else {
-                            backend_unavailable()
-                        };
-                    }
+                    Err(e) => return redis_failed(PLUGIN.name, &e, self.allow_degradation),
                 }
             }
         };

@@ -133,12 +133,28 @@ impl Rejection {
     }
 }
 
-/// The answer when a shared counter's backend (Redis) cannot be reached and
-/// `allow_degradation` is off: fail closed.
-fn backend_unavailable() -> NativeOutcome {
-    NativeOutcome::Respond {
-        status: 503,
-        body: Bytes::from_static(br#"{"error_msg":"rate limit backend unavailable"}"#),
+/// The answer when a shared counter's backend (Redis) cannot be reached: fail closed
+/// with 503, or let the request through with `allow_degradation`. The failure is
+/// counted per call (`REDIS_ERRORS`) but logged at most once a second, so a Redis that
+/// is down does not turn every request into a log line.
+fn redis_failed(
+    plugin: &str,
+    err: &crate::redis::RedisError,
+    allow_degradation: bool,
+) -> NativeOutcome {
+    static LAST_LOG_S: AtomicU64 = AtomicU64::new(u64::MAX);
+    let now_s = now_ms() / 1000;
+    let last = LAST_LOG_S.swap(now_s, Ordering::Relaxed);
+    if last != now_s {
+        tracing::warn!("{plugin}: {err}");
+    }
+    if allow_degradation {
+        NativeOutcome::Continue
+    } else {
+        NativeOutcome::Respond {
+            status: 503,
+            body: Bytes::from_static(br#"{"error_msg":"rate limit backend unavailable"}"#),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use super::registry::StateRegistry;
 use super::table::{CounterTable, Expiring, DEFAULT_CAPACITY};
 use super::with_shared_fields;
 use super::{
-    backend_unavailable, default_key, default_rejected_code, now_ms, KeyType, LimitKey, Rejection,
+    default_key, default_rejected_code, now_ms, redis_failed, KeyType, LimitKey, Rejection,
 };
 use crate::native::{NativeBuildInput, NativeCtx, NativeOutcome, NativePlugin, Plugin};
 use crate::phase::Phase;
@@ -149,19 +149,13 @@ impl Plugin for LimitReq {
     async fn access(&self, req: &mut RequestHeader, cx: &mut NativeCtx<'_>) -> NativeOutcome {
         let key = self.key.resolve(req, cx);
         let excess = match &self.backend {
-            Backend::Local(table) => table.update(&key, now_ms(), |state| {
-                leak(state, self.rate, self.burst, now_ms())
-            }),
+            Backend::Local(table) => {
+                let now = now_ms();
+                table.update(&key, now, |state| leak(state, self.rate, self.burst, now))
+            }
             Backend::Redis(redis) => match redis.leaky(&key, self.rate, self.burst).await {
                 Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!("limit-req: {e}");
-                    return if self.allow_degradation {
-                        NativeOutcome::Continue
-                    } else {
-                        backend_unavailable()
-                    };
-                }
+                Err(e) => return redis_failed(PLUGIN.name, &e, self.allow_degradation),
             },
         };
         let Some(excess) = excess else {

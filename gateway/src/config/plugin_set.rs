@@ -1,5 +1,7 @@
-//! The APISIX `consumer_group` object: plugins that the consumers naming it with
-//! `group_id` run; a consumer's own plugins override its group's of the same name.
+//! APISIX's two named plugin sets, one schema: a `plugin_config` (routes reference it
+//! with `plugin_config_id`; a route's own plugins override its plugins of the same name)
+//! and a `consumer_group` (consumers reference it with `group_id`; a consumer's own
+//! plugins override its group's).
 
 use std::collections::BTreeMap;
 
@@ -8,9 +10,10 @@ use serde_json::{Map, Value};
 
 use super::{CheckSpec, FieldError, Id};
 
+/// `plugins` plus the common metadata.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ConsumerGroupSpec {
+pub struct PluginSetSpec {
     #[serde(default)]
     pub id: Option<Id>,
     pub plugins: Map<String, Value>,
@@ -26,7 +29,7 @@ pub struct ConsumerGroupSpec {
     pub update_time: Option<u64>,
 }
 
-impl CheckSpec for ConsumerGroupSpec {
+impl CheckSpec for PluginSetSpec {
     fn check(&self) -> Vec<FieldError> {
         match &self.id {
             Some(id) => match super::check_id(&id.0) {
@@ -37,3 +40,8 @@ impl CheckSpec for ConsumerGroupSpec {
         }
     }
 }
+
+/// A `plugin_configs` object.
+pub type PluginConfigSpec = PluginSetSpec;
+/// A `consumer_groups` object.
+pub type ConsumerGroupSpec = PluginSetSpec;
