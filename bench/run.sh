@@ -40,6 +40,8 @@ scripts/setup.sh >/dev/null
 # name functions; the shipped release binary is stripped.
 cargo build --profile profiling -q -p portico
 cargo bench -q -p portico --bench core --no-run 2>/dev/null
+# The floor of S1 (issue 17): a tokio + httparse proxy with no Pingora, its own crate.
+(cd bench/floor-proxy && cargo build --release -q)
 
 cd bench
 exec python3 -m harness "$@"

@@ -18,6 +18,10 @@ PEERS = os.path.join(BENCH, "peers")
 LUA_DIR = os.path.join(PEERS, "lua")
 WORK = os.environ.get("BENCH_WORK", "/tmp/portico-bench")
 PORTICO_BIN = os.path.join(ROOT, "target", "profiling", "portico")
+# An earlier build to run beside the current one (labels `portico-base...`), so a change's
+# effect is a ratio measured in one run: `BENCH_BASELINE_BIN=/path/to/old/portico`.
+BASELINE_BIN = os.environ.get("BENCH_BASELINE_BIN") or None
+FLOOR_BIN = os.path.join(BENCH, "floor-proxy", "target", "release", "floor-proxy")
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 
 ORIGIN_PORTS = list(range(19001, 19011))
@@ -194,8 +198,9 @@ class Haproxy(Peer):
 class Portico(Peer):
     """Portico (profiling build: release code with symbols), configured through its admin API like a user would."""
 
-    def __init__(self, name, port, resources, static_extra=""):
+    def __init__(self, name, port, resources, static_extra="", bin=None):
         super().__init__(name, port)
+        self.bin = bin or PORTICO_BIN
         self.resources = resources
         self.static_extra = static_extra
         self.admin_port = port + 100
@@ -205,11 +210,11 @@ class Portico(Peer):
         self.prefix = prefix_dir(self.name)
         conf = os.path.join(self.prefix, "portico.yaml")
         with open(conf, "w") as f:
-            f.write(template("portico.yaml", PREFIX=self.prefix, LISTEN=f"127.0.0.1:{self.port}",
+            f.write(template("portico.yaml" if self.bin == PORTICO_BIN else "portico-baseline.yaml", PREFIX=self.prefix, LISTEN=f"127.0.0.1:{self.port}",
                              ADMIN=f"127.0.0.1:{self.admin_port}",
                              METRICS=f"127.0.0.1:{self.metrics_port}") + self.static_extra)
         env = dict(os.environ, PORTICO_ADMIN_KEY=ADMIN_KEY, RUST_LOG="warn")
-        self.proc = system.spawn([PORTICO_BIN, "-c", conf], self.core,
+        self.proc = system.spawn([self.bin, "-c", conf], self.core,
                                  os.path.join(self.prefix, "portico.log"), env=env)
         system.wait_for(lambda: port_open(self.admin_port), 30, f"{self.name} admin")
         self.wait_ready()
@@ -228,7 +233,23 @@ class Portico(Peer):
             raise RuntimeError(f"{method} {path}: {e.code} {e.read()[:500]!r}") from None
 
     def version(self):
-        return system.run([PORTICO_BIN, "--version"]).strip()
+        return system.run([self.bin, "--version"]).strip()
+
+
+class Floor(Peer):
+    """The floor (issue 17): bench/floor-proxy, a tokio + httparse keep-alive proxy with
+    no Pingora, one thread, the same forwarding headers."""
+
+    def __init__(self, name, port, origin):
+        super().__init__(name, port)
+        self.origin = origin
+
+    def start(self):
+        self.prefix = prefix_dir(self.name)
+        self.proc = system.spawn([FLOOR_BIN, f"127.0.0.1:{self.port}", self.origin], self.core,
+                                 os.path.join(self.prefix, "stdout.log"))
+        self.wait_ready()
+        return self
 
 
 def _stderr_version(argv):

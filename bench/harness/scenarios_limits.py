@@ -35,6 +35,7 @@ def s10_limit(run):
         targets = [measure.Target(p.name, p) for p in ps]
         tp = measure.throughput(targets)
         compare.peer_table(s, tp, None)
+        compare.ratio_table(s, tp, None, "portico+limit-count", ["nginx+limit_req", "nginx+lua"])
 
         def extra(a, b):
             return measure.median([x["cpu_us"] - y["cpu_us"] for x, y in zip(tp[a], tp[b])])

@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 from . import compare, measure, peers, system
-from .peers import LUA_DIR, ORIGIN_PORTS, Haproxy, Nginx, Portico
+from .peers import BASELINE_BIN, LUA_DIR, ORIGIN_PORTS, Floor, Haproxy, Nginx, Portico
 from .report import Scenario
 
 RATE = int(os.environ.get("BENCH_RATE", "5000"))
@@ -97,19 +97,27 @@ def s1_plain(run):
     s = Scenario("S1", "plain proxy",
                  "One route `/*`, one origin node, keep-alive both sides; the same forwarding "
                  "headers (X-Forwarded-*, X-Real-IP) added by every peer.")
+    base = [Portico("portico-base", 18070, portico_resources(), bin=BASELINE_BIN)] if BASELINE_BIN else []
     ps = started(
         Nginx("nginx", 18081, nginx_upstream([ORIGIN]) + nginx_server(18081)),
         Haproxy("haproxy", 18082, HAPROXY_FRONT, haproxy_backend([ORIGIN])),
         Portico("portico", 18080, portico_resources()),
+        Floor("floor", 18084, ORIGIN),
+        *base,
     )
-    ng, hp, pt = ps
+    pt = ps[2]
+    if base:
+        s.note(f"`portico-base` is `{BASELINE_BIN}` (`{base[0].version()}`), run in the same rounds.")
+    s.note("`floor` is bench/floor-proxy: tokio + httparse, no Pingora, one thread, one origin "
+           "connection per client connection: what a Rust async proxy costs here (issue 17).")
     try:
         idle_rss = system.rss_kb(pt.pids()) / 1024
         targets = [measure.Target(p.name, p) for p in ps]
         tp = measure.throughput(targets)
         lat = measure.latency(targets, RATE)
         compare.peer_table(s, tp, lat)
-        compare.ratio_table(s, tp, lat, "portico", ["nginx", "haproxy"])
+        compare.ratio_table(s, tp, lat, "portico", ["nginx", "haproxy", "floor"] + [p.name for p in base])
+        compare.ratio_table(s, tp, lat, "floor", ["nginx", "haproxy"])
         r = compare.rps_ratio(tp, "portico", "nginx")
         s.check("S1 capped req/s ≥ 1.0× nginx", compare.fmt_ratio(r), r and r >= 1.0)
         cp, cn = compare.cpu_of(tp, "portico"), compare.cpu_of(tp, "nginx")
@@ -137,7 +145,12 @@ def s2_lua(run):
               nginx_server(18083, f"access_by_lua_block {{\n{code}\n}}")),
         Portico("portico", 18080, portico_resources()),
         Portico("portico+lua", 18090, portico_resources({"plugins": serverless_access(code)})),
+        *([Portico("portico-base", 18070, portico_resources(), bin=BASELINE_BIN),
+           Portico("portico-base+lua", 18071, portico_resources({"plugins": serverless_access(code)}),
+                   bin=BASELINE_BIN)] if BASELINE_BIN else []),
     )
+    if BASELINE_BIN:
+        s.note(f"`portico-base` is `{BASELINE_BIN}`, run in the same rounds.")
     try:
         for p in ps[1::2]:
             expect_status(p, "/", 403, {"X-Block": "1"})
@@ -145,15 +158,20 @@ def s2_lua(run):
         tp = measure.throughput(targets)
         lat = measure.latency(targets[1::2], RATE)
         compare.peer_table(s, tp, lat)
-        compare.ratio_table(s, tp, lat, "portico+lua", ["nginx+lua"])
+        compare.ratio_table(s, tp, lat, "portico+lua", ["nginx+lua"] + (["portico-base+lua"] if BASELINE_BIN else []))
+        if BASELINE_BIN:
+            compare.ratio_table(s, tp, lat, "portico", ["nginx", "portico-base"])
         r = compare.rps_ratio(tp, "portico+lua", "nginx+lua")
         s.check("S2 capped req/s ≥ 1.2× nginx+ngx_lua", compare.fmt_ratio(r), r and r >= 1.2)
         extra_p = [a["cpu_us"] - b["cpu_us"] for a, b in zip(tp["portico+lua"], tp["portico"])]
         extra_n = [a["cpu_us"] - b["cpu_us"] for a, b in zip(tp["nginx+lua"], tp["nginx"])]
         mp, mn = measure.median(extra_p), measure.median(extra_n)
-        s.table(["extra CPU of the plugin", "µs/req, per round"],
-                [["Portico", measure.spread(extra_p, "{:.1f}")],
-                 ["nginx + ngx_lua", measure.spread(extra_n, "{:.1f}")]])
+        rows = [["Portico", measure.spread(extra_p, "{:.1f}")],
+                ["nginx + ngx_lua", measure.spread(extra_n, "{:.1f}")]]
+        if BASELINE_BIN:
+            extra_b = [a["cpu_us"] - b["cpu_us"] for a, b in zip(tp["portico-base+lua"], tp["portico-base"])]
+            rows.append(["Portico (baseline build)", measure.spread(extra_b, "{:.1f}")])
+        s.table(["extra CPU of the plugin", "µs/req, per round"], rows)
         s.check("S2 extra CPU/req of one Lua plugin ≤ ngx_lua's", f"{mp:.1f} µs vs {mn:.1f} µs", mp <= mn)
     finally:
         stop_all(ps)
