@@ -1,21 +1,31 @@
 """S9's client: open N keep-alive connections to 127.0.0.1:PORT, send one request on
 each, read its response, then hold them all open and idle for HOLD seconds.
 Writes {"held": k} to $BENCH_WORK/idle.status once every connection is settled.
+With `tls`, the connections are TLS (SNI `localhost`, the certificate not verified: S11).
 
-usage: idle_conns.py PORT N HOLD"""
+usage: idle_conns.py PORT N HOLD [tls]"""
 
 import asyncio
 import json
 import os
+import ssl
 import sys
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 
-async def one(port, sem):
+def client_tls():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def one(port, sem, tls):
     async with sem:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+            opts = {"ssl": tls, "server_hostname": "localhost"} if tls else {}
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, **opts), 5)
             writer.write(REQUEST)
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             length = 0
@@ -29,9 +39,9 @@ async def one(port, sem):
             return None
 
 
-async def main(port, n, hold):
+async def main(port, n, hold, tls):
     sem = asyncio.Semaphore(500)
-    writers = await asyncio.gather(*(one(port, sem) for _ in range(n)))
+    writers = await asyncio.gather(*(one(port, sem, tls) for _ in range(n)))
     held = [w for w in writers if w is not None]
     path = os.path.join(os.environ.get("BENCH_WORK", "/tmp/portico-bench"), "idle.status")
     with open(path + ".tmp", "w") as f:
@@ -43,4 +53,5 @@ async def main(port, n, hold):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
+    tls = client_tls() if sys.argv[4:] == ["tls"] else None
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), tls))

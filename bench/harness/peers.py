@@ -198,6 +198,8 @@ class Haproxy(Peer):
 class Portico(Peer):
     """Portico (profiling build: release code with symbols), configured through its admin API like a user would."""
 
+    conf_template = "portico.yaml"
+
     def __init__(self, name, port, resources, static_extra="", bin=None):
         super().__init__(name, port)
         self.bin = bin or PORTICO_BIN
@@ -210,9 +212,11 @@ class Portico(Peer):
         self.prefix = prefix_dir(self.name)
         conf = os.path.join(self.prefix, "portico.yaml")
         with open(conf, "w") as f:
-            f.write(template("portico.yaml" if self.bin == PORTICO_BIN else "portico-baseline.yaml", PREFIX=self.prefix, LISTEN=f"127.0.0.1:{self.port}",
+            name = self.conf_template if self.bin == PORTICO_BIN else "portico-baseline.yaml"
+            f.write(template(name, PREFIX=self.prefix, LISTEN=f"127.0.0.1:{self.port}",
                              ADMIN=f"127.0.0.1:{self.admin_port}",
-                             METRICS=f"127.0.0.1:{self.metrics_port}") + self.static_extra)
+                             METRICS=f"127.0.0.1:{self.metrics_port}", **self.template_values())
+                    + self.static_extra)
         env = dict(os.environ, PORTICO_ADMIN_KEY=ADMIN_KEY, RUST_LOG="warn")
         self.proc = system.spawn([self.bin, "-c", conf], self.core,
                                  os.path.join(self.prefix, "portico.log"), env=env)
@@ -221,6 +225,9 @@ class Portico(Peer):
         if self.resources is not None:
             self.admin("PUT", "/apisix/admin/configs", self.resources)
         return self
+
+    def template_values(self):
+        return {}
 
     def admin(self, method, path, body=None, timeout=30.0):
         data = json.dumps(body).encode() if body is not None else None

@@ -277,12 +277,42 @@ def least_squares_slope(points):
     return sum((t - mt) * (v - mv) for t, v in points) / den if den else 0.0
 
 
-def hold_idle(port, n, hold_seconds):
+def hold_idle(port, n, hold_seconds, tls=False):
     """Opens n keep-alive connections, sends one request on each, reads the response and
     keeps them open for hold_seconds; runs as a separate process (it needs n fds)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle_conns.py")
-    return system.spawn(["python3", script, str(port), str(n), str(hold_seconds)], system.CLIENT_CORE,
+    argv = ["python3", script, str(port), str(n), str(hold_seconds)] + (["tls"] if tls else [])
+    return system.spawn(argv, system.CLIENT_CORE,
                         os.path.join(peers.WORK, "idle.log"))
+
+
+IDLE_HEADER = ["peer", "connections held", "RSS MB before", "RSS MB holding", "KB per connection",
+               "CPU in 5 s idle"]
+
+
+def idle_footprint(p, port, n, tls=False):
+    """Holds n idle keep-alive connections to `port` of peer p; returns its table row
+    (IDLE_HEADER), the connections held and the KB per connection."""
+    pids = p.pids()
+    rss0 = system.rss_kb(pids)
+    status = os.path.join(peers.WORK, "idle.status")
+    if os.path.exists(status):
+        os.remove(status)
+    client = hold_idle(port, n, 60, tls)
+    try:
+        system.wait_for(lambda: os.path.exists(status), 90, f"{n} idle connections to {p.name}")
+        with open(status) as f:
+            held = json.load(f)["held"]
+        time.sleep(1)  # connections settle after their one request
+        cpu0 = system.cpu_seconds(pids)
+        time.sleep(5)
+        cpu_idle = system.cpu_seconds(pids) - cpu0
+        rss1 = system.rss_kb(pids)
+    finally:
+        system.stop(client)
+    per = (rss1 - rss0) / max(held, 1)
+    row = [p.name, held, f"{rss0 / 1024:.1f}", f"{rss1 / 1024:.1f}", f"{per:.2f}", f"{cpu_idle * 1000:.0f} ms"]
+    return row, held, per
 
 
 def s9_idle(run):
@@ -301,28 +331,11 @@ def s9_idle(run):
     try:
         for p in ps:
             load.wrk(p.url("/"), 1)
-            pids = p.pids()
-            rss0 = system.rss_kb(pids)
-            status = os.path.join(peers.WORK, "idle.status")
-            if os.path.exists(status):
-                os.remove(status)
-            client = hold_idle(p.port, IDLE_CONNS, 60)
-            system.wait_for(lambda: os.path.exists(status), 90, f"{IDLE_CONNS} idle connections to {p.name}")
-            with open(status) as f:
-                held = json.load(f)["held"]
-            time.sleep(1)  # connections settle after their one request
-            cpu0 = system.cpu_seconds(pids)
-            time.sleep(5)
-            cpu_idle = system.cpu_seconds(pids) - cpu0
-            rss1 = system.rss_kb(pids)
-            system.stop(client)
-            per = (rss1 - rss0) / max(held, 1)
-            rows.append([p.name, held, f"{rss0 / 1024:.1f}", f"{rss1 / 1024:.1f}", f"{per:.2f}",
-                         f"{cpu_idle * 1000:.0f} ms"])
+            row, held, per = idle_footprint(p, p.port, IDLE_CONNS)
+            rows.append(row)
             if p.name == "portico":
                 s.check(f"S9 ≤ 2 KB per idle connection ({held:,} held)", f"{per:.2f} KB", per <= 2.0)
-        s.table(["peer", "connections held", "RSS MB before", "RSS MB holding", "KB per connection",
-                 "CPU in 5 s idle"], rows)
+        s.table(IDLE_HEADER, rows)
         s.load.append(system.loadavg())
     finally:
         stop_all(ps)
