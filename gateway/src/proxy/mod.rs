@@ -71,6 +71,11 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    /// No downstream modules: Pingora's default adds a disabled response-compression
+    /// module, whose context every request would build and consult for nothing; Portico
+    /// compresses in its own plugins (`gzip`).
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new(self.store.snapshot(), self.in_flight.enter())
     }
