@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora::RetryType;
 
 use portico_healthcheck::{HealthRegistry, Outcome};
@@ -49,6 +49,7 @@ pub fn select_peer(
             let mut peer = HttpPeer::new(addr, upstream.tls, addr.ip().to_string());
             apply_timeouts(&mut peer, upstream, &timeouts);
             apply_tls(&mut peer, upstream);
+            peer.options.http_upstream_request_policy = request_policy(route.websocket);
             return Ok(Box::new(peer));
         }
     }
@@ -81,7 +82,24 @@ pub fn select_peer(
     ctx.attempt_started = Some(now);
     ctx.first_attempt.get_or_insert(now);
     let timeouts = route.timeouts.unwrap_or(upstream.timeouts);
-    Ok(Box::new(peer_for(upstream, node, &timeouts)))
+    let mut peer = peer_for(upstream, node, &timeouts);
+    peer.options.http_upstream_request_policy = request_policy(route.websocket);
+    Ok(Box::new(peer))
+}
+
+/// How Pingora forwards the client's hop-by-hop headers: always stripped, and the
+/// `Upgrade` handshake forwarded only on a route with `enable_websocket` (APISIX sets
+/// nginx's `Upgrade` and `Connection` to the client's only then, and to empty, so not
+/// sent, otherwise). Pingora forwards a WebSocket handshake only (`Upgrade: websocket`),
+/// normalised; any other upgrade goes upstream as a plain request either way. Pingora
+/// refuses a 101 that answers a request whose handshake was not forwarded, so no
+/// tunnel opens behind the route's back.
+fn request_policy(websocket: bool) -> HttpUpstreamRequestPolicy {
+    if websocket {
+        HttpUpstreamRequestPolicy::standard()
+    } else {
+        HttpUpstreamRequestPolicy::deny_upgrades()
+    }
 }
 
 fn peer_for(
@@ -214,4 +232,21 @@ pub fn on_response_header(health: &HealthRegistry, ctx: &mut RequestCtx, status:
     ctx.response_started = true;
     ctx.upstream_status = Some(status);
     ctx.upstream_duration = ctx.attempt_started.map(|t| t.elapsed());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_policy;
+    use pingora::upstreams::peer::H1UpgradePolicy;
+
+    #[test]
+    fn upgrades_are_forwarded_only_with_enable_websocket() {
+        assert_eq!(
+            request_policy(true).h1_upgrade,
+            H1UpgradePolicy::WebSocketOnly
+        );
+        assert_eq!(request_policy(false).h1_upgrade, H1UpgradePolicy::Deny);
+        // Hop-by-hop headers are stripped either way.
+        assert!(request_policy(true).strip_hop_by_hop && request_policy(false).strip_hop_by_hop);
+    }
 }

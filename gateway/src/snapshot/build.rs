@@ -243,6 +243,10 @@ pub fn build(
             service_id: spec.service_id.as_ref().map(|s| s.0.clone()),
             upstream,
             timeouts: spec.timeout.as_ref().map(Timeouts::from_spec),
+            websocket: spec
+                .enable_websocket
+                .or_else(|| service.and_then(|s| s.spec.enable_websocket))
+                .unwrap_or(false),
             metrics: route_metrics,
             matched_uri,
             matched_host,

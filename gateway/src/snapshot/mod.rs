@@ -63,6 +63,10 @@ pub struct RouteRuntime {
     pub upstream: Option<Arc<UpstreamRuntime>>,
     /// The route's `timeout`, which overrides the upstream's.
     pub timeouts: Option<Timeouts>,
+    /// `enable_websocket` of the route, else of its service (APISIX: the route's value
+    /// wins when set); off by default. Off: a client's `Upgrade` handshake is not
+    /// forwarded and the request goes upstream as plain HTTP.
+    pub websocket: bool,
     pub metrics: Arc<RouteMetrics>,
     /// The route's first URI pattern and host pattern (APISIX's metric labels).
     pub matched_uri: String,

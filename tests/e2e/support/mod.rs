@@ -11,6 +11,7 @@ pub mod http;
 pub mod prom;
 pub mod redis;
 pub mod tls;
+pub mod ws;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
