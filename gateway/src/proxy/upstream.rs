@@ -48,7 +48,7 @@ pub fn select_peer(
             ctx.upstream_addrs.push(addr);
             let mut peer = HttpPeer::new(addr, upstream.tls, addr.ip().to_string());
             apply_timeouts(&mut peer, upstream, &timeouts);
-            apply_tls(&mut peer, upstream);
+            apply_transport(&mut peer, upstream);
             peer.options.http_upstream_request_policy = request_policy(route.websocket);
             return Ok(Box::new(peer));
         }
@@ -115,16 +115,22 @@ fn peer_for(
     };
     let mut peer = HttpPeer::new(node.addr, upstream.tls, sni);
     apply_timeouts(&mut peer, upstream, timeouts);
-    apply_tls(&mut peer, upstream);
+    apply_transport(&mut peer, upstream);
     peer
 }
 
 /// `tls.verify` (off by default, as in APISIX) and the client certificate. Both are in
 /// Pingora's pool key, so a pooled connection is never reused across different settings.
-fn apply_tls(peer: &mut HttpPeer, upstream: &UpstreamRuntime) {
+/// `grpc`/`grpcs`: HTTP/2 only. Over TLS, Pingora offers only `h2` by ALPN; without TLS,
+/// a minimum version of 2 makes it speak h2c by prior knowledge (there is no ALPN to
+/// ask with), as nginx's `grpc_pass grpc://` does.
+fn apply_transport(peer: &mut HttpPeer, upstream: &UpstreamRuntime) {
     peer.options.verify_cert = upstream.verify;
     peer.options.verify_hostname = upstream.verify;
     peer.client_cert_key = upstream.client_cert.clone();
+    if upstream.scheme.http2() {
+        peer.options.set_http_version(2, 2);
+    }
 }
 
 fn apply_timeouts(peer: &mut HttpPeer, upstream: &UpstreamRuntime, timeouts: &Timeouts) {

@@ -119,7 +119,10 @@ pub struct UpstreamRuntime {
     /// No new attempt starts once this long has passed since the first (None = no limit).
     pub retry_timeout: Option<Duration>,
     pub timeouts: Timeouts,
+    /// TLS to the nodes (`scheme` `https` or `grpcs`).
     pub tls: bool,
+    /// `http`, `https`, or the HTTP/2-only `grpc` (h2c) and `grpcs`.
+    pub scheme: crate::config::Scheme,
     /// Verify the node's certificate and name (`tls.verify`).
     pub verify: bool,
     /// The client certificate presented to the nodes (`tls.client_cert*`).

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod cms;
 pub mod gateway;
+pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod prom;
