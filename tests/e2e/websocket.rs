@@ -25,7 +25,7 @@ fn route(gw: &Gateway, id: &str, uri: &str, backend: &WsBackend, extra: Value) {
 
 fn open(h: Handshake) -> WsClient {
     match h {
-        Handshake::Open(c) => c,
+        Handshake::Open(c) => *c,
         Handshake::Refused(status, body) => panic!("handshake refused: {status} {body}"),
     }
 }

@@ -154,6 +154,8 @@ async fn serve(mut stream: TcpStream, counts: Arc<Counts>) {
         return;
     }
     let seen = Arc::clone(&counts);
+    // The callback's signature is tungstenite's (its error type is a whole response).
+    #[allow(clippy::result_large_err)]
     let callback = move |req: &WsRequest, resp: Response| {
         let headers = req
             .headers()
@@ -173,21 +175,21 @@ async fn serve(mut stream: TcpStream, counts: Arc<Counts>) {
     };
     counts.upgrades.fetch_add(1, Ordering::SeqCst);
     while let Some(msg) = next_message(&mut ws).await {
-        match msg {
+        let echo = match msg {
             Message::Text(t) if t.as_str() == "close" => {
                 let frame = CloseFrame {
                     code: CloseCode::Normal,
                     reason: "bye".into(),
                 };
                 let _ = ws.close(Some(frame)).await;
+                continue;
             }
-            Message::Text(_) | Message::Binary(_) => {
-                if send_message(&mut ws, msg).await.is_err() {
-                    break;
-                }
-            }
+            Message::Text(_) | Message::Binary(_) => msg,
             // Pings are answered and closes acknowledged by tungstenite itself.
-            _ => {}
+            _ => continue,
+        };
+        if send_message(&mut ws, echo).await.is_err() {
+            break;
         }
     }
     counts.ended.fetch_add(1, Ordering::SeqCst);
@@ -201,15 +203,15 @@ pub struct WsClient {
 
 /// The client's websocket over plain TCP or rustls.
 enum WsConn {
-    Plain(WebSocketStream<TcpStream>),
-    Tls(WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(Box<WebSocketStream<TcpStream>>),
+    Tls(Box<WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>>),
 }
 
 /// How a handshake attempt ended.
 #[derive(Debug)]
 pub enum Handshake {
     /// 101: the websocket is open.
-    Open(WsClient),
+    Open(Box<WsClient>),
     /// Refused with this status and body.
     Refused(u16, String),
 }
@@ -238,7 +240,7 @@ impl WsClient {
             let url = format!("ws://{host}{path}");
             tokio_tungstenite::client_async(url, tcp)
                 .await
-                .map(|(ws, _)| WsConn::Plain(ws))
+                .map(|(ws, _)| WsConn::Plain(Box::new(ws)))
         });
         finish(rt, result)
     }
@@ -260,7 +262,7 @@ impl WsClient {
             let url = format!("wss://{host}{path}");
             tokio_tungstenite::client_async(url, tls)
                 .await
-                .map(|(ws, _)| WsConn::Tls(ws))
+                .map(|(ws, _)| WsConn::Tls(Box::new(ws)))
         });
         finish(rt, result)
     }
@@ -311,8 +313,8 @@ impl WsClient {
         self.runtime
             .block_on(async {
                 match ws {
-                    WsConn::Plain(w) => w.close(None).await,
-                    WsConn::Tls(w) => w.close(None).await,
+                    WsConn::Plain(w) => WebSocketStream::close(w, None).await,
+                    WsConn::Tls(w) => WebSocketStream::close(w, None).await,
                 }
             })
             .expect("send a close frame");
@@ -332,10 +334,10 @@ fn finish(
 ) -> Handshake {
     use tokio_tungstenite::tungstenite::Error;
     match result {
-        Ok(ws) => Handshake::Open(WsClient {
+        Ok(ws) => Handshake::Open(Box::new(WsClient {
             runtime,
             ws: Some(ws),
-        }),
+        })),
         Err(Error::Http(resp)) => {
             let body = resp
                 .body()
