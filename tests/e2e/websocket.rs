@@ -132,7 +132,7 @@ fn ws_upgrade_is_forwarded_only_when_the_route_or_its_service_enables_it() {
 }
 
 #[test]
-fn ws_an_active_websocket_outlives_the_route_read_timeout() {
+fn ws_an_active_websocket_outlives_the_route_read_timeout_an_idle_one_does_not() {
     let gw = Gateway::start_default();
     let backend = WsBackend::start();
     route(
@@ -150,7 +150,14 @@ fn ws_an_active_websocket_outlives_the_route_read_timeout() {
         n += 1;
         std::thread::sleep(Duration::from_millis(250));
     }
-    ws.close();
+    // Idle (no frame either way) past the read timeout: closed, as nginx's
+    // `proxy_read_timeout` closes an idle websocket.
+    let idle = Instant::now();
+    assert!(
+        matches!(ws.recv(), None | Some(Message::Close(_))),
+        "an idle websocket is closed after the read timeout"
+    );
+    assert!(idle.elapsed() < Duration::from_secs(5), "{:?}", idle.elapsed());
 }
 
 #[test]
