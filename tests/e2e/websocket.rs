@@ -157,7 +157,11 @@ fn ws_an_active_websocket_outlives_the_route_read_timeout_an_idle_one_does_not()
         matches!(ws.recv(), None | Some(Message::Close(_))),
         "an idle websocket is closed after the read timeout"
     );
-    assert!(idle.elapsed() < Duration::from_secs(5), "{:?}", idle.elapsed());
+    assert!(
+        idle.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        idle.elapsed()
+    );
 }
 
 #[test]
