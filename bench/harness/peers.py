@@ -194,10 +194,11 @@ class Haproxy(Peer):
 class Portico(Peer):
     """Portico (profiling build: release code with symbols), configured through its admin API like a user would."""
 
-    def __init__(self, name, port, resources, static_extra=""):
+    def __init__(self, name, port, resources, static_extra="", proxy_extra=""):
         super().__init__(name, port)
         self.resources = resources
         self.static_extra = static_extra
+        self.proxy_extra = proxy_extra  # indented keys inside `proxy:` (S11's TLS listener)
         self.admin_port = port + 100
         self.metrics_port = port + 200
 
@@ -207,7 +208,8 @@ class Portico(Peer):
         with open(conf, "w") as f:
             f.write(template("portico.yaml", PREFIX=self.prefix, LISTEN=f"127.0.0.1:{self.port}",
                              ADMIN=f"127.0.0.1:{self.admin_port}",
-                             METRICS=f"127.0.0.1:{self.metrics_port}") + self.static_extra)
+                             METRICS=f"127.0.0.1:{self.metrics_port}",
+                             PROXY_EXTRA=self.proxy_extra) + self.static_extra)
         env = dict(os.environ, PORTICO_ADMIN_KEY=ADMIN_KEY, RUST_LOG="warn")
         self.proc = system.spawn([PORTICO_BIN, "-c", conf], self.core,
                                  os.path.join(self.prefix, "portico.log"), env=env)
