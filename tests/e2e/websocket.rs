@@ -131,6 +131,28 @@ fn ws_upgrade_is_forwarded_only_when_the_route_or_its_service_enables_it() {
     assert!(counted, "one 101 for route on\n{}", gw.metrics_text());
 }
 
+/// A route's body filters (Lua `body_filter`, native ones such as `response-rewrite`'s
+/// body) do not see the tunnel's bytes after a 101, as nginx passes an upgraded
+/// connection around its output filters: frames reach both sides unchanged.
+#[test]
+fn ws_body_filters_do_not_touch_the_tunnel() {
+    let gw = Gateway::start_default();
+    let backend = WsBackend::start();
+    let mut plugins = crate::lua_common::pre("body_filter", "ngx.arg[1] = 'changed'");
+    plugins["response-rewrite"] = json!({"body": "replaced"});
+    route(
+        &gw,
+        "f",
+        "/f",
+        &backend,
+        json!({"enable_websocket": true, "plugins": plugins}),
+    );
+    let mut ws = open(WsClient::connect(gw.proxy_addr(), "ws.test", "/f"));
+    ws.echo("first");
+    ws.echo("second");
+    ws.close();
+}
+
 #[test]
 fn ws_an_active_websocket_outlives_the_route_read_timeout_an_idle_one_does_not() {
     let gw = Gateway::start_default();
