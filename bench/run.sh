@@ -8,7 +8,8 @@
 # bench/results/<date>-<scenario>.md and docs/benchmarks.md, and prints the ratio
 # table. Knobs (environment): BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CAP_PERCENT (40),
 # BENCH_RATE (5000), BENCH_SOAK_SECONDS (600), BENCH_IDLE_CONNS (10000),
-# BENCH_TLS_CLIENTS (4: concurrent `openssl s_time` clients of S11).
+# BENCH_TLS_CLIENTS (4: concurrent `openssl s_time` clients of S11),
+# BENCH_TLS_IDLE_CONNS (2000: S11's idle TLS connections).
 # Needs root for the cgroup CPU quota and a machine with at least 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -277,12 +277,36 @@ def least_squares_slope(points):
     return sum((t - mt) * (v - mv) for t, v in points) / den if den else 0.0
 
 
-def hold_idle(port, n, hold_seconds):
-    """Opens n keep-alive connections, sends one request on each, reads the response and
-    keeps them open for hold_seconds; runs as a separate process (it needs n fds)."""
+def hold_idle(port, n, hold_seconds, sni=None):
+    """Opens n keep-alive connections (TLS with `sni`), sends one request on each, reads
+    the response and keeps them open for hold_seconds; runs as a separate process (it
+    needs n fds)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle_conns.py")
-    return system.spawn(["python3", script, str(port), str(n), str(hold_seconds)], system.CLIENT_CORE,
-                        os.path.join(peers.WORK, "idle.log"))
+    return system.spawn(["python3", script, str(port), str(n), str(hold_seconds)] + ([sni] if sni else []),
+                        system.CLIENT_CORE, os.path.join(peers.WORK, "idle.log"))
+
+
+def idle_row(peer, port, n, sni=None):
+    """Holds n idle keep-alive connections to `port` (TLS with `sni`) and measures the
+    peer: [name, held, RSS MB before, RSS MB holding, KB per connection, CPU while idle]."""
+    pids = peer.pids()
+    rss0 = system.rss_kb(pids)
+    status = os.path.join(peers.WORK, "idle.status")
+    if os.path.exists(status):
+        os.remove(status)
+    client = hold_idle(port, n, 60, sni)
+    system.wait_for(lambda: os.path.exists(status), 90, f"{n} idle connections to {peer.name}")
+    with open(status) as f:
+        held = json.load(f)["held"]
+    time.sleep(1)  # connections settle after their one request
+    cpu0 = system.cpu_seconds(pids)
+    time.sleep(5)
+    cpu_idle = system.cpu_seconds(pids) - cpu0
+    rss1 = system.rss_kb(pids)
+    system.stop(client)
+    per = (rss1 - rss0) / max(held, 1)
+    return [peer.name, held, f"{rss0 / 1024:.1f}", f"{rss1 / 1024:.1f}", f"{per:.2f}",
+            f"{cpu_idle * 1000:.0f} ms"]
 
 
 def s9_idle(run):
@@ -301,25 +325,10 @@ def s9_idle(run):
     try:
         for p in ps:
             load.wrk(p.url("/"), 1)
-            pids = p.pids()
-            rss0 = system.rss_kb(pids)
-            status = os.path.join(peers.WORK, "idle.status")
-            if os.path.exists(status):
-                os.remove(status)
-            client = hold_idle(p.port, IDLE_CONNS, 60)
-            system.wait_for(lambda: os.path.exists(status), 90, f"{IDLE_CONNS} idle connections to {p.name}")
-            with open(status) as f:
-                held = json.load(f)["held"]
-            time.sleep(1)  # connections settle after their one request
-            cpu0 = system.cpu_seconds(pids)
-            time.sleep(5)
-            cpu_idle = system.cpu_seconds(pids) - cpu0
-            rss1 = system.rss_kb(pids)
-            system.stop(client)
-            per = (rss1 - rss0) / max(held, 1)
-            rows.append([p.name, held, f"{rss0 / 1024:.1f}", f"{rss1 / 1024:.1f}", f"{per:.2f}",
-                         f"{cpu_idle * 1000:.0f} ms"])
+            row = idle_row(p, p.port, IDLE_CONNS)
+            rows.append(row)
             if p.name == "portico":
+                held, per = row[1], float(row[4])
                 s.check(f"S9 ≤ 2 KB per idle connection ({held:,} held)", f"{per:.2f} KB", per <= 2.0)
         s.table(["peer", "connections held", "RSS MB before", "RSS MB holding", "KB per connection",
                  "CPU in 5 s idle"], rows)

@@ -7,7 +7,9 @@ session, then close; no request), several of them at once on the client core, ag
 each peer in turn within each round, with the proxy under the same CPU quota as the
 throughput scenarios; the figure is handshakes per second and the proxy's CPU time per
 handshake. Keep-alive: wrk over `https://` (one handshake per connection, then requests
-on it), the S1 route, in the usual capped rounds."""
+on it), the S1 route, in the usual capped rounds. Idle: S9's measurement over TLS
+(memory per idle keep-alive TLS connection; Portico's TLS listeners run Pingora's own
+keep-alive loop, not the small idle future of plain HTTP/1.1)."""
 
 import os
 import re
@@ -16,10 +18,12 @@ import subprocess
 from . import compare, measure, peers, system
 from .peers import Nginx, Portico
 from .report import Scenario
+from .scenarios_ops import idle_row
 from .scenarios_proxy import ORIGIN, nginx_upstream, portico_resources, started, stop_all
 
 SNI = "bench.test"
 HANDSHAKE_CLIENTS = int(os.environ.get("BENCH_TLS_CLIENTS", "4"))
+IDLE_TLS_CONNS = int(os.environ.get("BENCH_TLS_IDLE_CONNS", "2000"))
 NGINX_TLS = 18481
 PORTICO_TLS = 18480
 
@@ -137,6 +141,11 @@ def s11_tls(run):
         compare.ratio_table(s, tp, None, "portico", ["nginx"])
         r = compare.rps_ratio(tp, "portico", "nginx")
         s.check("S11 keep-alive req/s over TLS vs nginx", compare.fmt_ratio(r), None)
+        rows = [idle_row(t.peer, t.tls_port, IDLE_TLS_CONNS, SNI) for t in targets]
+        s.table(["peer", "TLS connections held", "RSS MB before", "RSS MB holding", "KB per connection",
+                 "CPU in 5 s idle"], rows, "idle keep-alive TLS connections (one request each, then idle)")
+        s.check(f"S11 RSS per idle TLS keep-alive connection ({rows[1][1]:,} held)",
+                f"{rows[1][4]} KB (nginx {rows[0][4]} KB)", None)
     finally:
         stop_all(ps)
     return s
