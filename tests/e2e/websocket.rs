@@ -259,6 +259,11 @@ fn ws_an_open_websocket_is_served_while_draining_and_the_exit_follows_its_close(
     );
     let mut ws = open(WsClient::connect(gw.proxy_addr(), "ws.test", "/on"));
     ws.echo("before");
+    // A client that goes away without a close frame is not counted past its end.
+    let mut gone = open(WsClient::connect(gw.proxy_addr(), "ws.test", "/on"));
+    gone.echo("then gone");
+    drop(gone);
+    assert!(wait_until(WAIT, || backend.ended() == 1));
     sigterm(&gw);
     assert!(
         wait_until(WAIT, || TcpStream::connect(gw.proxy_addr()).is_err()),
