@@ -1,7 +1,7 @@
 //! gRPC proxying (issue 12): upstream `scheme` `grpc` (h2c) and `grpcs` (h2 over TLS),
 //! clients over h2c on a plain listener with `proxy.h2c: true` and over h2 on the TLS
-//! listener; a real Python gRPC client and server (unary, server streaming, an error
-//! status and trailing metadata passed through).
+//! listener; a real Python gRPC client and server (unary, server and bidirectional
+//! streaming, an error status and trailing metadata passed through).
 
 use std::net::{SocketAddr, TcpStream};
 

@@ -5,7 +5,9 @@ generated code: the service is `test.Echo` with
 
 - `Unary`: answers `echo:<request>`, with the trailing metadata `x-trailer: t1`; a
   request `fail` is answered with status NOT_FOUND and the message `no such thing`;
-- `Stream`: server streaming, `<n>` in, `part-0` ... `part-<n-1>` out.
+- `Stream`: server streaming, `<n>` in, `part-0` ... `part-<n-1>` out;
+- `Chat`: bidirectional streaming, each message answered with `re:<message>` as it
+  arrives.
 
 `server [--tls CERT KEY]` listens on 127.0.0.1 (h2c, or TLS), prints `port <n>` and
 serves until killed. `client TARGET [--authority A] [--tls CA_PEM --sni NAME]` runs one
@@ -33,10 +35,16 @@ def stream(request, context):
         yield ("part-%d" % i).encode()
 
 
+def chat(requests, context):
+    for message in requests:
+        yield b"re:" + message
+
+
 def serve(args):
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Stream": grpc.unary_stream_rpc_method_handler(stream),
+        "Chat": grpc.stream_stream_rpc_method_handler(chat),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers(
@@ -79,6 +87,8 @@ def call_all(args):
     out["trailers"] = dict(call.trailing_metadata() or ())
     stream_call = channel.unary_stream("/%s/Stream" % SERVICE)
     out["stream"] = [m.decode() for m in stream_call(b"3", timeout=10)]
+    chat_call = channel.stream_stream("/%s/Chat" % SERVICE)
+    out["chat"] = [m.decode() for m in chat_call(iter([b"a", b"b", b"c"]), timeout=10)]
     try:
         unary_call(b"fail", timeout=10)
         out["error"] = None
