@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks Portico side by side with nginx, nginx + ngx_lua and HAProxy on this machine.
 #
-#   bench/run.sh [S1 ... S9]     # all scenarios when none is named
+#   bench/run.sh [S1 ... S11]    # all scenarios when none is named
 #
 # Installs what it needs if missing (Debian packages; oha from crates.io), builds
 # portico (--profile profiling), runs the scenarios (bench/harness/), writes
 # bench/results/<date>-<scenario>.md and docs/benchmarks.md, and prints the ratio
 # table. Knobs (environment): BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CAP_PERCENT (40),
-# BENCH_RATE (5000), BENCH_SOAK_SECONDS (600), BENCH_IDLE_CONNS (10000).
+# BENCH_RATE (5000), BENCH_SOAK_SECONDS (600), BENCH_IDLE_CONNS (10000),
+# BENCH_BASELINE_BIN (an earlier build run beside the current one in S1, S2),
+# BENCH_TLS_IDLE_CONNS (5000: S11's idle TLS connections).
 # Needs root for the cgroup CPU quota and a machine with at least 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,7 @@ command -v nginx >/dev/null || missing+=(nginx)
 dpkg -s lua-cjson >/dev/null 2>&1 || missing+=(lua-cjson)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v taskset >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "bench: installing ${missing[*]}"

@@ -3,12 +3,18 @@
 # only when missing (safe to run repeatedly):
 # - cmake: Pingora's zlib-ng backend (libz-ng-sys) builds its C code with it;
 # - redis-server: the e2e tests of the `redis` rate-limit policy start a real one;
-# - promtool (Debian's prometheus): the metrics tests validate the exposition with it.
+# - promtool (Debian's prometheus): the metrics tests validate the exposition with it;
+# - python3-grpcio: the gRPC e2e tests run a real gRPC server and client in Python.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# Debian's own python3 (the tests prefer it over a pyenv/venv one on PATH): apt's
+# python3-grpcio is on its path only.
+debian_python=/usr/bin/python3
+[ -x "$debian_python" ] || debian_python=python3
+"$debian_python" -c 'import grpc' >/dev/null 2>&1 || missing+=(python3-grpcio)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "portico: installing ${missing[*]}" >&2
 sudo_cmd=""

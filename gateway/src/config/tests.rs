@@ -67,6 +67,19 @@ fn nodes_normalise_from_both_shapes() {
 }
 
 #[test]
+fn grpc_schemes_default_ports_and_transport() {
+    for (scheme, port, tls) in [("grpc", 80, false), ("grpcs", 443, true)] {
+        let u = upstream(json!({"scheme": scheme, "nodes": {"10.0.0.1": 1}})).unwrap();
+        assert_eq!(u.nodes.normalise(u.scheme).unwrap()[0].port, port);
+        assert_eq!((u.scheme.tls(), u.scheme.http2()), (tls, true));
+        assert_eq!(u.scheme.as_str(), scheme);
+    }
+    let https = upstream(json!({"scheme": "https", "nodes": {}})).unwrap();
+    assert!(https.scheme.tls() && !https.scheme.http2());
+    assert!(upstream(json!({"scheme": "ws", "nodes": {}})).is_err());
+}
+
+#[test]
 fn checks_parse_with_apisix_defaults_and_bad_values_name_their_path() {
     let u = upstream(json!({"nodes": {}, "checks": {"active": {"type": "tcp"}}})).unwrap();
     let active = u.checks.unwrap().active.unwrap();

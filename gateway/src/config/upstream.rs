@@ -40,7 +40,7 @@ pub struct UpstreamSpec {
     pub upstream_host: Option<String>,
     #[serde(default)]
     pub keepalive_pool: Option<KeepalivePool>,
-    /// Node certificate verification and client certificate (`scheme: https`).
+    /// Node certificate verification and client certificate (`scheme: https`, `grpcs`).
     #[serde(default)]
     pub tls: Option<super::UpstreamTls>,
     /// Active and passive health checks (APISIX's `checks` object).
@@ -66,12 +66,49 @@ pub enum UpstreamType {
     Chash,
 }
 
+/// How the gateway talks to the nodes (APISIX's upstream `scheme`; its `tcp`, `tls`,
+/// `udp`, `kafka`, `ws` and `wss` are not implemented, so refused).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     #[default]
     Http,
     Https,
+    /// gRPC: HTTP/2 without TLS, by prior knowledge (h2c).
+    Grpc,
+    /// gRPC over TLS: HTTP/2 negotiated by ALPN.
+    Grpcs,
+}
+
+impl Scheme {
+    /// TLS to the nodes.
+    pub fn tls(self) -> bool {
+        matches!(self, Scheme::Https | Scheme::Grpcs)
+    }
+
+    /// HTTP/2 (only) to the nodes.
+    pub fn http2(self) -> bool {
+        matches!(self, Scheme::Grpc | Scheme::Grpcs)
+    }
+
+    /// The port of a node given without one (APISIX: 443 with TLS, else 80).
+    pub fn default_port(self) -> u16 {
+        if self.tls() {
+            443
+        } else {
+            80
+        }
+    }
+
+    /// The name, as APISIX's `$upstream_scheme` gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+            Scheme::Grpc => "grpc",
+            Scheme::Grpcs => "grpcs",
+        }
+    }
 }
 
 /// Which `Host` header the upstream request carries.
@@ -171,10 +208,7 @@ impl Nodes {
     /// Normalised nodes with the JSON path of each, for error messages. A node without a
     /// port gets the scheme's default port, as APISIX does.
     pub fn normalise(&self, scheme: Scheme) -> Result<Vec<NodeAddr>, Vec<FieldError>> {
-        let default_port = match scheme {
-            Scheme::Http => 80,
-            Scheme::Https => 443,
-        };
+        let default_port = scheme.default_port();
         let mut out = Vec::new();
         let mut errors = Vec::new();
         match self {

@@ -29,7 +29,11 @@ pub fn filter_response_header(
         super::native::apply_response_headers(ctx, header)?;
     }
     let has_header_filter = has_phase(ctx, Phase::HeaderFilter);
-    let has_body_filter = has_phase(ctx, Phase::BodyFilter);
+    // After a 101 the connection is a tunnel (a websocket): its bytes are no body, so no
+    // body filter sees them and the header keeps its framing, as nginx passes an
+    // upgraded connection around its output filters (header filters still run).
+    let has_body_filter =
+        has_phase(ctx, Phase::BodyFilter) && header.status != http::StatusCode::SWITCHING_PROTOCOLS;
     if !has_header_filter && !has_body_filter {
         return Ok(false);
     }

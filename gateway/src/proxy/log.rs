@@ -115,9 +115,7 @@ pub fn record(
         upstream_addrs: &ctx.upstream_addrs,
         upstream_status: ctx.upstream_status,
         upstream_response_time: ctx.upstream_duration.map(|d| d.as_secs_f64()),
-        upstream_scheme: upstream
-            .filter(|_| tried)
-            .map(|u| if u.tls { "https" } else { "http" }),
+        upstream_scheme: upstream.filter(|_| tried).map(|u| u.scheme.as_str()),
         upstream_host: ctx.upstream_target.as_ref().map(|(h, _)| h.as_str()),
         upstream_uri: ctx.upstream_target.as_ref().map(|(_, u)| u.as_str()),
         route_id: ctx.route.as_ref().map(|r| r.id.as_str()),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora::RetryType;
 
 use portico_healthcheck::{HealthRegistry, Outcome};
@@ -48,7 +48,8 @@ pub fn select_peer(
             ctx.upstream_addrs.push(addr);
             let mut peer = HttpPeer::new(addr, upstream.tls, addr.ip().to_string());
             apply_timeouts(&mut peer, upstream, &timeouts);
-            apply_tls(&mut peer, upstream);
+            apply_transport(&mut peer, upstream);
+            peer.options.http_upstream_request_policy = request_policy(route.websocket);
             return Ok(Box::new(peer));
         }
     }
@@ -81,7 +82,24 @@ pub fn select_peer(
     ctx.attempt_started = Some(now);
     ctx.first_attempt.get_or_insert(now);
     let timeouts = route.timeouts.unwrap_or(upstream.timeouts);
-    Ok(Box::new(peer_for(upstream, node, &timeouts)))
+    let mut peer = peer_for(upstream, node, &timeouts);
+    peer.options.http_upstream_request_policy = request_policy(route.websocket);
+    Ok(Box::new(peer))
+}
+
+/// How Pingora forwards the client's hop-by-hop headers: always stripped, and the
+/// `Upgrade` handshake forwarded only on a route with `enable_websocket` (APISIX sets
+/// nginx's `Upgrade` and `Connection` to the client's only then, and to empty, so not
+/// sent, otherwise). Pingora forwards a WebSocket handshake only (`Upgrade: websocket`),
+/// normalised; any other upgrade goes upstream as a plain request either way. Pingora
+/// refuses a 101 that answers a request whose handshake was not forwarded, so no
+/// tunnel opens behind the route's back.
+fn request_policy(websocket: bool) -> HttpUpstreamRequestPolicy {
+    if websocket {
+        HttpUpstreamRequestPolicy::standard()
+    } else {
+        HttpUpstreamRequestPolicy::deny_upgrades()
+    }
 }
 
 fn peer_for(
@@ -97,16 +115,22 @@ fn peer_for(
     };
     let mut peer = HttpPeer::new(node.addr, upstream.tls, sni);
     apply_timeouts(&mut peer, upstream, timeouts);
-    apply_tls(&mut peer, upstream);
+    apply_transport(&mut peer, upstream);
     peer
 }
 
 /// `tls.verify` (off by default, as in APISIX) and the client certificate. Both are in
 /// Pingora's pool key, so a pooled connection is never reused across different settings.
-fn apply_tls(peer: &mut HttpPeer, upstream: &UpstreamRuntime) {
+/// `grpc`/`grpcs`: HTTP/2 only. Over TLS, Pingora offers only `h2` by ALPN; without TLS,
+/// a minimum version of 2 makes it speak h2c by prior knowledge (there is no ALPN to
+/// ask with), as nginx's `grpc_pass grpc://` does.
+fn apply_transport(peer: &mut HttpPeer, upstream: &UpstreamRuntime) {
     peer.options.verify_cert = upstream.verify;
     peer.options.verify_hostname = upstream.verify;
     peer.client_cert_key = upstream.client_cert.clone();
+    if upstream.scheme.http2() {
+        peer.options.set_http_version(2, 2);
+    }
 }
 
 fn apply_timeouts(peer: &mut HttpPeer, upstream: &UpstreamRuntime, timeouts: &Timeouts) {
@@ -214,4 +238,21 @@ pub fn on_response_header(health: &HealthRegistry, ctx: &mut RequestCtx, status:
     ctx.response_started = true;
     ctx.upstream_status = Some(status);
     ctx.upstream_duration = ctx.attempt_started.map(|t| t.elapsed());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_policy;
+    use pingora::upstreams::peer::H1UpgradePolicy;
+
+    #[test]
+    fn upgrades_are_forwarded_only_with_enable_websocket() {
+        assert_eq!(
+            request_policy(true).h1_upgrade,
+            H1UpgradePolicy::WebSocketOnly
+        );
+        assert_eq!(request_policy(false).h1_upgrade, H1UpgradePolicy::Deny);
+        // Hop-by-hop headers are stripped either way.
+        assert!(request_policy(true).strip_hop_by_hop && request_policy(false).strip_hop_by_hop);
+    }
 }

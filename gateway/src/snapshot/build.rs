@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balancer::{BalancerNode, PickerKind, PriorityPicker};
-use crate::config::{FieldError, ResourceSet, Scheme, UpstreamSpec, UpstreamType};
+use crate::config::{FieldError, ResourceSet, UpstreamSpec, UpstreamType};
 use crate::hash_key::HashKey;
 use crate::metrics::Metrics;
 use crate::router::{RouteMatchSpec, Router};
@@ -243,6 +243,10 @@ pub fn build(
             service_id: spec.service_id.as_ref().map(|s| s.0.clone()),
             upstream,
             timeouts: spec.timeout.as_ref().map(Timeouts::from_spec),
+            websocket: spec
+                .enable_websocket
+                .or_else(|| service.and_then(|s| s.spec.enable_websocket))
+                .unwrap_or(false),
             metrics: route_metrics,
             matched_uri,
             matched_host,
@@ -435,10 +439,7 @@ pub fn compile_upstream(
     for n in &addrs {
         match resolve(&n.host, n.port) {
             Ok(addr) => {
-                let default_port = matches!(
-                    (spec.scheme, n.port),
-                    (Scheme::Http, 80) | (Scheme::Https, 443)
-                );
+                let default_port = n.port == spec.scheme.default_port();
                 let host_header = if default_port {
                     n.host.clone()
                 } else if n.host.contains(':') {
@@ -535,7 +536,8 @@ pub fn compile_upstream(
             .as_ref()
             .map(Timeouts::from_spec)
             .unwrap_or(Timeouts::DEFAULT),
-        tls: spec.scheme == Scheme::Https,
+        tls: spec.scheme.tls(),
+        scheme: spec.scheme,
         verify: spec.tls.as_ref().is_some_and(|t| t.verify),
         client_cert,
         pass_host: spec.pass_host,

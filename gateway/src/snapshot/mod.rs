@@ -63,6 +63,10 @@ pub struct RouteRuntime {
     pub upstream: Option<Arc<UpstreamRuntime>>,
     /// The route's `timeout`, which overrides the upstream's.
     pub timeouts: Option<Timeouts>,
+    /// `enable_websocket` of the route, else of its service (APISIX: the route's value
+    /// wins when set); off by default. Off: a client's `Upgrade` handshake is not
+    /// forwarded and the request goes upstream as plain HTTP.
+    pub websocket: bool,
     pub metrics: Arc<RouteMetrics>,
     /// The route's first URI pattern and host pattern (APISIX's metric labels).
     pub matched_uri: String,
@@ -115,7 +119,10 @@ pub struct UpstreamRuntime {
     /// No new attempt starts once this long has passed since the first (None = no limit).
     pub retry_timeout: Option<Duration>,
     pub timeouts: Timeouts,
+    /// TLS to the nodes (`scheme` `https` or `grpcs`).
     pub tls: bool,
+    /// `http`, `https`, or the HTTP/2-only `grpc` (h2c) and `grpcs`.
+    pub scheme: crate::config::Scheme,
     /// Verify the node's certificate and name (`tls.verify`).
     pub verify: bool,
     /// The client certificate presented to the nodes (`tls.client_cert*`).

@@ -6,11 +6,13 @@
 pub mod backend;
 pub mod cms;
 pub mod gateway;
+pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod prom;
 pub mod redis;
 pub mod tls;
+pub mod ws;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

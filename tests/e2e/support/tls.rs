@@ -196,7 +196,7 @@ impl ServerCertVerifier for AnyCert {
     }
 }
 
-fn client_config(opts: &ClientOpts) -> Arc<rustls::ClientConfig> {
+pub fn client_config(opts: &ClientOpts) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let all = provider
         .signature_verification_algorithms
