@@ -53,4 +53,5 @@ mod retries;
 mod routing;
 mod status;
 mod tls;
+mod upgrade;
 mod yaml_provider;
