@@ -13,12 +13,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::support::gateway::portico_cmd;
 use crate::support::http;
 use crate::support::tls::{issue, Algo, ClientOpts, TlsConn};
 use crate::support::*;
@@ -150,7 +149,13 @@ fn start_echo_after_101() -> SocketAddr {
 
 /// Keep-alive requests from `conn` until stopped (reconnecting only on
 /// `Connection: close`, which `Conn` does).
-fn keep_alive_loop(t: &Tally, c: Client, addr: SocketAddr, req: Request, check: fn(&Response) -> bool) {
+fn keep_alive_loop(
+    t: &Tally,
+    c: Client,
+    addr: SocketAddr,
+    req: Request,
+    check: fn(&Response) -> bool,
+) {
     let mut conn = Conn::new(addr);
     while t.running() {
         let r = conn.send(&req);
@@ -251,50 +256,97 @@ fn admin_loop(t: &Tally, gw: &Gateway, node: &str, acked: &Mutex<Vec<String>>) {
                 t.ok(Client::AdminWrite);
             }
             Ok(r) if r.status == 503 && r.text().contains("handed over") => {}
-            Ok(r) => t.fail(Client::AdminWrite, format!("{id}: {} {}", r.status, r.text())),
+            Ok(r) => t.fail(
+                Client::AdminWrite,
+                format!("{id}: {} {}", r.status, r.text()),
+            ),
             Err(e) => t.fail(Client::AdminWrite, format!("{id}: transport error: {e}")),
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// Starts `portico --upgrade` on `gw`'s configuration, waits until it waits for the
-/// sockets, then sends SIGQUIT to `old_pid`; waits until the new process has started
-/// (store open, configuration built).
-fn upgrade(gw: &Gateway, old_pid: u32, name: &str) -> Child {
-    let sock = gw.data_dir.join("portico_upgrade.sock");
-    // Left by an earlier upgrade; its reappearance says the new process is waiting.
-    let _ = std::fs::remove_file(&sock);
+/// Upgrades the process `old_pid` running `gw`'s configuration with
+/// `deploy/portico-upgrade` (the systemd unit's `ExecReload`): `portico -t`, `portico
+/// --upgrade` waiting for the sockets, SIGQUIT to the old one. Waits until the new
+/// process has started (store open, configuration built) and returns its pid; its
+/// output goes to `<name>.log` with the script's.
+fn upgrade(gw: &Gateway, old_pid: u32, name: &str, started: &mut Started) -> u32 {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/portico-upgrade");
     let log_path = gw.dir_path().join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path).expect("log file");
-    let mut child = portico_cmd()
-        .arg("-c")
-        .arg(&gw.config_path)
-        .arg("--upgrade")
+    let mut run = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(old_pid.to_string())
+        .args(["-c", &gw.config_path.display().to_string()])
+        .args(["-b", crate::support::gateway::portico_bin()])
+        .args(["-d", &gw.data_dir.display().to_string()])
+        // No status listener here: the test waits for the start itself.
+        .args(["-s", "", "-w", "30"])
+        .env_remove("PORTICO_ADMIN_KEY")
         .current_dir(gw.dir_path())
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone"))
         .stderr(log)
         .spawn()
-        .expect("spawn portico --upgrade");
-    let waiting = wait_until(WAIT, || {
-        sock.exists() || child.try_wait().ok().flatten().is_some()
+        .expect("run deploy/portico-upgrade");
+    let done = wait_until(Duration::from_secs(60), || {
+        run.try_wait().ok().flatten().is_some()
     });
+    let status = run.try_wait().ok().flatten();
+    let new_pid = read(&log_path).lines().find_map(|l| {
+        l.split("hands over to pid ")
+            .nth(1)?
+            .trim()
+            .parse::<u32>()
+            .ok()
+    });
+    if let Some(pid) = new_pid {
+        started.0.push(pid);
+    }
     assert!(
-        waiting && child.try_wait().ok().flatten().is_none(),
-        "{name} never waited for the sockets\n{}",
+        done && status.is_some_and(|s| s.success()),
+        "portico-upgrade for {name}: {status:?}\n{}",
         read(&log_path)
     );
-    kill("-QUIT", old_pid);
-    let started = wait_until(Duration::from_secs(60), || {
-        read(&log_path).contains(" started version=") || child.try_wait().ok().flatten().is_some()
+    let pid = new_pid.expect("the script names the new pid");
+    let up = wait_until(Duration::from_secs(60), || {
+        read(&log_path).contains(" started version=") || !alive(pid)
     });
     assert!(
-        started && child.try_wait().ok().flatten().is_none(),
+        up && alive(pid),
         "{name} did not start\n{}",
         read(&log_path)
     );
-    child
+    pid
+}
+
+/// Whether `pid` runs (not gone, not a zombie: the upgraded processes are not this
+/// test's children, whoever reaps them).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.trim_start().chars().next());
+        !matches!(state, Some('Z' | 'X') | None)
+    })
+}
+
+/// The processes the upgrades started, killed when the test ends however it ends.
+#[derive(Default)]
+struct Started(Vec<u32>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if alive(pid) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
 }
 
 /// The logs of A (the harness's process), B and C.
@@ -327,8 +379,8 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-fn exits_within(child: &mut Child, timeout: Duration) -> bool {
-    wait_until(timeout, || child.try_wait().ok().flatten().is_some())
+fn exits_within(pid: u32, timeout: Duration) -> bool {
+    wait_until(timeout, || !alive(pid))
 }
 
 #[test]
@@ -345,8 +397,14 @@ fn upgrades_a_b_c_under_load_drop_nothing() {
     });
     let tls_addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
     let node = |b: &Backend| json!({ b.node(): 1 });
-    gw.put("/routes/fast", json!({"uri": "/fast/*", "upstream": {"nodes": node(&fast)}}));
-    gw.put("/routes/slow", json!({"uri": "/slow", "upstream": {"nodes": node(&slow)}}));
+    gw.put(
+        "/routes/fast",
+        json!({"uri": "/fast/*", "upstream": {"nodes": node(&fast)}}),
+    );
+    gw.put(
+        "/routes/slow",
+        json!({"uri": "/slow", "upstream": {"nodes": node(&slow)}}),
+    );
     gw.put(
         "/routes/ws",
         json!({"uri": "/ws", "enable_websocket": true, "upstream": {"nodes": {echo.to_string(): 1}}}),
@@ -367,12 +425,21 @@ fn upgrades_a_b_c_under_load_drop_nothing() {
     let acked = Mutex::new(Vec::new());
     let tunnel_open = AtomicBool::new(false);
     let fast_node = fast.node();
-    let (b_pid, c_pid, mut b, mut c) = std::thread::scope(|s| {
+    let mut started = Started::default();
+    let (b_pid, c_pid) = std::thread::scope(|s| {
         // Stops the clients however this closure ends (a failed assertion too), or the
         // scope would wait for them forever.
         let _stop = StopOnDrop(&t.stop);
         for _ in 0..2 {
-            s.spawn(|| keep_alive_loop(&t, Client::KeepAlive, addr, Request::get("/fast/ka"), |_| true));
+            s.spawn(|| {
+                keep_alive_loop(
+                    &t,
+                    Client::KeepAlive,
+                    addr,
+                    Request::get("/fast/ka"),
+                    |_| true,
+                )
+            });
         }
         s.spawn(|| new_connection_loop(&t, addr));
         for _ in 0..2 {
@@ -395,22 +462,20 @@ fn upgrades_a_b_c_under_load_drop_nothing() {
         let before = |k| t.count(k);
         if !all_going || !t.failures.lock().unwrap().is_empty() {
             t.stop.store(true, Ordering::SeqCst);
-            return (0, 0, None, None);
+            return (0, 0);
         }
         assert!(tunnel_open.load(Ordering::SeqCst));
         std::thread::sleep(Duration::from_secs(3));
 
         // A -> B.
-        let mut b = upgrade(&gw, a_pid, "b");
-        let b_pid = b.id();
+        let b_pid = upgrade(&gw, a_pid, "b", &mut started);
         let tunnel_at_b = before(Client::Tunnel);
         std::thread::sleep(Duration::from_secs(4));
 
         // B -> C: B has no long connection, so it exits once drained.
-        let c = upgrade(&gw, b_pid, "c");
-        let c_pid = c.id();
+        let c_pid = upgrade(&gw, b_pid, "c", &mut started);
         assert!(
-            exits_within(&mut b, Duration::from_secs(60)),
+            exits_within(b_pid, Duration::from_secs(60)),
             "B drains and exits\n{}",
             read(&gw.dir_path().join("b.log"))
         );
@@ -421,14 +486,17 @@ fn upgrades_a_b_c_under_load_drop_nothing() {
         while Instant::now() < until {
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(t.count(Client::AdminWrite) > admin_before, "C takes admin writes");
+        assert!(
+            t.count(Client::AdminWrite) > admin_before,
+            "C takes admin writes"
+        );
         assert!(t.count(Client::Slow) > slow_before, "C proxies");
         assert!(
             t.count(Client::Tunnel) > tunnel_at_b,
             "the upgraded connection carries data after the upgrades"
         );
         t.stop.store(true, Ordering::SeqCst);
-        (b_pid, c_pid, Some(b), Some(c))
+        (b_pid, c_pid)
     });
 
     let failures = t.failures.lock().unwrap().clone();
@@ -444,13 +512,21 @@ fn upgrades_a_b_c_under_load_drop_nothing() {
         failures.join("\n"),
         all_logs(&gw)
     );
-    let (Some(b), Some(mut c)) = (b.take(), c.take()) else {
-        panic!("clients did not start: {}\n{}", counts.join(" "), all_logs(&gw));
-    };
-    drop(b);
+    assert!(
+        b_pid != 0 && c_pid != 0,
+        "clients did not start: {}\n{}",
+        counts.join(" "),
+        all_logs(&gw)
+    );
     eprintln!("upgrade under load: {}", counts.join(" "));
-    assert!(t.start.elapsed() >= Duration::from_secs(20), "load ran 20 s");
-    assert!(a_pid != b_pid && b_pid != c_pid && a_pid != c_pid, "new pids");
+    assert!(
+        t.start.elapsed() >= Duration::from_secs(20),
+        "load ran 20 s"
+    );
+    assert!(
+        a_pid != b_pid && b_pid != c_pid && a_pid != c_pid,
+        "new pids"
+    );
 
     // A drains once its last connection (the upgraded one) closed.
     assert!(
@@ -458,7 +534,7 @@ fn upgrades_a_b_c_under_load_drop_nothing() {
         "A exits once its upgraded connection closed\n{}",
         all_logs(&gw)
     );
-    assert!(c.try_wait().expect("try_wait").is_none(), "C serves");
+    assert!(alive(c_pid), "C serves");
     assert_eq!(gw.proxy_get("/fast/after").status, 200);
 
     // Every acknowledged admin write is in C's store (and running).
@@ -472,5 +548,5 @@ fn upgrades_a_b_c_under_load_drop_nothing() {
     assert_eq!(gw.proxy_get(&format!("/written/{last}")).status, 200);
 
     kill("-TERM", c_pid);
-    assert!(exits_within(&mut c, WAIT), "C stops on SIGTERM");
+    assert!(exits_within(c_pid, WAIT), "C stops on SIGTERM");
 }

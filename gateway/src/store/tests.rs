@@ -338,7 +338,9 @@ fn a_released_store_refuses_writes_and_lets_another_open_it() {
         ApplySource::Admin,
     )
     .unwrap();
-    let locked = DiskStore::open(&dir).err().expect("held by the running store");
+    let locked = DiskStore::open(&dir)
+        .err()
+        .expect("held by the running store");
     assert!(locked.is_locked(), "{locked}");
 
     assert!(s.release());
@@ -350,7 +352,13 @@ fn a_released_store_refuses_writes_and_lets_another_open_it() {
     assert!(s.resources().get(ResourceKind::Upstreams, "kept").is_some());
 
     let next = ConfigStore::open(DiskStore::open(&dir).unwrap(), deps()).unwrap();
-    assert!(next.resources().get(ResourceKind::Upstreams, "kept").is_some());
-    assert!(next.resources().get(ResourceKind::Upstreams, "late").is_none());
+    assert!(next
+        .resources()
+        .get(ResourceKind::Upstreams, "kept")
+        .is_some());
+    assert!(next
+        .resources()
+        .get(ResourceKind::Upstreams, "late")
+        .is_none());
     let _ = std::fs::remove_dir_all(dir);
 }
