@@ -550,3 +550,65 @@ fn upgrades_a_b_c_under_load_drop_nothing() {
     kill("-TERM", c_pid);
     assert!(exits_within(c_pid, WAIT), "C stops on SIGTERM");
 }
+
+/// The drain on its own (SIGTERM takes the same path as the old process of an upgrade):
+/// a request in flight finishes; a kept-alive connection that sends its next request
+/// after the signal gets it answered, with `Connection: close`; an idle one is closed
+/// cleanly (end of stream, no reset); then the process exits.
+#[test]
+fn draining_answers_kept_alive_requests_and_closes_idle_connections() {
+    let fast = Backend::start("fast");
+    let slow = Backend::start_with("slow", 200, Duration::from_millis(1500));
+    let mut gw = Gateway::start_default();
+    gw.put(
+        "/routes/fast",
+        json!({"uri": "/fast", "upstream": {"nodes": {fast.node(): 1}}}),
+    );
+    gw.put(
+        "/routes/slow",
+        json!({"uri": "/slow", "upstream": {"nodes": {slow.node(): 1}}}),
+    );
+    let addr = gw.proxy_addr();
+
+    let mut busy = Conn::new(addr);
+    let first = busy.send(&Request::get("/fast")).expect("first request");
+    assert_eq!(first.status, 200);
+    assert!(!first.wants_close(), "kept alive before the drain");
+    let mut idle = BufReader::new(TcpStream::connect(addr).expect("connect"));
+    idle.get_mut()
+        .write_all(b"GET /fast HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    let r = http::read_one(&mut idle).expect("idle connection's request");
+    assert_eq!(r.status, 200);
+    let in_flight = std::thread::spawn(move || http::send(addr, &Request::get("/slow")));
+    assert!(
+        wait_until(WAIT, || slow.hits() == 1),
+        "slow request in flight"
+    );
+
+    kill("-TERM", gw.pid());
+    assert!(
+        wait_until(WAIT, || gw
+            .logs()
+            .contains("shutting down: no new connections")),
+        "the drain begins"
+    );
+    let after = busy
+        .send(&Request::get("/fast"))
+        .expect("answered after the signal");
+    assert_eq!(after.status, 200);
+    assert!(after.wants_close(), "{:?}", after.headers);
+
+    idle.get_mut()
+        .set_read_timeout(Some(WAIT))
+        .expect("read timeout");
+    let mut rest = Vec::new();
+    let end = idle.read_to_end(&mut rest);
+    assert!(
+        matches!(end, Ok(0)),
+        "the idle connection ends cleanly: {end:?} {rest:?}"
+    );
+    let slow_answer = in_flight.join().expect("join").expect("slow request");
+    assert_eq!(slow_answer.status, 200, "the request in flight finishes");
+    assert!(gw.wait_exit(WAIT).is_some(), "exits once drained");
+}
