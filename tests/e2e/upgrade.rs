@@ -35,6 +35,8 @@ struct Tally {
     stop: AtomicBool,
     failures: Mutex<Vec<String>>,
     ok: [AtomicUsize; Client::COUNT],
+    /// Admin writes the old process refused after handing the store over.
+    refused_writes: AtomicUsize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +70,7 @@ impl Tally {
             stop: AtomicBool::new(false),
             failures: Mutex::new(Vec::new()),
             ok: Default::default(),
+            refused_writes: AtomicUsize::new(0),
         }
     }
 
@@ -255,7 +258,9 @@ fn admin_loop(t: &Tally, gw: &Gateway, node: &str, acked: &Mutex<Vec<String>>) {
                 acked.lock().expect("acked").push(id);
                 t.ok(Client::AdminWrite);
             }
-            Ok(r) if r.status == 503 && r.text().contains("handed over") => {}
+            Ok(r) if r.status == 503 && r.text().contains("handed over") => {
+                t.refused_writes.fetch_add(1, Ordering::SeqCst);
+            }
             Ok(r) => t.fail(
                 Client::AdminWrite,
                 format!("{id}: {} {}", r.status, r.text()),
@@ -518,7 +523,11 @@ fn upgrades_a_b_c_under_load_drop_nothing() {
         counts.join(" "),
         all_logs(&gw)
     );
-    eprintln!("upgrade under load: {}", counts.join(" "));
+    eprintln!(
+        "upgrade under load: {}; admin writes answered 503 during a handover: {}",
+        counts.join(" "),
+        t.refused_writes.load(Ordering::SeqCst)
+    );
     assert!(
         t.start.elapsed() >= Duration::from_secs(20),
         "load ran 20 s"
