@@ -97,3 +97,75 @@ pub fn release_store_on_handover(
         tracing::error!("cannot start the store handover watcher: {e}");
     }
 }
+
+/// After an upgrade under systemd (`NOTIFY_SOCKET` set, the unit's `NotifyAccess=all`):
+/// tells systemd that this process is now the unit's main process, so that the old
+/// one's exit does not stop the unit. Sent by this process itself, which stays: a
+/// message from a short-lived helper (`systemd-notify`) may be attributed to no unit
+/// once the helper has exited.
+pub fn notify_systemd_main_pid() {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let message = format!("MAINPID={}\n", std::process::id());
+    match send_notify(&socket, &message) {
+        Ok(()) => tracing::info!("upgrade: told systemd this is the main process"),
+        Err(e) => tracing::warn!("upgrade: cannot notify systemd of the main pid: {e}"),
+    }
+}
+
+/// One datagram to the `sd_notify` socket: a path, or an abstract name (`@...`).
+fn send_notify(socket: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = socket.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        }
+        None => SocketAddr::from_pathname(socket)?,
+    };
+    let sender = UnixDatagram::unbound()?;
+    sender.send_to_addr(message.as_bytes(), &addr)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_notify_message_reaches_a_path_socket() {
+        let dir = std::env::temp_dir().join(format!(
+            "portico-notify-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let receiver = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        send_notify(path.as_os_str(), "MAINPID=42\n").unwrap();
+        let mut buf = [0u8; 64];
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"MAINPID=42\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_locked_store_is_not_waited_for_outside_an_upgrade() {
+        let dir = std::env::temp_dir().join(format!(
+            "portico-handover-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let held = DiskStore::open(&dir).unwrap();
+        let started = Instant::now();
+        let err = open_disk_store(&dir, false).err().expect("locked");
+        assert!(err.is_locked(), "{err}");
+        assert!(started.elapsed() < STORE_WAIT / 2);
+        drop(held);
+        assert!(open_disk_store(&dir, true).is_ok());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

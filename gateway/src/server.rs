@@ -442,6 +442,9 @@ pub fn run(
     if let Some(first) = settings.proxy.listen.first() {
         crate::status::mark_ready_when_listening(first, Arc::clone(&readiness));
     }
+    if upgrade {
+        crate::handover::notify_systemd_main_pid();
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulSignals {
             in_flight,
