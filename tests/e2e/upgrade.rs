@@ -289,6 +289,8 @@ fn upgrade(gw: &Gateway, old_pid: u32, name: &str, started: &mut Started) -> u32
         // No status listener here: the test waits for the start itself.
         .args(["-s", "", "-w", "30"])
         .env_remove("PORTICO_ADMIN_KEY")
+        // Not this test's business to tell a service manager about new main processes.
+        .env_remove("NOTIFY_SOCKET")
         .current_dir(gw.dir_path())
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone"))
