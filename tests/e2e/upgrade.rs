@@ -629,3 +629,72 @@ fn draining_answers_kept_alive_requests_and_closes_idle_connections() {
     assert_eq!(slow_answer.status, 200, "the request in flight finishes");
     assert!(gw.wait_exit(WAIT).is_some(), "exits once drained");
 }
+
+/// `config_provider: yaml` (no store to hand over; the new process creates data_dir for
+/// the upgrade socket): an upgrade under keep-alive and one-connection-per-request load
+/// drops nothing, and the new process follows the file.
+#[test]
+fn a_yaml_provider_upgrade_drops_nothing() {
+    let fast = Backend::start("fast");
+    let other = Backend::start("other");
+    let yaml = |b: &Backend| {
+        format!(
+            "routes:\n  - id: r\n    uri: /fast/*\n    upstream:\n      nodes:\n        \"{}\": 1\n#END\n",
+            b.node()
+        )
+    };
+    let mut gw = Gateway::start(GatewayOpts {
+        yaml_provider: Some(yaml(&fast)),
+        ..Default::default()
+    });
+    assert!(!gw.data_dir.exists(), "the yaml provider makes no data_dir");
+    let addr = gw.proxy_addr();
+    let a_pid = gw.pid();
+    let t = Tally::new();
+    let mut started = Started::default();
+    let b_pid = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&t.stop);
+        for _ in 0..2 {
+            s.spawn(|| {
+                keep_alive_loop(
+                    &t,
+                    Client::KeepAlive,
+                    addr,
+                    Request::get("/fast/ka"),
+                    |_| true,
+                )
+            });
+        }
+        s.spawn(|| new_connection_loop(&t, addr));
+        assert!(wait_until(WAIT, || t.count(Client::KeepAlive) > 0
+            && t.count(Client::NewConnection) > 0));
+        let b_pid = upgrade(&gw, a_pid, "b", &mut started);
+        assert!(
+            gw.wait_exit(Duration::from_secs(60)).is_some(),
+            "A drains and exits\n{}",
+            all_logs(&gw)
+        );
+        let after = t.count(Client::KeepAlive);
+        assert!(
+            wait_until(WAIT, || t.count(Client::KeepAlive) > after + 100),
+            "B serves"
+        );
+        b_pid
+    });
+    let failures = t.failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}\n{}",
+        failures.len(),
+        failures.join("\n"),
+        all_logs(&gw)
+    );
+    assert_ne!(a_pid, b_pid);
+    gw.write_yaml_config(&yaml(&other));
+    let switched = wait_until(WAIT, || {
+        gw.proxy_get("/fast/x").backend().as_deref() == Some("other")
+    });
+    assert!(switched, "B follows the yaml file\n{}", all_logs(&gw));
+    kill("-TERM", b_pid);
+    assert!(exits_within(b_pid, WAIT), "B stops on SIGTERM");
+}
