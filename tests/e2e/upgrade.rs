@@ -258,7 +258,11 @@ fn admin_loop(t: &Tally, gw: &Gateway, node: &str, acked: &Mutex<Vec<String>>) {
                 acked.lock().expect("acked").push(id);
                 t.ok(Client::AdminWrite);
             }
-            Ok(r) if r.status == 503 && r.text().contains("handed over") => {
+            Ok(r)
+                if r.status == 503
+                    && r.text().contains("handed over")
+                    && r.header("retry-after") == Some("1") =>
+            {
                 t.refused_writes.fetch_add(1, Ordering::SeqCst);
             }
             Ok(r) => t.fail(
