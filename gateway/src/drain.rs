@@ -4,9 +4,31 @@
 //! period. Like nginx, Portico exits as soon as no request is in flight, and uses the
 //! grace period only as the upper bound.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long, once the proxy stops accepting, a kept-alive client connection may stay
+/// idle before it is closed (`keepalive.rs`). Closing an idle connection at once races
+/// with a request the client may be sending at that moment: the client sees a reset,
+/// and one that does not retry fails. A busy client sends its next request well within
+/// this, gets it answered with `Connection: close`, and reconnects to the new process.
+pub const DRAIN_IDLE: Duration = Duration::from_secs(2);
+
+/// Set by the shutdown signal (SIGTERM, SIGINT, SIGQUIT).
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// A shutdown or upgrade began: every response from now on closes its connection, so
+/// kept-alive clients move to a new connection (the new process, after an upgrade)
+/// between requests rather than finding their connection closed.
+pub fn begin() {
+    DRAINING.store(true, Ordering::Release);
+}
+
+/// Whether [`begin`] was called.
+pub fn draining() -> bool {
+    DRAINING.load(Ordering::Acquire)
+}
 
 /// Count of requests in flight on the proxy.
 #[derive(Clone, Default)]
@@ -23,8 +45,9 @@ impl InFlight {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// After a shutdown signal: waits for listeners to close, then for the count to stay
-    /// at zero briefly, then exits the process. Runs on its own thread; if requests are
+    /// After a shutdown signal: waits for listeners to close, then for the count and the
+    /// proxy's client connections (idle ones close after [`DRAIN_IDLE`]) to stay at
+    /// zero briefly, then exits the process. Runs on its own thread; if requests are
     /// still running when `grace` ends, Pingora's own shutdown takes over.
     ///
     /// `start_after` delays the watch: on a graceful upgrade the new process needs a moment
@@ -38,7 +61,7 @@ impl InFlight {
                 let start = Instant::now();
                 let mut idle_since: Option<Instant> = None;
                 while start.elapsed() < grace {
-                    if in_flight.current() == 0 {
+                    if in_flight.current() == 0 && crate::connections::counts().active == 0 {
                         let since = *idle_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= Duration::from_millis(200) {
                             tracing::info!("no request in flight; exiting");

@@ -84,19 +84,24 @@ impl<A> IdleLight<A> {
     }
 
     /// Waits until the client sends bytes (the start of its next request) and returns
-    /// them; `None` when it closes, `wait` passes or the server shuts down.
+    /// them; `None` when it closes or `wait` passes. Once the server shuts down, the
+    /// wait is cut to [`DRAIN_IDLE`](crate::drain::DRAIN_IDLE) from then: a request
+    /// that comes is still answered (with `Connection: close`), so a client sending one
+    /// just as the drain begins does not find its connection closed under it.
     async fn next_request_start(&self, stream: &mut Stream, wait: Duration) -> Option<BytesMut> {
         // Created before the flag is read: `notify_waiters` reaches it even unpolled.
         let closed = self.closed.notified();
-        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
-            return None;
-        }
         let read = std::future::poll_fn(|cx| read_available(stream, cx));
-        tokio::select! {
-            biased;
-            read = tokio::time::timeout(wait, read) => read.ok()?.ok()?,
-            _ = closed => None,
+        tokio::pin!(read);
+        if !self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            tokio::select! {
+                biased;
+                read = tokio::time::timeout(wait, &mut read) => return read.ok()?.ok()?,
+                _ = closed => {}
+            }
         }
+        let drain = crate::drain::DRAIN_IDLE.min(wait);
+        tokio::time::timeout(drain, read).await.ok()?.ok()?
     }
 
     /// Reads until `buf` holds a whole request head, and checks it. `slot` counts this
@@ -331,6 +336,10 @@ where
         self.closing
             .store(true, std::sync::atomic::Ordering::Release);
         self.closed.notify_waiters();
+        // Pingora's own loop (TLS, h2c) drops its idle connections at its cleanup; it
+        // gets the same `DRAIN_IDLE` first (meanwhile its requests are answered with
+        // `Connection: close`, as the shutdown has begun).
+        tokio::time::sleep(crate::drain::DRAIN_IDLE).await;
         ServerApp::cleanup(&*self.inner).await;
     }
 }

@@ -18,6 +18,7 @@ pub mod connections;
 pub mod data_dir;
 pub mod drain;
 pub mod edge;
+pub mod handover;
 pub mod hash_key;
 pub mod health;
 pub mod keepalive;

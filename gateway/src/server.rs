@@ -20,7 +20,7 @@ use crate::metrics_service::MetricsEndpoint;
 use crate::providers::yaml::{self as yaml_provider, YamlWatcher};
 use crate::proxy::Gateway;
 use crate::settings::{ConfigProvider, Settings};
-use crate::store::{ConfigStore, DiskStore, StoreDeps};
+use crate::store::{ConfigStore, StoreDeps};
 use portico_healthcheck::HealthRegistry;
 use portico_plugins::PluginRegistry;
 
@@ -95,13 +95,16 @@ fn check_listeners(settings: &Settings) -> Result<(), StartError> {
 }
 
 /// Builds the resource store for the configured provider.
+/// `upgrade`: the old process of a binary upgrade may still hold the store; it is
+/// waited for ([`crate::handover`]).
 fn open_store(
     settings: &Settings,
     deps: StoreDeps,
+    upgrade: bool,
 ) -> Result<(Arc<ConfigStore>, Option<String>), StartError> {
     match settings.config_provider {
         ConfigProvider::Admin => {
-            let disk = DiskStore::open(&settings.data_dir)?;
+            let disk = crate::handover::open_disk_store(&settings.data_dir, upgrade)?;
             restrict_store_file(&settings.data_dir);
             let keyring = settings
                 .data_encryption
@@ -187,6 +190,8 @@ impl ShutdownSignalWatch for GracefulSignals {
             _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
         };
         self.readiness.mark_draining();
+        // Responses say `Connection: close` from now on (crate::drain).
+        crate::drain::begin();
         // Pingora hands the sockets over on SIGQUIT and keeps accepting for 5 s so the new
         // process can start; only then does this one stop accepting.
         let start_after = match signal {
@@ -255,8 +260,6 @@ pub fn run(
         metrics: Arc::clone(&metrics),
         health: Arc::clone(&health),
     };
-    let (store, yaml_text) = open_store(&settings, deps)?;
-    readiness.set_store(Arc::clone(&store));
     let server_header = settings
         .server_header
         .value()
@@ -284,8 +287,24 @@ pub fn run(
         upgrade,
         ..Default::default()
     };
+    if upgrade {
+        // The upgrade socket lives in data_dir, which the yaml provider does not create.
+        crate::data_dir::create_private(&settings.data_dir).map_err(|e| {
+            StartError::Settings(format!(
+                "data_dir {}: cannot create it for the upgrade socket: {e}",
+                settings.data_dir.display()
+            ))
+        })?;
+    }
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    let phases = server.watch_execution_phase();
+    // An upgrade takes the listening sockets here (waiting for the old process's
+    // SIGQUIT), before the store, which the old process releases only once it has sent
+    // them (crate::handover).
     server.bootstrap();
+    let (store, yaml_text) = open_store(&settings, deps, upgrade)?;
+    crate::handover::release_store_on_handover(phases, Arc::clone(&store));
+    readiness.set_store(Arc::clone(&store));
 
     let in_flight = crate::drain::InFlight::default();
     let lua_vms = Arc::new(portico_plugins::lua::WorkerVms::new(
@@ -422,6 +441,9 @@ pub fn run(
     );
     if let Some(first) = settings.proxy.listen.first() {
         crate::status::mark_ready_when_listening(first, Arc::clone(&readiness));
+    }
+    if upgrade {
+        crate::handover::notify_systemd_main_pid();
     }
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulSignals {

@@ -54,5 +54,6 @@ mod retries;
 mod routing;
 mod status;
 mod tls;
+mod upgrade;
 mod websocket;
 mod yaml_provider;

@@ -120,7 +120,7 @@ fn ready_is_503_while_draining_and_status_stays_200() {
 
 #[test]
 fn a_graceful_upgrade_hands_the_status_address_over() {
-    // The yaml provider: the admin provider's store is locked by the running process.
+    // The yaml provider (the admin provider: upgrade.rs, under load).
     let port = free_port();
     let b = Backend::start("b");
     let mut old = Gateway::start(GatewayOpts {
@@ -136,9 +136,9 @@ fn a_graceful_upgrade_hands_the_status_address_over() {
     assert_eq!(old.proxy_get("/r").status, 200);
 
     // The new process waits for the listening sockets on data_dir/portico_upgrade.sock;
-    // the status address is still the old one's, so it binds it later.
-    // (The yaml provider does not create data_dir; the upgrade socket lives there.)
-    std::fs::create_dir_all(&old.data_dir).expect("data_dir");
+    // the status address is still the old one's, so it binds it later. The yaml
+    // provider does not create data_dir: the new process of an upgrade does.
+    assert!(!old.data_dir.exists(), "no data_dir before the upgrade");
     let log = std::fs::File::create(old.dir_path().join("new.log")).expect("log file");
     let mut new = portico_cmd()
         .arg("-c")

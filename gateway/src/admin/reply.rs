@@ -48,6 +48,15 @@ pub fn apply_error(e: &ApplyError) -> Response<Vec<u8>> {
         ApplyError::NotFound => not_found(),
         ApplyError::ReadOnly => error(405, e.to_string()),
         ApplyError::Persist(_) => error(500, e.to_string()),
+        ApplyError::HandedOver => {
+            // The new process of the upgrade answers within seconds.
+            let mut reply = error(503, e.to_string());
+            reply.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            reply
+        }
     }
 }
 

@@ -158,6 +158,11 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if crate::drain::draining() {
+            // Shutting down or upgrading: the client's next request goes to a new
+            // connection (the new process), not to this one as it closes.
+            session.set_keepalive(None);
+        }
         filters::filter_response_header(session, ctx, upstream_response, &self.lua_env())
             .map(|_| ())
     }

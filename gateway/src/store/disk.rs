@@ -27,10 +27,24 @@ const REVISION: &str = "revision";
 pub struct DiskError {
     context: &'static str,
     message: String,
+    /// The store file is held by another process (redb's lock).
+    locked: bool,
+}
+
+impl DiskError {
+    /// True when another process holds the store (a running instance, or the old one
+    /// of a binary upgrade that has not released it yet).
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
 }
 
 fn err(context: &'static str) -> impl FnOnce(String) -> DiskError {
-    move |message| DiskError { context, message }
+    move |message| DiskError {
+        context,
+        message,
+        locked: false,
+    }
 }
 
 /// One stored resource record.
@@ -92,7 +106,10 @@ impl DiskStore {
     pub fn open(dir: &Path) -> Result<DiskStore, DiskError> {
         crate::data_dir::create_private(dir).map_err(|e| err("create data_dir")(e.to_string()))?;
         let path = dir.join("store.redb");
-        let db = Database::create(&path).map_err(|e| err("open")(e.to_string()))?;
+        let db = Database::create(&path).map_err(|e| DiskError {
+            locked: matches!(e, redb::DatabaseError::DatabaseAlreadyOpen),
+            ..err("open")(e.to_string())
+        })?;
         crate::data_dir::make_private(&path).map_err(|e| err("open")(e.to_string()))?;
         let tx = db.begin_write().map_err(|e| err("init")(e.to_string()))?;
         {

@@ -74,6 +74,9 @@ pub enum ApplyError {
     BadRequest(String),
     #[error("{0}")]
     Persist(#[from] DiskError),
+    /// A binary upgrade: this process handed the store over to its successor.
+    #[error("the configuration store was handed over to a new process (binary upgrade in progress): this process accepts no more writes; retry, the new process answers them")]
+    HandedOver,
 }
 
 /// The result of an accepted change.
@@ -103,6 +106,8 @@ struct Writer {
     /// etcd-style revision behind `createdIndex`/`modifiedIndex`.
     revision: u64,
     backend: Option<Box<dyn StoreBackend>>,
+    /// The backend was closed for a binary upgrade ([`ConfigStore::release`]).
+    released: bool,
 }
 
 /// What the store builds snapshots with.
@@ -183,6 +188,7 @@ impl ConfigStore {
             writer: Mutex::new(Writer {
                 revision: 0,
                 backend,
+                released: false,
             }),
             plugins,
             metrics,
@@ -233,6 +239,22 @@ impl ConfigStore {
         self.read_only
     }
 
+    /// Closes the durable backend so that another process can open it (the new process
+    /// of a binary upgrade, once it holds the listening sockets). Waits for a write in
+    /// progress: every write acknowledged before is on disk, and every later one is
+    /// refused with [`ApplyError::HandedOver`]; the running snapshot keeps serving.
+    /// Returns whether there was a backend to close (a yaml store has none, and keeps
+    /// following its file).
+    pub fn release(&self) -> bool {
+        let mut writer = self.writer.lock();
+        let Some(backend) = writer.backend.take() else {
+            return false;
+        };
+        writer.released = true;
+        drop(backend);
+        true
+    }
+
     /// Validates, builds, persists and swaps `change`; the only way the running
     /// configuration changes.
     pub fn apply(&self, change: Change, source: ApplySource) -> Result<Applied, ApplyError> {
@@ -274,6 +296,9 @@ impl ConfigStore {
         dry_run: bool,
     ) -> Result<Applied, ApplyError> {
         let mut writer = self.writer.lock();
+        if writer.released && !dry_run {
+            return Err(ApplyError::HandedOver);
+        }
         let current = self.current.load_full();
         let revision = writer.revision + 1;
         let planned = change::plan(&current.resources, change, revision, &self.plugins)?;

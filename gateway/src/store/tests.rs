@@ -328,3 +328,37 @@ fn a_restart_continues_the_revision_after_deleting_the_newest_object() {
     assert_ne!(again.id.unwrap(), id, "a POST id is never handed out twice");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_released_store_refuses_writes_and_lets_another_open_it() {
+    let (s, dir) = store();
+    let up = json!({"nodes": {"127.0.0.1:1": 1}});
+    s.apply(
+        put(ResourceKind::Upstreams, "kept", up.clone()),
+        ApplySource::Admin,
+    )
+    .unwrap();
+    let locked = DiskStore::open(&dir)
+        .err()
+        .expect("held by the running store");
+    assert!(locked.is_locked(), "{locked}");
+
+    assert!(s.release());
+    let refused = s
+        .apply(put(ResourceKind::Upstreams, "late", up), ApplySource::Admin)
+        .unwrap_err();
+    assert!(matches!(refused, ApplyError::HandedOver), "{refused}");
+    // Reads and the running snapshot are untouched.
+    assert!(s.resources().get(ResourceKind::Upstreams, "kept").is_some());
+
+    let next = ConfigStore::open(DiskStore::open(&dir).unwrap(), deps()).unwrap();
+    assert!(next
+        .resources()
+        .get(ResourceKind::Upstreams, "kept")
+        .is_some());
+    assert!(next
+        .resources()
+        .get(ResourceKind::Upstreams, "late")
+        .is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}
