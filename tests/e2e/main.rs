@@ -46,6 +46,7 @@ mod lua_safety;
 mod metrics;
 mod native_plugins;
 mod persistence;
+mod plugin_metadata;
 mod plugins_access;
 mod plugins_response;
 mod plugins_rewrite;

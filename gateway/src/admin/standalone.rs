@@ -26,7 +26,6 @@ const FOREIGN_KINDS: &[&str] = &[
     "consumers",
     "consumer_groups",
     "plugin_configs",
-    "plugin_metadata",
     "protos",
     "secrets",
     "ssls",
