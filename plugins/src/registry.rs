@@ -331,6 +331,7 @@ mod tests {
             r.names().collect::<Vec<_>>(),
             vec![
                 "basic-auth",
+                "brotli",
                 "consumer-restriction",
                 "cors",
                 "gzip",

@@ -48,6 +48,7 @@ mod native_plugins;
 mod persistence;
 mod plugin_metadata;
 mod plugins_access;
+mod plugins_brotli;
 mod plugins_response;
 mod plugins_rewrite;
 mod retries;

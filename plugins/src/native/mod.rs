@@ -9,8 +9,10 @@
 //! by a stable identity (the route and plugin), the way `HealthRegistry` keeps health.
 
 pub mod auth;
+mod brotli;
 mod consumer_restriction;
 mod cors;
+mod encoding;
 mod gzip;
 mod header_ops;
 mod ip_restriction;
@@ -212,6 +214,7 @@ pub fn builtin() -> Vec<NativePlugin> {
         ip_restriction::PLUGIN,
         proxy_rewrite::PLUGIN,
         gzip::PLUGIN,
+        brotli::PLUGIN,
         redirect::PLUGIN,
         response_rewrite::PLUGIN,
         auth::key_auth::PLUGIN,
