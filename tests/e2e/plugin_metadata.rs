@@ -63,6 +63,14 @@ fn plugin_metadata_crud_has_apisix_envelopes() {
         );
     }
 
+    // `?all=true` lists the metadata schema of the plugins that take metadata.
+    let all = gw.get("/plugins?all=true");
+    assert_eq!(
+        all["cors"]["metadata_schema"]["properties"]["allow_origins"]["type"],
+        "object"
+    );
+    assert!(all["key-auth"].get("metadata_schema").is_none());
+
     let (status, _, body) = gw.admin("DELETE", "/plugin_metadata/cors", None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["key"], "/apisix/plugin_metadata/cors");
