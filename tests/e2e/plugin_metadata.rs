@@ -49,6 +49,10 @@ fn plugin_metadata_crud_has_apisix_envelopes() {
     assert_eq!(list["total"], 1);
     assert_eq!(list["list"][0]["key"], "/apisix/plugin_metadata/cors");
 
+    let (status, _, body) = gw.admin("PUT", "/plugin_metadata", Some(cors_metadata()));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error_msg"], "missing plugin name");
+
     for method in ["POST", "PATCH"] {
         let path = if method == "POST" {
             "/plugin_metadata"
@@ -212,6 +216,10 @@ fn cors_allow_origins_by_metadata_follows_the_metadata() {
 fn plugin_metadata_survives_a_restart_and_reads_from_configs() {
     let mut gw = Gateway::start_default();
     gw.put("/plugin_metadata/cors", cors_metadata());
+    gw.put(
+        "/consumers",
+        json!({"username": "jack", "plugins": {"key-auth": {"key": "k-jack"}}}),
+    );
     gw.restart();
     let got = gw.get("/plugin_metadata/cors");
     assert_eq!(
@@ -220,8 +228,10 @@ fn plugin_metadata_survives_a_restart_and_reads_from_configs() {
     );
     let configs = gw.get("/configs");
     assert_eq!(configs["plugin_metadata"][0]["id"], "cors");
-    // The configs document takes it back as it is.
+    assert_eq!(configs["consumers"][0]["username"], "jack");
+    // The configs document takes it back as it is, consumers included.
     let (status, _, body) = gw.admin("PUT", "/configs", Some(configs));
     assert!(status < 300, "{status} {body}");
     assert_eq!(gw.get("/plugin_metadata")["total"], 1);
+    assert_eq!(gw.get("/consumers")["total"], 1);
 }
