@@ -162,13 +162,17 @@ fn build(input: &NativeBuildInput<'_>) -> Result<Arc<dyn Plugin>, String> {
             conf.http_version
         ));
     };
-    let mut params = BrotliEncoderParams::default();
-    params.quality = i32::from(conf.comp_level);
-    if conf.lgwin != 0 {
-        params.lgwin = i32::from(conf.lgwin);
-    }
-    params.lgblock = i32::from(conf.lgblock);
-    params.mode = mode;
+    let defaults = BrotliEncoderParams::default();
+    let params = BrotliEncoderParams {
+        quality: i32::from(conf.comp_level),
+        lgwin: match conf.lgwin {
+            0 => defaults.lgwin,
+            w => i32::from(w),
+        },
+        lgblock: i32::from(conf.lgblock),
+        mode,
+        ..defaults
+    };
     Ok(Arc::new(Brotli {
         types,
         min_length: conf.min_length,
