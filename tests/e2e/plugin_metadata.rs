@@ -235,3 +235,39 @@ fn plugin_metadata_survives_a_restart_and_reads_from_configs() {
     assert_eq!(gw.get("/plugin_metadata")["total"], 1);
     assert_eq!(gw.get("/consumers")["total"], 1);
 }
+
+/// APISIX's `t/config-center-yaml/plugin-metadata.t` shape: `plugin_metadata` as a list
+/// with `id`s in a standalone yaml file, used by a route's cors.
+#[test]
+fn plugin_metadata_from_a_yaml_file() {
+    let b = Backend::start("b");
+    let yaml = |origin: &str| {
+        format!(
+            "routes:\n  - id: r1\n    uri: /hello\n    upstream_id: u1\n    plugins:\n      cors:\n        \
+             allow_origins: https://test.com\n        allow_origins_by_metadata:\n          - local\n\
+             upstreams:\n  - id: u1\n    type: roundrobin\n    nodes:\n      \"{}\": 1\n\
+             plugin_metadata:\n  - id: cors\n    allow_origins:\n      local: {origin}\n#END\n",
+            b.node()
+        )
+    };
+    let gw = Gateway::start(GatewayOpts {
+        yaml_provider: Some(yaml("https://local.example")),
+        ..Default::default()
+    });
+    let ok = wait_until(WAIT, || {
+        gw.try_proxy(Request::get("/hello").header("Origin", "https://local.example"))
+            .is_ok_and(|r| r.header("access-control-allow-origin") == Some("https://local.example"))
+    });
+    assert!(ok, "the yaml file's metadata never allowed its origin");
+    assert_eq!(gw.get("/plugin_metadata/cors")["value"]["id"], "cors");
+
+    gw.write_yaml_config(&yaml("https://changed.example"));
+    let ok = wait_until(WAIT, || {
+        gw.try_proxy(Request::get("/hello").header("Origin", "https://changed.example"))
+            .is_ok_and(|r| {
+                r.header("access-control-allow-origin") == Some("https://changed.example")
+            })
+    });
+    assert!(ok, "a metadata change in the file never reached the route");
+    assert_eq!(allowed_origin(&gw, "https://local.example"), None);
+}
