@@ -136,16 +136,18 @@ impl PluginRegistry {
     /// plugin it is: built-in, native, or one of the configuration's Lua `modules`.
     /// `Ok(None)`: no plugin has that name (a module deleted with `force`). Errors carry
     /// the path of the field they are about.
+    /// `metadata` is the plugin's `plugin_metadata` object, if one is configured.
     pub fn resolve(
         &self,
         name: &str,
         conf: &Value,
         owner: &str,
         modules: &HashMap<String, Arc<LuaModule>>,
+        metadata: Option<&Value>,
     ) -> Result<Option<PluginInstance>, Vec<(String, String)>> {
         if self.contains(name) {
             return self
-                .build(name, conf, owner)
+                .build_with_metadata(name, conf, owner, metadata)
                 .map(Some)
                 .map_err(|e| vec![(owner.to_string(), e.to_string())]);
         }
@@ -162,13 +164,29 @@ impl PluginRegistry {
         conf: &Value,
         owner: &str,
     ) -> Result<PluginInstance, PluginError> {
+        self.build_with_metadata(name, conf, owner, None)
+    }
+
+    /// [`PluginRegistry::build`] with the plugin's metadata (native plugins only; the
+    /// built-in Lua plugins take none).
+    pub fn build_with_metadata(
+        &self,
+        name: &str,
+        conf: &Value,
+        owner: &str,
+        metadata: Option<&Value>,
+    ) -> Result<PluginInstance, PluginError> {
         let invalid = |message| PluginError::InvalidConfig {
             plugin: name.to_string(),
             message,
         };
         if let Some(native) = self.natives.get(name) {
-            let instance = (native.build)(&crate::native::NativeBuildInput { conf, owner })
-                .map_err(invalid)?;
+            let instance = (native.build)(&crate::native::NativeBuildInput {
+                conf,
+                owner,
+                metadata,
+            })
+            .map_err(invalid)?;
             return Ok(PluginInstance {
                 name: Arc::from(native.name),
                 priority: native.priority,
@@ -189,6 +207,45 @@ impl PluginRegistry {
             validator: &self.validator,
         })
         .map_err(invalid)
+    }
+
+    /// The JSON Schema of plugin `name`'s metadata; `None` when the plugin takes none.
+    pub fn metadata_schema(&self, name: &str) -> Option<Value> {
+        self.natives
+            .get(name)
+            .and_then(|n| n.metadata_schema)
+            .map(|schema| schema())
+    }
+
+    /// Checks a `plugin_metadata` object for plugin `name`: the plugin must exist and take
+    /// metadata, and `value` must satisfy its metadata schema. Errors are (JSON path
+    /// relative to `value`, message), every one of them.
+    pub fn check_metadata(&self, name: &str, value: &Value) -> Result<(), Vec<(String, String)>> {
+        if !self.contains(name) {
+            return Err(vec![(
+                String::new(),
+                format!("invalid plugin name: `{name}` is not a plugin of this build"),
+            )]);
+        }
+        let Some(schema) = self.metadata_schema(name) else {
+            return Err(vec![(
+                String::new(),
+                format!("plugin `{name}` has no metadata schema: it takes no plugin_metadata"),
+            )]);
+        };
+        let schema = Schema::parse(&schema).map_err(|e| {
+            // A built-in schema is a constant: failing to parse is a bug of this build.
+            vec![(
+                String::new(),
+                format!("the metadata schema of `{name}`: {e}"),
+            )]
+        })?;
+        let errors = schema.validate(value);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// The group `conf` shares its state with, for plugins that have groups
@@ -234,6 +291,7 @@ mod tests {
                 &json!({}),
                 "routes[id=1].plugins.request-id",
                 &HashMap::new(),
+                None,
             )
             .unwrap()
             .unwrap();
@@ -247,11 +305,12 @@ mod tests {
                 &json!({"algorithm": 1}),
                 "x.request-id",
                 &HashMap::new(),
+                None,
             )
             .unwrap_err();
         assert_eq!(errs[0].0, "x.request-id");
         assert!(r
-            .resolve("nope", &json!({}), "x", &HashMap::new())
+            .resolve("nope", &json!({}), "x", &HashMap::new(), None)
             .unwrap()
             .is_none());
         assert!(r.native_schema("request-id").is_some());
@@ -272,6 +331,7 @@ mod tests {
             r.names().collect::<Vec<_>>(),
             vec![
                 "basic-auth",
+                "brotli",
                 "consumer-restriction",
                 "cors",
                 "gzip",

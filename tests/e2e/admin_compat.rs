@@ -165,14 +165,23 @@ fn configs_accepts_the_api_driven_standalone_body() {
 
     // A foreign kind with content is refused, naming it.
     let mut foreign = body(&a.node(), 1001, 1002);
-    foreign["consumers"] = json!([{"username": "jack"}]);
+    foreign["stream_routes"] = json!([{"id": "s1"}]);
     let (status, resp) = put(foreign, "d4");
     assert_eq!(status, 400, "{resp}");
     assert!(
         resp["error_msg"]
             .as_str()
             .unwrap_or_default()
-            .starts_with("consumers:"),
+            .starts_with("stream_routes:"),
         "{resp}"
     );
+    assert_eq!(backend(&gw), "b");
+
+    // Kinds Portico has (consumers since issue 14) are resource lists like routes.
+    let mut ours = body(&a.node(), 1001, 1002);
+    ours["consumers"] = json!([{"username": "jack"}]);
+    ours["consumers_conf_version"] = json!(2);
+    let (status, resp) = put(ours, "d5");
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(gw.get("/consumers/jack")["value"]["username"], "jack");
 }

@@ -1,6 +1,6 @@
 //! The admin API on its own listener: APISIX v3 Admin API dialect.
 //!
-//! Paths: `/apisix/admin/{routes,upstreams,services,global_rules,consumers}[/{id}[/{sub/path}]]`
+//! Paths: `/apisix/admin/{routes,upstreams,services,global_rules,consumers,plugin_metadata,...}[/{id}[/{sub/path}]]`
 //! and `/apisix/admin/configs[/validate]`. Every request needs a key (see [`auth`]);
 //! every response carries `X-API-VERSION: v3`.
 
@@ -144,6 +144,19 @@ impl AdminApi {
                 let Some(kind) = ResourceKind::from_segment(res) else {
                     return reply::error(404, "404 Route Not Found");
                 };
+                if kind == ResourceKind::PluginMetadata {
+                    // APISIX: known by the plugin's name only; no POST or PATCH.
+                    match (method, rest) {
+                        ("POST" | "PATCH", _) => {
+                            return reply::error(
+                                405,
+                                format!("not supported `{method}` method for plugin_metadata"),
+                            )
+                        }
+                        ("PUT" | "DELETE", []) => return reply::error(400, "missing plugin name"),
+                        _ => {}
+                    }
+                }
                 if kind == ResourceKind::Consumers {
                     match (method, rest) {
                         ("PUT", []) => {

@@ -32,7 +32,7 @@ pub fn list(store: &ConfigStore) -> Response<Vec<u8>> {
 }
 
 /// `GET /plugins?all=true`: every plugin's schema with its `priority` and `type`
-/// (`auth` for authentication plugins), by name.
+/// (`auth` for authentication plugins), and `metadata_schema` where it has one, by name.
 pub fn all(store: &ConfigStore) -> Response<Vec<u8>> {
     let snapshot = store.snapshot();
     let registry = store.plugins();
@@ -43,10 +43,12 @@ pub fn all(store: &ConfigStore) -> Response<Vec<u8>> {
         } else {
             registry.native_schema(name).unwrap_or_else(|| json!({}))
         };
-        out.insert(
-            name.to_string(),
-            describe(schema, registry.priority(name).unwrap_or(0), name),
-        );
+        let mut described = describe(schema, registry.priority(name).unwrap_or(0), name);
+        // APISIX lists `metadata_schema` for the plugins that take plugin_metadata.
+        if let Some(m) = registry.metadata_schema(name) {
+            described["metadata_schema"] = m;
+        }
+        out.insert(name.to_string(), described);
     }
     for (name, m) in &snapshot.lua_modules {
         let schema = m

@@ -9,7 +9,7 @@
 //! - `modifiedIndex` / `createdIndex` on an object are dropped: Portico's store gives the
 //!   indexes.
 //! - `X-Digest`: a body whose digest equals the last applied one is not applied again.
-//! - Lists of APISIX kinds Portico does not have (`consumers`, `ssls`, ...) are accepted
+//! - Lists of APISIX kinds Portico does not have (`protos`, `secrets`, `stream_routes`) are accepted
 //!   when empty (ADC sends them all) and refused otherwise, naming the kind.
 
 use std::collections::BTreeMap;
@@ -22,16 +22,7 @@ use crate::config::{ResourceKind, ResourceSet};
 const CONF_VERSION: &str = "_conf_version";
 
 /// APISIX resource kinds Portico has no counterpart for.
-const FOREIGN_KINDS: &[&str] = &[
-    "consumers",
-    "consumer_groups",
-    "plugin_configs",
-    "plugin_metadata",
-    "protos",
-    "secrets",
-    "ssls",
-    "stream_routes",
-];
+const FOREIGN_KINDS: &[&str] = &["protos", "secrets", "stream_routes"];
 
 /// What the last accepted API-driven updates set, kept between requests.
 #[derive(Debug, Default)]
@@ -150,7 +141,7 @@ mod tests {
         let p = prepare(body, &state, &ResourceSet::default()).unwrap();
         assert_eq!(p.body["routes"], json!([]), "unchanged version: what runs");
         assert_eq!(p.body["upstreams"], json!([{"id": "u", "nodes": {}}]));
-        assert!(p.body.get("consumers").is_none());
+        assert_eq!(p.body["consumers"], json!([]), "a kind Portico has is kept");
         assert_eq!(p.versions["upstreams"], 7);
 
         let stale = prepare(
@@ -160,13 +151,25 @@ mod tests {
         );
         assert!(stale.err().unwrap().contains("stale"));
         let foreign = prepare(
-            json!({"ssls": [{"id": "1"}]}),
+            json!({"protos": [{"id": "1"}], "stream_routes": []}),
             &state,
             &ResourceSet::default(),
         );
         assert!(foreign
             .err()
             .unwrap()
-            .starts_with("ssls: Portico has no ssls"));
+            .starts_with("protos: Portico has no protos"));
+        // Kinds Portico has since issue 14 pass through (a `GET /configs` export of
+        // consumers or plugin metadata must `PUT` back).
+        let ours = prepare(
+            json!({"consumers": [{"username": "jack"}], "plugin_metadata": [{"id": "cors"}],
+                   "stream_routes": []}),
+            &state,
+            &ResourceSet::default(),
+        )
+        .unwrap();
+        assert_eq!(ours.body["consumers"][0]["username"], "jack");
+        assert_eq!(ours.body["plugin_metadata"][0]["id"], "cors");
+        assert!(ours.body.get("stream_routes").is_none());
     }
 }

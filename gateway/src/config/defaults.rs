@@ -37,6 +37,7 @@ pub fn with_defaults(kind: ResourceKind, value: &Value) -> Value {
         }
         ResourceKind::Services => fill_inline_upstream(obj),
         ResourceKind::LuaPlugins
+        | ResourceKind::PluginMetadata
         | ResourceKind::GlobalRules
         | ResourceKind::Ssls
         | ResourceKind::PluginConfigs

@@ -12,6 +12,7 @@ pub mod dynacode;
 pub mod limits;
 mod lua_plugin;
 pub mod patch;
+mod plugin_metadata;
 mod plugin_set;
 mod route;
 mod service;
@@ -24,6 +25,7 @@ pub use consumer::{check_username, ConsumerSpec};
 pub use document::items_of;
 pub use dynacode::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
 pub use lua_plugin::LuaPluginSpec;
+pub use plugin_metadata::PluginMetadataSpec;
 pub use plugin_set::{ConsumerGroupSpec, PluginConfigSpec};
 pub use route::{GlobalRuleSpec, RouteSpec};
 pub use service::ServiceSpec;
@@ -46,6 +48,8 @@ pub enum ResourceKind {
     Ssls,
     /// Lua plugin modules; first, so a bulk replace defines them before their users.
     LuaPlugins,
+    /// Before everything that configures plugins: instances are built with it.
+    PluginMetadata,
     Upstreams,
     Services,
     /// Before routes, which reference them.
@@ -59,9 +63,10 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 9] = [
+    pub const ALL: [ResourceKind; 10] = [
         ResourceKind::Ssls,
         ResourceKind::LuaPlugins,
+        ResourceKind::PluginMetadata,
         ResourceKind::Upstreams,
         ResourceKind::Services,
         ResourceKind::PluginConfigs,
@@ -76,6 +81,7 @@ impl ResourceKind {
         match self {
             ResourceKind::Ssls => "ssls",
             ResourceKind::LuaPlugins => "lua_plugins",
+            ResourceKind::PluginMetadata => "plugin_metadata",
             ResourceKind::Upstreams => "upstreams",
             ResourceKind::Services => "services",
             ResourceKind::PluginConfigs => "plugin_configs",
@@ -97,6 +103,7 @@ impl ResourceKind {
         match self {
             ResourceKind::Ssls => "ssl",
             ResourceKind::LuaPlugins => "Lua plugin",
+            ResourceKind::PluginMetadata => "plugin metadata",
             ResourceKind::Upstreams => "upstream",
             ResourceKind::Services => "service",
             ResourceKind::PluginConfigs => "plugin config",

@@ -9,7 +9,8 @@ use portico_plugins::PluginRegistry;
 
 use super::{
     check_plugins, parse_spec, ConsumerGroupSpec, ConsumerSpec, FieldError, GlobalRuleSpec,
-    LuaPluginSpec, PluginConfigSpec, ResourceKind, RouteSpec, ServiceSpec, SslSpec, UpstreamSpec,
+    LuaPluginSpec, PluginConfigSpec, PluginMetadataSpec, ResourceKind, RouteSpec, ServiceSpec,
+    SslSpec, UpstreamSpec,
 };
 
 /// One stored resource: the JSON the user wrote (plus `id`, `create_time`,
@@ -57,6 +58,8 @@ impl<T> From<&Entry<T>> for StoredView {
 pub struct ResourceSet {
     pub ssls: BTreeMap<String, Entry<SslSpec>>,
     pub lua_plugins: BTreeMap<String, Entry<LuaPluginSpec>>,
+    /// By plugin name.
+    pub plugin_metadata: BTreeMap<String, Entry<PluginMetadataSpec>>,
     pub upstreams: BTreeMap<String, Entry<UpstreamSpec>>,
     pub services: BTreeMap<String, Entry<ServiceSpec>>,
     pub plugin_configs: BTreeMap<String, Entry<PluginConfigSpec>>,
@@ -74,6 +77,7 @@ impl ResourceSet {
         match kind {
             ResourceKind::Ssls => self.ssls.get(id).map(StoredView::from),
             ResourceKind::LuaPlugins => self.lua_plugins.get(id).map(StoredView::from),
+            ResourceKind::PluginMetadata => self.plugin_metadata.get(id).map(StoredView::from),
             ResourceKind::Upstreams => self.upstreams.get(id).map(StoredView::from),
             ResourceKind::Services => self.services.get(id).map(StoredView::from),
             ResourceKind::PluginConfigs => self.plugin_configs.get(id).map(StoredView::from),
@@ -92,6 +96,7 @@ impl ResourceSet {
         match kind {
             ResourceKind::Ssls => views(&self.ssls),
             ResourceKind::LuaPlugins => views(&self.lua_plugins),
+            ResourceKind::PluginMetadata => views(&self.plugin_metadata),
             ResourceKind::Upstreams => views(&self.upstreams),
             ResourceKind::Services => views(&self.services),
             ResourceKind::PluginConfigs => views(&self.plugin_configs),
@@ -106,6 +111,7 @@ impl ResourceSet {
         match kind {
             ResourceKind::Ssls => self.ssls.len(),
             ResourceKind::LuaPlugins => self.lua_plugins.len(),
+            ResourceKind::PluginMetadata => self.plugin_metadata.len(),
             ResourceKind::Upstreams => self.upstreams.len(),
             ResourceKind::Services => self.services.len(),
             ResourceKind::PluginConfigs => self.plugin_configs.len(),
@@ -152,6 +158,26 @@ impl ResourceSet {
             ResourceKind::LuaPlugins => {
                 let e = entry::<LuaPluginSpec>(value, created_index, modified_index)?;
                 self.lua_plugins.insert(id.to_string(), e);
+            }
+            ResourceKind::PluginMetadata => {
+                let e = entry::<PluginMetadataSpec>(value, created_index, modified_index)?;
+                if self.lua_plugins.contains_key(id) {
+                    // No seam carries metadata into Lua plugin modules yet.
+                    return Err(vec![FieldError::new(
+                        "",
+                        format!(
+                            "plugin `{id}` is a Lua plugin module: it takes no plugin_metadata"
+                        ),
+                    )]);
+                }
+                plugins
+                    .check_metadata(id, &e.spec.metadata)
+                    .map_err(|errs| {
+                        errs.into_iter()
+                            .map(|(path, m)| FieldError::new(path, m))
+                            .collect::<Vec<_>>()
+                    })?;
+                self.plugin_metadata.insert(id.to_string(), e);
             }
             ResourceKind::Upstreams => {
                 let e = entry::<UpstreamSpec>(value, created_index, modified_index)?;
@@ -237,6 +263,7 @@ impl ResourceSet {
         match kind {
             ResourceKind::Ssls => self.ssls.remove(id).is_some(),
             ResourceKind::LuaPlugins => self.lua_plugins.remove(id).is_some(),
+            ResourceKind::PluginMetadata => self.plugin_metadata.remove(id).is_some(),
             ResourceKind::Upstreams => self.upstreams.remove(id).is_some(),
             ResourceKind::Services => self.services.remove(id).is_some(),
             ResourceKind::PluginConfigs => self.plugin_configs.remove(id).is_some(),
@@ -320,9 +347,11 @@ impl ResourceSet {
                     }
                 }
             }
+            // A route naming a metadata set is checked when the snapshot is built.
             ResourceKind::Routes
             | ResourceKind::GlobalRules
             | ResourceKind::Ssls
+            | ResourceKind::PluginMetadata
             | ResourceKind::Consumers => {}
         }
         out
@@ -343,6 +372,7 @@ impl ResourceSet {
             ResourceKind::Upstreams
             | ResourceKind::GlobalRules
             | ResourceKind::LuaPlugins
+            | ResourceKind::PluginMetadata
             | ResourceKind::Ssls
             | ResourceKind::PluginConfigs
             | ResourceKind::ConsumerGroups => return errors,

@@ -123,6 +123,7 @@ pub fn build(
     let mut instances = PluginInstances {
         modules: &lua_modules,
         registry: cx.plugins,
+        metadata: &set.plugin_metadata,
         prev: prev.map(|p| &p.plugin_instances),
         built: HashMap::new(),
         groups: HashMap::new(),
@@ -315,6 +316,8 @@ fn dynacode_runtime(
 struct PluginInstances<'a> {
     modules: &'a HashMap<String, Arc<portico_plugins::LuaModule>>,
     registry: &'a PluginRegistry,
+    /// Plugin metadata by plugin name, resolved into each instance of the plugin.
+    metadata: &'a BTreeMap<String, crate::config::Entry<crate::config::PluginMetadataSpec>>,
     prev: Option<&'a HashMap<String, Arc<PluginInstance>>>,
     built: HashMap<String, Arc<PluginInstance>>,
     /// (plugin, group) -> the first configuration and place seen for it.
@@ -353,9 +356,13 @@ impl PluginInstances<'_> {
             let module = self.modules.get(name.as_str());
             // A module's instances depend on its code too: replacing the code rebuilds
             // every use at this swap.
-            let key = match module {
-                Some(m) => format!("{owner}\u{0}{conf}\u{0}{}", m.compiled.id),
-                None => format!("{owner}\u{0}{conf}"),
+            // Likewise its metadata: a metadata change (a new revision) rebuilds every
+            // instance of that plugin.
+            let metadata = self.metadata.get(name.as_str());
+            let key = match (module, metadata) {
+                (Some(m), _) => format!("{owner}\u{0}{conf}\u{0}{}", m.compiled.id),
+                (None, Some(md)) => format!("{owner}\u{0}{conf}\u{0}md{}", md.modified_index),
+                (None, None) => format!("{owner}\u{0}{conf}"),
             };
             let found = self
                 .built
@@ -364,7 +371,13 @@ impl PluginInstances<'_> {
                 .cloned();
             let instance = match found {
                 Some(i) => i,
-                None => match self.registry.resolve(name, conf, &owner, self.modules) {
+                None => match self.registry.resolve(
+                    name,
+                    conf,
+                    &owner,
+                    self.modules,
+                    metadata.map(|m| &m.spec.metadata),
+                ) {
                     Ok(Some(i)) => Arc::new(i),
                     Ok(None) => {
                         // New writes naming an unknown plugin are refused earlier; this is

@@ -192,7 +192,7 @@ fn next_set(
                 .as_ref()
                 .map(|e| e.created_index)
                 .unwrap_or(revision);
-            let value = stamp(value.clone(), id, create_time, t);
+            let value = stamp(*kind, value.clone(), id, create_time, t);
             next.insert(*kind, id, value, created_index, revision, plugins)
                 .map_err(ApplyError::Invalid)?;
             let errors = next.check_references(*kind, id);
@@ -290,9 +290,9 @@ pub(super) fn set_from_items(
                     .get("create_time")
                     .and_then(Value::as_u64)
                     .unwrap_or(t);
-                (stamp(value, &id, ct, t), e.created_index, revision)
+                (stamp(kind, value, &id, ct, t), e.created_index, revision)
             }
-            (None, _) => (stamp(value, &id, t, t), revision, revision),
+            (None, _) => (stamp(kind, value, &id, t, t), revision, revision),
         };
         if let Err(errs) = next.insert(kind, &id, value, created_index, modified_index, plugins) {
             errors.extend(errs.into_iter().map(|e| e.under(&prefix)));
@@ -379,10 +379,20 @@ pub(super) fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Sets `id`, `create_time` and `update_time` on a resource object.
-pub(super) fn stamp(mut value: Value, id: &str, create_time: u64, update_time: u64) -> Value {
+/// Sets `id`, `create_time` and `update_time` on a resource object (only `id` on plugin
+/// metadata, which APISIX stores without times).
+pub(super) fn stamp(
+    kind: ResourceKind,
+    mut value: Value,
+    id: &str,
+    create_time: u64,
+    update_time: u64,
+) -> Value {
     if let Some(obj) = value.as_object_mut() {
         obj.insert("id".into(), Value::String(id.to_string()));
+        if kind == ResourceKind::PluginMetadata {
+            return value;
+        }
         obj.insert("create_time".into(), create_time.into());
         obj.insert("update_time".into(), update_time.into());
     }

@@ -35,7 +35,7 @@ pub fn every_error(items: Vec<(ResourceKind, String, Value)>, deps: &StoreDeps) 
             ));
             continue;
         }
-        let value = super::change::stamp(value, &id, 0, 0);
+        let value = super::change::stamp(kind, value, &id, 0, 0);
         if let Err(errs) = set.insert(kind, &id, value, 1, 1, &deps.plugins) {
             errors.extend(errs.into_iter().map(|e| e.under(&prefix)));
         }

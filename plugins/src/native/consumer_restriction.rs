@@ -23,6 +23,7 @@ pub const PLUGIN: NativePlugin = NativePlugin {
     schema,
     build,
     group: None,
+    metadata_schema: None,
 };
 
 fn schema() -> Value {

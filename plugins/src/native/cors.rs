@@ -2,8 +2,13 @@
 //! with 200 in rewrite; every response (proxied, preflight or any other local answer)
 //! gets the CORS headers in header_filter when the request's `Origin` is allowed:
 //! `allow_origins` (`*`; `**` echoes any origin; or a comma-separated list of
-//! `scheme://host[:port]`), or, when given instead, `allow_origins_by_regex`.
-//! `allow_credential: true` forbids `*` in every other field (a 400 at apply time).
+//! `scheme://host[:port]`), or, when given instead, `allow_origins_by_regex`; when that
+//! does not allow the origin, `allow_origins_by_metadata` names sets of the plugin's
+//! metadata (`plugin_metadata/cors` `allow_origins`, name -> an `allow_origins` value),
+//! resolved into the instance at apply time: a name the metadata lacks is a 400, and a
+//! metadata change rebuilds the instance. A set that allows the origin echoes it, as
+//! APISIX does. `allow_credential: true` forbids `*` in every other field (a 400 at
+//! apply time).
 
 use std::sync::Arc;
 
@@ -24,7 +29,24 @@ pub const PLUGIN: NativePlugin = NativePlugin {
     schema,
     build,
     group: None,
+    metadata_schema: Some(metadata_schema),
 };
+
+/// APISIX's pattern of an `allow_origins` value: `*`, `**`, `null`, or a comma-separated
+/// list of `scheme://host[:port]`.
+const ORIGINS_PATTERN: &str = r"^(\*|\*\*|null|\w+://[^,]+(,\w+://[^,]+)*)$";
+
+fn metadata_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "allow_origins": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "pattern": ORIGINS_PATTERN}
+            }
+        }
+    })
+}
 
 fn schema() -> Value {
     json!({
@@ -37,7 +59,10 @@ fn schema() -> Value {
             "max_age": {"type": "integer", "default": 5},
             "allow_credential": {"type": "boolean", "default": false},
             "allow_origins_by_regex": {"type": "array", "minItems": 1,
-                                       "items": {"type": "string", "minLength": 1}}
+                                       "items": {"type": "string", "minLength": 1}},
+            "allow_origins_by_metadata": {"type": "array", "minItems": 1, "uniqueItems": true,
+                                          "items": {"type": "string", "minLength": 1,
+                                                    "maxLength": 4096}}
         }
     })
 }
@@ -59,6 +84,8 @@ struct Conf {
     allow_credential: bool,
     #[serde(default)]
     allow_origins_by_regex: Option<Vec<String>>,
+    #[serde(default)]
+    allow_origins_by_metadata: Option<Vec<String>>,
 }
 
 fn star() -> String {
@@ -82,6 +109,9 @@ enum Origins {
 
 struct Cors {
     origins: Origins,
+    /// The metadata sets `allow_origins_by_metadata` names, in its order: tried when
+    /// `origins` does not allow the request's origin.
+    by_metadata: Vec<Origins>,
     methods: HeaderValue,
     /// `None` for `**`: the request's `Access-Control-Request-Headers` is echoed.
     headers: Option<HeaderValue>,
@@ -128,19 +158,11 @@ fn build(input: &NativeBuildInput<'_>) -> Result<Arc<dyn Plugin>, String> {
             }
             Origins::Regex(regexes)
         }
-        None => match conf.allow_origins.as_str() {
-            "*" => Origins::Any,
-            "**" => Origins::EchoAny,
-            list => {
-                let origins: Vec<String> = list.split(',').map(|o| o.trim().to_string()).collect();
-                if let Some(bad) = origins.iter().find(|o| !valid_origin(o)) {
-                    return Err(format!(
-                        "allow_origins: `{bad}` is not `*`, `**` or scheme://host[:port]"
-                    ));
-                }
-                Origins::List(origins)
-            }
-        },
+        None => parse_origins(&conf.allow_origins).map_err(|m| format!("allow_origins: {m}"))?,
+    };
+    let by_metadata = match &conf.allow_origins_by_metadata {
+        Some(names) => metadata_origins(names, input.metadata)?,
+        None => Vec::new(),
     };
     let methods = match conf.allow_methods.as_str() {
         "**" => HeaderValue::from_static(ALL_METHODS),
@@ -156,12 +178,49 @@ fn build(input: &NativeBuildInput<'_>) -> Result<Arc<dyn Plugin>, String> {
     };
     Ok(Arc::new(Cors {
         origins,
+        by_metadata,
         methods,
         headers,
         expose,
         max_age: HeaderValue::from(conf.max_age),
         credential: conf.allow_credential,
     }))
+}
+
+/// An `allow_origins` value: `*`, `**`, or a comma-separated list of origins.
+fn parse_origins(value: &str) -> Result<Origins, String> {
+    match value {
+        "*" => Ok(Origins::Any),
+        "**" => Ok(Origins::EchoAny),
+        list => {
+            let origins: Vec<String> = list.split(',').map(|o| o.trim().to_string()).collect();
+            // `null` is the origin of opaque requests (file://, sandboxed frames).
+            if let Some(bad) = origins.iter().find(|o| !valid_origin(o) && *o != "null") {
+                return Err(format!("`{bad}` is not `*`, `**` or scheme://host[:port]"));
+            }
+            Ok(Origins::List(origins))
+        }
+    }
+}
+
+/// The metadata sets `names` refers to, parsed: every name must be in the metadata's
+/// `allow_origins` (checked here, at apply time, rather than silently never matching).
+fn metadata_origins(names: &[String], metadata: Option<&Value>) -> Result<Vec<Origins>, String> {
+    let sets = metadata.and_then(|m| m.get("allow_origins"));
+    let mut out = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let Some(value) = sets.and_then(|s| s.get(name)) else {
+            return Err(format!(
+                "allow_origins_by_metadata[{i}]: `{name}` is not a set of the cors plugin \
+                 metadata's allow_origins (PUT /apisix/admin/plugin_metadata/cors)"
+            ));
+        };
+        let value = value.as_str().unwrap_or_default();
+        out.push(parse_origins(value).map_err(|m| {
+            format!("allow_origins_by_metadata[{i}]: the metadata set `{name}`: {m}")
+        })?);
+    }
+    Ok(out)
 }
 
 /// `scheme://host[:port]`, as APISIX's schema pattern allows.
@@ -176,9 +235,25 @@ fn valid_origin(o: &str) -> bool {
 }
 
 impl Cors {
-    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed:
+    /// by `allow_origins` (or its regexes), else by a metadata set, which echoes the
+    /// origin whatever the set says (APISIX's `match_origins`).
     fn allow_origin(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
-        match &self.origins {
+        if let Some(v) = self.origins.allow(origin) {
+            return Some(v);
+        }
+        let o = origin?;
+        self.by_metadata
+            .iter()
+            .any(|set| set.allow(Some(o)).is_some())
+            .then(|| o.clone())
+    }
+}
+
+impl Origins {
+    /// The `Access-Control-Allow-Origin` value these origins give `origin`, if any.
+    fn allow(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        match self {
             Origins::Any => Some(HeaderValue::from_static("*")),
             Origins::EchoAny => origin.cloned(),
             Origins::List(list) => {
@@ -346,6 +421,76 @@ mod tests {
             header(&resp, "access-control-allow-methods"),
             Some(ALL_METHODS)
         );
+    }
+
+    #[test]
+    fn metadata_sets_allow_their_origins_after_allow_origins() {
+        let metadata = json!({"allow_origins": {
+            "key_1": "https://domain.com",
+            "key_2": "https://sub.domain.com,https://sub2.domain.com"
+        }});
+        let conf = json!({"allow_origins": "https://test.com",
+                          "allow_origins_by_metadata": ["key_1", "key_2"]});
+        let p = crate::native::test_support::build_with_metadata(&PLUGIN, conf.clone(), &metadata)
+            .unwrap();
+        let allowed = |origin: &str| {
+            let mut r = TestRequest::from_ip("127.0.0.1");
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.insert_header("Origin", origin).unwrap();
+            block_on(p.rewrite(&mut req, &mut r.cx()));
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            p.header_filter(&mut resp, &mut r.cx());
+            header(&resp, "access-control-allow-origin").map(str::to_string)
+        };
+        assert_eq!(
+            allowed("https://test.com").as_deref(),
+            Some("https://test.com")
+        );
+        assert_eq!(
+            allowed("https://domain.com").as_deref(),
+            Some("https://domain.com")
+        );
+        assert_eq!(
+            allowed("https://sub2.domain.com").as_deref(),
+            Some("https://sub2.domain.com")
+        );
+        assert_eq!(allowed("http://foo.example.org"), None);
+
+        let err = crate::native::test_support::build_with_metadata(
+            &PLUGIN,
+            json!({"allow_origins_by_metadata": ["key_1", "nope"]}),
+            &metadata,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.starts_with("allow_origins_by_metadata[1]: `nope`"),
+            "{err}"
+        );
+        let err = crate::native::test_support::build(&PLUGIN, conf)
+            .err()
+            .unwrap();
+        assert!(err.contains("allow_origins_by_metadata[0]"), "{err}");
+    }
+
+    #[test]
+    fn the_metadata_schema_is_apisix_s() {
+        let schema = crate::schema::Schema::parse(&metadata_schema()).unwrap();
+        let good = json!({"allow_origins": {"a": "*", "b": "**", "c": "null",
+            "d": "https://x.com,http://y.com.uk:12000,http://c.tv"}, "inactive_timeout": 1});
+        assert!(schema.validate(&good).is_empty());
+        for bad in [
+            "",
+            "*a",
+            "*,http://y.com",
+            "nulll",
+            "x.com",
+            "https://x.com,y.com.uk",
+        ] {
+            let errs = schema.validate(&json!({"allow_origins": {"k": bad}}));
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert_eq!(errs[0].0, "allow_origins.k", "{bad}");
+        }
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! `types` (`["text/html"]`; `"*"` for any), its known length is at least
 //! `min_length` (20), it is a 200, 403 or 404 (as nginx's gzip filter) and not
 //! already encoded, and the request is not `HEAD`. `comp_level` is 1..=9; `vary` adds
-//! `Vary: Accept-Encoding`. The body is compressed as it streams (no buffering beyond
-//! the compressor's). Pingora's own downstream compression module stays off (its level
+//! `Vary: Accept-Encoding`; a strong ETag becomes weak (as nginx's gzip filter does).
+//! The body is compressed as it streams (no buffering beyond the compressor's); with
+//! `brotli` on the same route, a client accepting both gets brotli, which runs first
+//! and leaves an encoded response here. Pingora's own downstream compression module stays off (its level
 //! is 0 by default and Portico never raises it), so responses are compressed once.
 
 use std::io::Write;
@@ -19,6 +21,7 @@ use pingora_http::ResponseHeader;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::encoding;
 use super::{NativeBuildInput, NativeCtx, NativePlugin, Plugin};
 use crate::phase::Phase;
 
@@ -29,6 +32,7 @@ pub const PLUGIN: NativePlugin = NativePlugin {
     schema,
     build,
     group: None,
+    metadata_schema: None,
 };
 
 fn schema() -> Value {
@@ -124,23 +128,6 @@ fn build(input: &NativeBuildInput<'_>) -> Result<Arc<dyn Plugin>, String> {
     }))
 }
 
-/// Whether `Accept-Encoding` accepts gzip (listed, and not with `q=0`).
-fn accepts_gzip(value: &str) -> bool {
-    value.split(',').any(|item| {
-        let mut parts = item.split(';');
-        let coding = parts.next().unwrap_or("").trim();
-        if !coding.eq_ignore_ascii_case("gzip") && coding != "*" {
-            return false;
-        }
-        !parts.any(|p| {
-            p.trim()
-                .strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .is_some_and(|q| q == 0.0)
-        })
-    })
-}
-
 impl Gzip {
     fn applies(&self, resp: &ResponseHeader, cx: &NativeCtx<'_>) -> bool {
         let Some(req) = cx.request else {
@@ -149,43 +136,18 @@ impl Gzip {
         if req.method == http::Method::HEAD {
             return false;
         }
-        let accepted = req
-            .headers
-            .get_all(http::header::ACCEPT_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(accepts_gzip);
-        if !accepted || !matches!(resp.status.as_u16(), 200 | 403 | 404) {
-            return false;
-        }
-        let h = &resp.headers;
-        if h.get(http::header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.is_empty() && v.as_bytes() != b"identity")
+        if !encoding::request_accepts(req, "gzip")
+            || !matches!(resp.status.as_u16(), 200 | 403 | 404)
+            || encoding::already_encoded(resp)
         {
             return false;
         }
-        let length = h
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if length.is_some_and(|n| n < self.min_length) {
+        if encoding::content_length(resp).is_some_and(|n| n < self.min_length) {
             return false;
         }
         match &self.types {
             None => true,
-            Some(types) => {
-                let ct = h
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let mime = ct
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                types.contains(&mime)
-            }
+            Some(types) => types.contains(&encoding::mime_type(resp).unwrap_or_default()),
         }
     }
 }
@@ -206,6 +168,7 @@ impl Plugin for Gzip {
                 HeaderValue::from_static("Accept-Encoding"),
             );
         }
+        encoding::weaken_etag(resp);
         let encoder = GzEncoder::new(Vec::new(), self.level);
         cx.state
             .insert(Compressor(Arc::new(Mutex::new(Some(encoder)))));

@@ -9,8 +9,10 @@
 //! by a stable identity (the route and plugin), the way `HealthRegistry` keeps health.
 
 pub mod auth;
+mod brotli;
 mod consumer_restriction;
 mod cors;
+mod encoding;
 mod gzip;
 mod header_ops;
 mod ip_restriction;
@@ -171,6 +173,11 @@ pub struct NativeBuildInput<'a> {
     /// Where the configuration lives (`routes[id=1].plugins.limit-count`): a stable
     /// identity for state that outlives snapshots (counters), and the prefix of errors.
     pub owner: &'a str,
+    /// The plugin's metadata (`/apisix/admin/plugin_metadata/{name}`, without `id`),
+    /// validated against [`NativePlugin::metadata_schema`]: resolved into the instance
+    /// here, at apply time, so no request looks it up. A metadata change rebuilds every
+    /// instance of the plugin.
+    pub metadata: Option<&'a Value>,
 }
 
 /// Builds an instance from a configuration; the error names the field.
@@ -192,6 +199,9 @@ pub struct NativePlugin {
     /// every configuration naming the same group must be identical, which the snapshot
     /// build checks across routes.
     pub group: Option<fn(&Value) -> Option<String>>,
+    /// The JSON Schema of its plugin-wide metadata (APISIX's `metadata_schema`); `None`:
+    /// the plugin takes no metadata, and a `plugin_metadata` object for it is refused.
+    pub metadata_schema: Option<fn() -> Value>,
 }
 
 /// Every native plugin of this build.
@@ -204,6 +214,7 @@ pub fn builtin() -> Vec<NativePlugin> {
         ip_restriction::PLUGIN,
         proxy_rewrite::PLUGIN,
         gzip::PLUGIN,
+        brotli::PLUGIN,
         redirect::PLUGIN,
         response_rewrite::PLUGIN,
         auth::key_auth::PLUGIN,
@@ -283,7 +294,24 @@ pub(crate) mod test_support {
         conf: Value,
         owner: &str,
     ) -> Result<Arc<dyn Plugin>, String> {
-        (plugin.build)(&NativeBuildInput { conf: &conf, owner })
+        (plugin.build)(&NativeBuildInput {
+            conf: &conf,
+            owner,
+            metadata: None,
+        })
+    }
+
+    /// Builds with the plugin's metadata `metadata`.
+    pub fn build_with_metadata(
+        plugin: &NativePlugin,
+        conf: Value,
+        metadata: &Value,
+    ) -> Result<Arc<dyn Plugin>, String> {
+        (plugin.build)(&NativeBuildInput {
+            conf: &conf,
+            owner: "routes[id=1].plugins.test",
+            metadata: Some(metadata),
+        })
     }
 }
 

@@ -25,6 +25,7 @@ pub const PLUGIN: NativePlugin = NativePlugin {
     schema,
     build,
     group: None,
+    metadata_schema: None,
 };
 
 const METHODS: [&str; 14] = [

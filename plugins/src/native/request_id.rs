@@ -20,6 +20,7 @@ pub const PLUGIN: NativePlugin = NativePlugin {
     schema,
     build,
     group: None,
+    metadata_schema: None,
 };
 
 /// APISIX's schema, less the algorithms this build does not make.

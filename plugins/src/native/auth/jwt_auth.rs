@@ -25,6 +25,7 @@ pub const PLUGIN: NativePlugin = NativePlugin {
     schema,
     build,
     group: None,
+    metadata_schema: None,
 };
 
 /// Seconds a token may be past `exp` or before `nbf` (clocks differ).

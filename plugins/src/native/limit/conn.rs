@@ -34,6 +34,7 @@ pub const PLUGIN: NativePlugin = NativePlugin {
     schema,
     build,
     group: None,
+    metadata_schema: None,
 };
 
 /// Requests holding a `limit-conn` slot, over all instances (a metric, and how a test

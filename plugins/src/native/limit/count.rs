@@ -29,6 +29,7 @@ pub const PLUGIN: NativePlugin = NativePlugin {
     schema,
     build,
     group: Some(group_of),
+    metadata_schema: None,
 };
 
 fn schema() -> Value {

@@ -31,6 +31,7 @@ pub const PLUGIN: NativePlugin = NativePlugin {
     schema,
     build,
     group: None,
+    metadata_schema: None,
 };
 
 /// The most of a body `filters` buffer (larger bodies go out unfiltered).
