@@ -37,6 +37,8 @@ pub enum StartError {
     Disk(#[from] crate::store::DiskError),
     #[error("stored configuration does not load: {0}")]
     Store(#[from] crate::store::ApplyError),
+    #[error(transparent)]
+    Etcd(#[from] crate::providers::etcd::EtcdStartError),
     #[error("yaml_config {path}: {message}")]
     Yaml { path: String, message: String },
     #[error("{key}: cannot listen on {addr}: {source}")]
@@ -94,12 +96,31 @@ fn check_listeners(settings: &Settings) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The resource store, and what its provider runs beside it.
+struct OpenedStore {
+    store: Arc<ConfigStore>,
+    /// The yaml provider's file as read at startup.
+    yaml_text: Option<String>,
+    /// The etcd provider's watcher and connection status.
+    etcd: Option<(
+        crate::providers::etcd::watcher::EtcdWatcher,
+        Arc<crate::providers::etcd::EtcdStatus>,
+    )>,
+}
+
 /// Builds the resource store for the configured provider.
-fn open_store(
-    settings: &Settings,
-    deps: StoreDeps,
-) -> Result<(Arc<ConfigStore>, Option<String>), StartError> {
-    match settings.config_provider {
+fn open_store(settings: &Settings, deps: StoreDeps) -> Result<OpenedStore, StartError> {
+    let (store, yaml_text) = match settings.config_provider {
+        ConfigProvider::Etcd => {
+            let started =
+                crate::providers::etcd::start(&settings.etcd, &settings.data_dir, deps)?;
+            started.store.set_history_keep(settings.history.keep);
+            return Ok(OpenedStore {
+                store: started.store,
+                yaml_text: None,
+                etcd: Some((started.watcher, started.status)),
+            });
+        }
         ConfigProvider::Admin => {
             let disk = DiskStore::open(&settings.data_dir)?;
             restrict_store_file(&settings.data_dir);
@@ -133,7 +154,7 @@ fn open_store(
                     );
                 }
             }
-            Ok((Arc::new(store), None))
+            (Arc::new(store), None)
         }
         ConfigProvider::Yaml => {
             let path = &settings.yaml_config;
@@ -146,9 +167,14 @@ fn open_store(
                 yaml_provider::parse(&text).map_err(|e| yaml_err(crate::config::describe(&e)))?;
             let store = ConfigStore::declarative(items, deps)?;
             store.set_history_keep(settings.history.keep);
-            Ok((Arc::new(store), Some(text)))
+            (Arc::new(store), Some(text))
         }
-    }
+    };
+    Ok(OpenedStore {
+        store,
+        yaml_text,
+        etcd: None,
+    })
 }
 
 /// The store holds private keys (sealed or not): owner-only access, like `admin.key`.
@@ -255,7 +281,11 @@ pub fn run(
         metrics: Arc::clone(&metrics),
         health: Arc::clone(&health),
     };
-    let (store, yaml_text) = open_store(&settings, deps)?;
+    let OpenedStore {
+        store,
+        yaml_text,
+        etcd,
+    } = open_store(&settings, deps)?;
     readiness.set_store(Arc::clone(&store));
     let server_header = settings
         .server_header
@@ -398,6 +428,17 @@ pub fn run(
         poller.threads = Some(1);
         server.add_service(poller);
     }
+    if let Some((watcher, status)) = etcd {
+        readiness.set_etcd(status);
+        let mut watcher = background_service("portico etcd watcher", watcher);
+        watcher.threads = Some(1);
+        server.add_service(watcher);
+        tracing::info!(
+            "config_provider etcd: watching {} under {}",
+            settings.etcd.endpoints.join(", "),
+            settings.etcd.prefix
+        );
+    }
     if let Some(text) = yaml_text {
         let mut watcher = background_service(
             "portico yaml watcher",
@@ -448,6 +489,7 @@ pub fn check(settings: &Settings) -> Vec<String> {
     let declarative = match settings.config_provider {
         ConfigProvider::Yaml => Some(&settings.yaml_config),
         ConfigProvider::Admin => settings.seed_config.as_ref(),
+        ConfigProvider::Etcd => None,
     };
     if let Some(file) = declarative {
         let path = file.display().to_string();

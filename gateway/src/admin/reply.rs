@@ -48,6 +48,8 @@ pub fn apply_error(e: &ApplyError) -> Response<Vec<u8>> {
         ApplyError::NotFound => not_found(),
         ApplyError::ReadOnly => error(405, e.to_string()),
         ApplyError::Persist(_) => error(500, e.to_string()),
+        ApplyError::Unavailable(_) => error(503, e.to_string()),
+        ApplyError::Conflict(_) => error(409, e.to_string()),
     }
 }
 

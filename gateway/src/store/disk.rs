@@ -214,6 +214,42 @@ impl DiskStore {
         Ok(removed)
     }
 
+    /// Puts and deletes many records and sets the revision counter, in one durable
+    /// transaction (the etcd provider's local copy, one watch batch at a time).
+    pub fn write_batch(
+        &self,
+        puts: &[(ResourceKind, &str, &Record)],
+        deletes: &[(ResourceKind, &str)],
+        revision: u64,
+    ) -> Result<(), DiskError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| err("write")(e.to_string()))?;
+        {
+            let mut table = tx
+                .open_table(RESOURCES)
+                .map_err(|e| err("write")(e.to_string()))?;
+            for (kind, id) in deletes {
+                table
+                    .remove(kind.key(id).as_str())
+                    .map_err(|e| err("write")(e.to_string()))?;
+            }
+            for (kind, id, record) in puts {
+                let bytes = encode(record)?;
+                table
+                    .insert(kind.key(id).as_str(), bytes.as_slice())
+                    .map_err(|e| err("write")(e.to_string()))?;
+            }
+            let mut meta = tx
+                .open_table(META)
+                .map_err(|e| err("write")(e.to_string()))?;
+            meta.insert(REVISION, revision)
+                .map_err(|e| err("write")(e.to_string()))?;
+        }
+        tx.commit().map_err(|e| err("commit")(e.to_string()))
+    }
+
     /// Applies `write` and sets the revision counter, in one durable transaction.
     pub fn write(&self, write: DiskWrite<'_>, revision: u64) -> Result<(), DiskError> {
         self.write_with_history(write, revision, None)

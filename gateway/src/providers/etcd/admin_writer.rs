@@ -1,0 +1,69 @@
+//! The admin API's writes with `config_provider: etcd`: the store's [`RemoteWriter`] on
+//! the etcd client. The store calls it from the blocking pool, so each request is run to
+//! completion on the calling runtime's handle.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::client::{EtcdClient, EtcdError, Written};
+use super::layout;
+use crate::store::{RemoteError, RemoteWrite, RemoteWriter};
+
+pub struct EtcdAdminWriter {
+    pub client: EtcdClient,
+    pub prefix: String,
+}
+
+fn remote_error(e: EtcdError) -> RemoteError {
+    RemoteError::Unavailable(e.to_string())
+}
+
+impl EtcdAdminWriter {
+    fn run<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, EtcdError>>,
+    ) -> Result<T, RemoteError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            RemoteError::Unavailable("etcd writes need the admin runtime".to_string())
+        })?;
+        handle.block_on(fut).map_err(remote_error)
+    }
+}
+
+impl RemoteWriter for EtcdAdminWriter {
+    /// APISIX's way: put `{prefix}/gen_id` and use the revision it got, 20 digits.
+    fn new_id(&self) -> Result<String, RemoteError> {
+        let key = layout::gen_id_key(&self.prefix);
+        let revision = self.run(self.client.put(&key, b"1"))?;
+        Ok(format!("{revision:020}"))
+    }
+
+    fn write(&self, write: RemoteWrite<'_>) -> Result<u64, RemoteError> {
+        let written = match write {
+            RemoteWrite::Put {
+                kind,
+                id,
+                value,
+                expect,
+            } => {
+                let key = layout::key(&self.prefix, kind, id);
+                let bytes = serde_json::to_vec::<Value>(value)
+                    .map_err(|e| RemoteError::Unavailable(e.to_string()))?;
+                self.run(self.client.put_if(&key, &bytes, expect))?
+            }
+            RemoteWrite::Delete { kind, id, expect } => {
+                let key = layout::key(&self.prefix, kind, id);
+                self.run(self.client.delete_if(&key, expect))?
+            }
+        };
+        match written {
+            Written::At(revision) => Ok(revision),
+            Written::Conflict(revision) => Err(RemoteError::Conflict { revision }),
+        }
+    }
+
+    fn apply_timeout(&self) -> Duration {
+        self.client.timeout()
+    }
+}

@@ -1,0 +1,267 @@
+//! Admin writes with a shared store (`config_provider: etcd`).
+//!
+//! The change is planned and built exactly as a local write (every check, every error
+//! with its JSON path), then written to etcd instead of swapped in, and answered once
+//! this gateway's watch has applied it: the writer's next request (a route using the
+//! upstream it just created) sees it, as against APISIX. Every gateway of the fleet
+//! applies it the same way, through the watch.
+//!
+//! Conflicts: a `PATCH` is read and merged here, then written with a comparison of the
+//! object's `modifiedIndex` (etcd's `mod_revision`); when another gateway wrote the object
+//! meanwhile, this one waits until it has applied that write and merges again, so two
+//! gateways' concurrent patches never lose each other's fields. A `POST` takes its id from
+//! etcd's revision (APISIX's `gen_id`), unique across the fleet.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::change::{self, PersistOp};
+use super::{relative_to_object, Applied, ApplyError, Change, ConfigStore};
+use crate::config::ResourceKind;
+use crate::snapshot::{self, BuildContext, DnsFailure};
+
+/// How many times a `PATCH` is merged again after losing a race.
+const PATCH_ATTEMPTS: usize = 20;
+
+/// What a conditional write requires of the stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing (APISIX's `PUT` and `DELETE`).
+    Any,
+    /// The object does not exist (a `POST` under a fresh id).
+    Absent,
+    /// The object was last modified at this revision.
+    ModRevision(u64),
+}
+
+/// One write to the shared store.
+#[derive(Debug)]
+pub enum RemoteWrite<'a> {
+    Put {
+        kind: ResourceKind,
+        id: &'a str,
+        value: &'a Value,
+        expect: Expect,
+    },
+    Delete {
+        kind: ResourceKind,
+        id: &'a str,
+        expect: Expect,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The expectation did not hold; the store was at this revision.
+    #[error("the object changed meanwhile (revision {revision})")]
+    Conflict { revision: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The shared store, as the admin path needs it. Blocking (called from the blocking
+/// pool, like every admin write).
+pub trait RemoteWriter: Send + Sync {
+    /// A fresh id, unique across every writer of the store.
+    fn new_id(&self) -> Result<String, RemoteError>;
+    /// The revision the write got.
+    fn write(&self, write: RemoteWrite<'_>) -> Result<u64, RemoteError>;
+    /// How long a write waits for the watch to bring it back.
+    fn apply_timeout(&self) -> Duration;
+}
+
+fn unavailable(e: RemoteError) -> ApplyError {
+    match e {
+        RemoteError::Unavailable(m) => {
+            ApplyError::Unavailable(format!("{m}; the change was not made"))
+        }
+        RemoteError::Conflict { revision } => ApplyError::Conflict(format!(
+            "the object was changed by another writer (etcd revision {revision}); retry"
+        )),
+    }
+}
+
+/// An admin change, validated here and made in the shared store.
+pub(super) fn apply(
+    store: &ConfigStore,
+    remote: &dyn RemoteWriter,
+    change: Change,
+) -> Result<Applied, ApplyError> {
+    match change {
+        Change::Create { kind, value } => {
+            let id = remote.new_id().map_err(unavailable)?;
+            let change = Change::Put {
+                kind,
+                id: id.clone(),
+                value,
+            };
+            let mut applied = put(store, remote, change, Expect::Absent)?;
+            applied.created = true;
+            Ok(applied)
+        }
+        change @ Change::Put { .. } => put(store, remote, change, Expect::Any),
+        Change::Patch {
+            kind,
+            id,
+            path,
+            patch,
+        } => {
+            for _ in 0..PATCH_ATTEMPTS {
+                let change = Change::Patch {
+                    kind,
+                    id: id.clone(),
+                    path: path.clone(),
+                    patch: patch.clone(),
+                };
+                match put(store, remote, change, Expect::ModRevision(0)) {
+                    Err(ApplyError::Conflict(_)) => continue,
+                    other => return other,
+                }
+            }
+            Err(ApplyError::Conflict(format!(
+                "{} {id} kept changing: {PATCH_ATTEMPTS} merges lost the race; retry",
+                kind.noun()
+            )))
+        }
+        Change::Delete { kind, id, force } => {
+            let v = validate(
+                store,
+                Change::Delete {
+                    kind,
+                    id: id.clone(),
+                    force,
+                },
+            )?;
+            let revision = remote
+                .write(RemoteWrite::Delete {
+                    kind,
+                    id: &id,
+                    expect: Expect::Any,
+                })
+                .map_err(unavailable)?;
+            wait_applied(store, revision, remote.apply_timeout())?;
+            Ok(applied(store, revision, v.created, Some(id)))
+        }
+        _ => Err(ApplyError::BadRequest(
+            "not available with config_provider etcd: write objects one by one (docs/cluster.md)"
+                .to_string(),
+        )),
+    }
+}
+
+/// Validates a write of one object, writes it to the shared store and waits for it.
+/// `Expect::ModRevision(_)` means "as this gateway last saw it" (filled in here).
+fn put(
+    store: &ConfigStore,
+    remote: &dyn RemoteWriter,
+    change: Change,
+    expect: Expect,
+) -> Result<Applied, ApplyError> {
+    let v = validate(store, change)?;
+    let (Some((kind, id)), Some(value)) = (v.object.clone(), v.value.as_ref()) else {
+        return Err(ApplyError::NotFound);
+    };
+    let expect = match expect {
+        Expect::ModRevision(_) => Expect::ModRevision(v.base.unwrap_or(0)),
+        other => other,
+    };
+    let written = remote.write(RemoteWrite::Put {
+        kind,
+        id: &id,
+        value,
+        expect,
+    });
+    let revision = match written {
+        Ok(revision) => revision,
+        // Someone else wrote it: catch up with their write, then the caller merges again.
+        Err(RemoteError::Conflict { revision }) => {
+            wait_applied(store, revision, remote.apply_timeout())?;
+            return Err(unavailable(RemoteError::Conflict { revision }));
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
+    wait_applied(store, revision, remote.apply_timeout())?;
+    Ok(applied(store, revision, v.created, Some(id)))
+}
+
+fn applied(store: &ConfigStore, revision: u64, created: bool, id: Option<String>) -> Applied {
+    Applied {
+        version: store.snapshot().version,
+        revision,
+        created,
+        id,
+        skipped: Vec::new(),
+    }
+}
+
+/// A change planned and built on the running configuration, not applied.
+struct Validated {
+    created: bool,
+    object: Option<(ResourceKind, String)>,
+    /// The object as it would be stored (`id`, `create_time`, `update_time` set).
+    value: Option<Value>,
+    /// The object's `modifiedIndex` before the change.
+    base: Option<u64>,
+}
+
+fn validate(store: &ConfigStore, change: Change) -> Result<Validated, ApplyError> {
+    let writer = store.writer.lock();
+    let current = store.current.load_full();
+    let target = match &change {
+        Change::Put { kind, id, .. }
+        | Change::Patch { kind, id, .. }
+        | Change::Delete { kind, id, .. } => Some((*kind, id.clone())),
+        _ => None,
+    };
+    let base = target
+        .as_ref()
+        .and_then(|(kind, id)| current.resources.get(*kind, id))
+        .map(|v| v.modified_index);
+    let planned = change::plan(
+        &current.resources,
+        change,
+        writer.revision + 1,
+        &store.plugins,
+    )?;
+    let cx = BuildContext {
+        metrics: &store.metrics,
+        plugins: &store.plugins,
+        health: &store.health,
+        dns: DnsFailure::Reject,
+    };
+    let version = current.snapshot.version + 1;
+    snapshot::build(&planned.next, Some(&current.snapshot), version, &cx)
+        .map_err(|e| ApplyError::Invalid(relative_to_object(&planned.persist, e.0)))?;
+    let object = match &planned.persist {
+        Some(PersistOp::Object(kind, id)) | Some(PersistOp::Deleted(kind, id)) => {
+            Some((*kind, id.clone()))
+        }
+        _ => target,
+    };
+    let value = object
+        .as_ref()
+        .and_then(|(kind, id)| planned.next.get(*kind, id))
+        .map(|v| (*v.value).clone());
+    Ok(Validated {
+        created: planned.created,
+        object,
+        value,
+        base,
+    })
+}
+
+/// Waits until the running configuration is at `revision` or later.
+fn wait_applied(store: &ConfigStore, revision: u64, timeout: Duration) -> Result<(), ApplyError> {
+    let deadline = Instant::now() + timeout;
+    let mut writer = store.writer.lock();
+    while writer.revision < revision {
+        if store.applied.wait_until(&mut writer, deadline).timed_out() {
+            return Err(ApplyError::Unavailable(format!(
+                "written to etcd at revision {revision}, but this gateway has not applied it within {}s (its watch of etcd may be down)",
+                timeout.as_secs()
+            )));
+        }
+    }
+    Ok(())
+}
