@@ -64,7 +64,8 @@ impl EtcdMetrics {
     }
 
     pub fn set_revision(&self, revision: u64) {
-        self.revision.set(i64::try_from(revision).unwrap_or(i64::MAX));
+        self.revision
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
     }
 
     pub fn count_full_read(&self) {

@@ -112,8 +112,7 @@ struct OpenedStore {
 fn open_store(settings: &Settings, deps: StoreDeps) -> Result<OpenedStore, StartError> {
     let (store, yaml_text) = match settings.config_provider {
         ConfigProvider::Etcd => {
-            let started =
-                crate::providers::etcd::start(&settings.etcd, &settings.data_dir, deps)?;
+            let started = crate::providers::etcd::start(&settings.etcd, &settings.data_dir, deps)?;
             started.store.set_history_keep(settings.history.keep);
             return Ok(OpenedStore {
                 store: started.store,

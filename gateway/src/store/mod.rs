@@ -29,8 +29,8 @@ pub use disk::{DiskError, DiskStore, DiskWrite, HistoryWrite, Loaded, Record};
 pub use history::{History, HistoryEntry, Origin};
 pub use remote::{Expect, RemoteError, RemoteWrite, RemoteWriter};
 pub use restore::Skipped;
-pub use sync::SyncBatch;
 pub use sealed::{Keyring, SealedBackend};
+pub use sync::SyncBatch;
 
 use crate::config::{FieldError, ResourceKind, ResourceSet};
 use crate::metrics::{Metrics, RouteMetrics};

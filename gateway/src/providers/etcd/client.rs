@@ -172,7 +172,9 @@ impl EtcdClient {
         if status != 200 {
             let body = session.read_body_bytes().await.ok().flatten();
             let msg = wire::error_message(body.as_deref().unwrap_or_default());
-            return Err(EtcdError::Refused(format!("watch answered {status}: {msg}")));
+            return Err(EtcdError::Refused(format!(
+                "watch answered {status}: {msg}"
+            )));
         }
         Ok(WatchStream {
             session,
@@ -310,7 +312,8 @@ fn request_header(
 ) -> Result<RequestHeader, EtcdError> {
     let bad = |e: pingora::BError| EtcdError::Refused(format!("cannot build the request: {e}"));
     let mut h = RequestHeader::build("POST", path.as_bytes(), None).map_err(bad)?;
-    h.insert_header("Host", ep.authority.as_str()).map_err(bad)?;
+    h.insert_header("Host", ep.authority.as_str())
+        .map_err(bad)?;
     h.insert_header("Content-Type", "application/json")
         .map_err(bad)?;
     h.insert_header("Content-Length", len.to_string())
@@ -343,7 +346,9 @@ impl WatchStream {
                 }
             })?;
             let Some(chunk) = chunk else {
-                return Err(EtcdError::Unreachable("watch: etcd closed the stream".into()));
+                return Err(EtcdError::Unreachable(
+                    "watch: etcd closed the stream".into(),
+                ));
             };
             self.buf.extend_from_slice(&chunk);
             self.ready.extend(wire::take_lines(&mut self.buf));

@@ -118,7 +118,11 @@ impl Follow {
     }
 
     /// Applies a startup from the local copy (etcd unreachable).
-    pub fn apply_local_copy(&mut self, records: Vec<(ResourceKind, String, Record)>, revision: u64) {
+    pub fn apply_local_copy(
+        &mut self,
+        records: Vec<(ResourceKind, String, Record)>,
+        revision: u64,
+    ) {
         self.pending.clear();
         self.skipped.clear();
         self.apply(true, records, Vec::new(), revision, BTreeSet::new());

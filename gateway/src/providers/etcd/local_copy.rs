@@ -66,8 +66,10 @@ impl LocalCopy {
             .iter()
             .map(|(kind, id, record)| (*kind, id.as_str(), record))
             .collect();
-        let deletes: Vec<(ResourceKind, &str)> =
-            deletes.iter().map(|(kind, id)| (*kind, id.as_str())).collect();
+        let deletes: Vec<(ResourceKind, &str)> = deletes
+            .iter()
+            .map(|(kind, id)| (*kind, id.as_str()))
+            .collect();
         self.disk.write_batch(&puts, &deletes, revision)
     }
 }
@@ -90,14 +92,26 @@ mod tests {
             assert!(copy.load().unwrap().is_none());
             copy.replace(
                 &[
-                    (ResourceKind::Routes, "1".into(), rec(serde_json::json!({"uri": "/a"}), 3)),
-                    (ResourceKind::Routes, "2".into(), rec(serde_json::json!({"uri": "/b"}), 4)),
+                    (
+                        ResourceKind::Routes,
+                        "1".into(),
+                        rec(serde_json::json!({"uri": "/a"}), 3),
+                    ),
+                    (
+                        ResourceKind::Routes,
+                        "2".into(),
+                        rec(serde_json::json!({"uri": "/b"}), 4),
+                    ),
                 ],
                 4,
             )
             .unwrap();
             copy.update(
-                &[(ResourceKind::Upstreams, "u".into(), rec(serde_json::json!({}), 5))],
+                &[(
+                    ResourceKind::Upstreams,
+                    "u".into(),
+                    rec(serde_json::json!({}), 5),
+                )],
                 &[(ResourceKind::Routes, "1".into())],
                 6,
             )

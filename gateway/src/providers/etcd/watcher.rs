@@ -66,7 +66,8 @@ impl BackgroundService for EtcdWatcher {
                         backoff = FIRST_BACKOFF;
                     }
                     Err(e) => {
-                        self.status.set_disconnected(&e.to_string(), &self.follow.lock().metrics);
+                        self.status
+                            .set_disconnected(&e.to_string(), &self.follow.lock().metrics);
                         if sleep_or_shutdown(&mut shutdown, jitter(backoff)).await {
                             return;
                         }
@@ -79,7 +80,8 @@ impl BackgroundService for EtcdWatcher {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("etcd watch could not start: {e}");
-                    self.status.set_disconnected(&e.to_string(), &self.follow.lock().metrics);
+                    self.status
+                        .set_disconnected(&e.to_string(), &self.follow.lock().metrics);
                     position = None;
                     if sleep_or_shutdown(&mut shutdown, jitter(backoff)).await {
                         return;

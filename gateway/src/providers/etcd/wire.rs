@@ -228,19 +228,32 @@ pub fn watch_request(prefix: &[u8], start_revision: u64) -> Value {
 pub enum Event {
     Put(Kv),
     /// The key, at the revision of its deletion.
-    Delete { key: Vec<u8>, revision: u64 },
+    Delete {
+        key: Vec<u8>,
+        revision: u64,
+    },
 }
 
 /// One message of the watch stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WatchMessage {
     /// The watch exists (first message).
-    Created { header: Header },
-    Events { header: Header, events: Vec<Event> },
+    Created {
+        header: Header,
+    },
+    Events {
+        header: Header,
+        events: Vec<Event>,
+    },
     /// The start revision was compacted (or the watch ended): read everything again.
-    Canceled { compact_revision: u64, reason: String },
+    Canceled {
+        compact_revision: u64,
+        reason: String,
+    },
     /// Nothing for us (a progress notification).
-    Progress { header: Header },
+    Progress {
+        header: Header,
+    },
 }
 
 /// Parses one message of the watch stream (`{"result": {...}}` or `{"error": {...}}`).
@@ -276,7 +289,9 @@ pub fn parse_watch_message(line: &[u8]) -> Result<WatchMessage, String> {
     if let Some(err) = env.error {
         return Err(format!(
             "watch failed: {}",
-            err.get("message").and_then(Value::as_str).unwrap_or("unknown error")
+            err.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown error")
         ));
     }
     let r = env.result.ok_or("watch message without a result")?;
@@ -348,7 +363,10 @@ mod tests {
         assert_eq!(r.kvs[0].value, br#"{"uri":"/a"}"#);
         assert_eq!((r.kvs[0].create_revision, r.kvs[0].mod_revision), (5, 7));
         // An empty range has no `kvs` at all.
-        assert!(parse_range(br#"{"header":{"revision":"3"}}"#).unwrap().kvs.is_empty());
+        assert!(parse_range(br#"{"header":{"revision":"3"}}"#)
+            .unwrap()
+            .kvs
+            .is_empty());
     }
 
     #[test]
@@ -364,8 +382,16 @@ mod tests {
             .unwrap()
             .is_empty());
         // `succeeded: false` is left out of the reply.
-        assert!(!parse_txn(br#"{"header":{"revision":"4"}}"#).unwrap().succeeded);
-        assert!(parse_txn(br#"{"header":{"revision":"4"},"succeeded":true}"#).unwrap().succeeded);
+        assert!(
+            !parse_txn(br#"{"header":{"revision":"4"}}"#)
+                .unwrap()
+                .succeeded
+        );
+        assert!(
+            parse_txn(br#"{"header":{"revision":"4"},"succeeded":true}"#)
+                .unwrap()
+                .succeeded
+        );
     }
 
     #[test]
@@ -399,7 +425,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let compacted = br#"{"result":{"header":{"revision":"50"},"canceled":true,"compact_revision":"40"}}"#;
+        let compacted =
+            br#"{"result":{"header":{"revision":"50"},"canceled":true,"compact_revision":"40"}}"#;
         assert_eq!(
             parse_watch_message(compacted).unwrap(),
             WatchMessage::Canceled {

@@ -1,0 +1,329 @@
+//! `config_provider: etcd` (issue 15) against a real etcd started by the test: gateways
+//! sharing one etcd converge on admin writes to any of them, objects written directly
+//! in APISIX's layout are served (a bad one is left out, the rest applies), an etcd
+//! outage keeps traffic flowing and a restarted gateway serves its local copy, and
+//! concurrent PATCHes through two gateways lose nothing.
+
+use std::time::{Duration, Instant};
+
+use crate::support::gateway::run_portico;
+use crate::support::*;
+
+fn gateway_on(etcd: &EtcdServer, extra: &str) -> Gateway {
+    Gateway::start(GatewayOpts {
+        extra_yaml: format!("{}{extra}", etcd.gateway_yaml()),
+        ..GatewayOpts::default()
+    })
+}
+
+fn status(gw: &Gateway, path: &str) -> u16 {
+    gw.try_proxy(Request::get(path)).map_or(0, |r| r.status)
+}
+
+fn metric(gw: &Gateway, line: &str) -> bool {
+    gw.metrics_text().lines().any(|l| l == line)
+}
+
+#[test]
+fn etcd_gateways_converge_on_admin_writes_to_either() {
+    let etcd = EtcdServer::start();
+    let b = Backend::start("b");
+    let gws = [gateway_on(&etcd, ""), gateway_on(&etcd, "")];
+    // The upstream through one gateway, a route using it through the other: the second
+    // write is validated against what the first wrote.
+    gws[0].put("/upstreams/u", json!({"nodes": {b.node(): 1}}));
+    gws[1].put("/routes/r0", json!({"uri": "/r0", "upstream_id": "u"}));
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let (writer, other) = (&gws[i % 2], &gws[(i + 1) % 2]);
+        let uri = format!("/c{i}");
+        let t = Instant::now();
+        writer.put(
+            &format!("/routes/c{i}"),
+            json!({"uri": uri, "upstream_id": "u"}),
+        );
+        // The writer answers once it has applied the change itself.
+        assert_eq!(status(writer, &uri), 200, "{uri} right after the write");
+        assert!(
+            wait_until(WAIT, || status(other, &uri) == 200),
+            "{uri} never served by the other gateway"
+        );
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a change took {slowest:?} to reach the other gateway"
+    );
+    // What etcd holds is the admin API's value; the indexes are etcd's revisions.
+    let (value, create, modified) = etcd.get("/apisix/routes/c3").expect("in etcd");
+    let value: Value = serde_json::from_str(&value).unwrap();
+    assert_eq!(value["uri"], "/c3");
+    assert_eq!(value["id"], "c3");
+    for gw in &gws {
+        let got = gw.get("/routes/c3");
+        assert_eq!(got["createdIndex"], create);
+        assert_eq!(got["modifiedIndex"], modified);
+    }
+    // POST ids come from etcd's revision: distinct across gateways.
+    let a = gws[0].write_ok("POST", "/routes", json!({"uri": "/p", "upstream_id": "u"}));
+    let c = gws[1].write_ok("POST", "/routes", json!({"uri": "/q", "upstream_id": "u"}));
+    assert_ne!(a["key"], c["key"]);
+    // A delete through one is gone from both; a referenced upstream is still refused.
+    let (st, _, body) = gws[1].admin("DELETE", "/upstreams/u", None);
+    assert_eq!(st, 400, "{body}");
+    let (st, _, _) = gws[1].admin("DELETE", "/routes/c0", None);
+    assert_eq!(st, 200);
+    assert!(wait_until(WAIT, || status(&gws[0], "/c0") == 404));
+    // Both end identical.
+    assert!(wait_until(WAIT, || gws[0].get("/routes") == gws[1].get("/routes")));
+    assert_eq!(gws[0].get("/routes")["total"], 12);
+}
+
+#[test]
+fn etcd_objects_written_in_apisix_layout_are_served_and_a_bad_one_is_left_out() {
+    let etcd = EtcdServer::start();
+    let b = Backend::start("b");
+    // What APISIX's init puts: directory placeholders.
+    for dir in ["routes", "upstreams", "services", "ssls", "global_rules"] {
+        etcd.put(&format!("/apisix/{dir}/"), "init_dir");
+    }
+    let gws = [gateway_on(&etcd, ""), gateway_on(&etcd, "")];
+    // As APISIX's admin API (or `etcdctl put`) would write them.
+    etcd.put(
+        "/apisix/upstreams/1",
+        &json!({"id": "1", "type": "roundrobin", "create_time": 1700000000, "update_time": 1700000000,
+                "nodes": [{"host": "127.0.0.1", "port": b.port(), "weight": 1}]})
+        .to_string(),
+    );
+    let rev = etcd.put(
+        "/apisix/routes/1",
+        &json!({"id": "1", "uri": "/apisix", "upstream_id": "1", "create_time": 1700000000, "update_time": 1700000000})
+            .to_string(),
+    );
+    for gw in &gws {
+        assert!(
+            wait_until(WAIT, || status(gw, "/apisix") == 200),
+            "route from etcd not served"
+        );
+        assert_eq!(gw.get("/routes/1")["modifiedIndex"], rev);
+    }
+    // A bad object is left out with a log line and a metric naming its key; the rest
+    // (written after it) applies.
+    etcd.put(
+        "/apisix/routes/bad",
+        r#"{"uri": "/bad", "upstream_id": "1", "no_such_field": 1}"#,
+    );
+    etcd.put("/apisix/routes/notjson", "{not json");
+    etcd.put("/apisix/routes/2", r#"{"uri": "/two", "upstream_id": "1"}"#);
+    let skipped = r#"portico_etcd_skipped_objects{key="/apisix/routes/bad"} 1"#;
+    for gw in &gws {
+        assert!(wait_until(WAIT, || status(gw, "/two") == 200));
+        assert_eq!(status(gw, "/bad"), 404);
+        assert!(wait_until(WAIT, || metric(gw, skipped)));
+        assert!(metric(
+            gw,
+            r#"portico_etcd_skipped_objects{key="/apisix/routes/notjson"} 1"#
+        ));
+        let logs = gw.logs();
+        assert!(
+            logs.contains("etcd object left out") && logs.contains("/apisix/routes/bad"),
+            "{logs}"
+        );
+    }
+    // A route whose upstream is not there yet is left out until it arrives.
+    etcd.put(
+        "/apisix/routes/3",
+        r#"{"uri": "/three", "upstream_id": "later"}"#,
+    );
+    etcd.put(
+        "/apisix/routes/4",
+        r#"{"uri": "/four", "upstream_id": "1"}"#,
+    );
+    assert!(wait_until(WAIT, || status(&gws[0], "/four") == 200));
+    assert_eq!(status(&gws[0], "/three"), 404);
+    etcd.put(
+        "/apisix/upstreams/later",
+        &json!({"nodes": {b.node(): 1}}).to_string(),
+    );
+    // Repaired objects come back and their series go.
+    etcd.put(
+        "/apisix/routes/bad",
+        r#"{"uri": "/bad", "upstream_id": "1"}"#,
+    );
+    for gw in &gws {
+        assert!(wait_until(WAIT, || status(gw, "/three") == 200));
+        assert!(wait_until(WAIT, || status(gw, "/bad") == 200));
+        assert!(wait_until(WAIT, || !gw
+            .metrics_text()
+            .contains("routes/bad\"")));
+    }
+    // A delete in etcd removes the route.
+    etcd.delete("/apisix/routes/1");
+    for gw in &gws {
+        assert!(wait_until(WAIT, || status(gw, "/apisix") == 404));
+    }
+}
+
+#[test]
+fn etcd_outage_keeps_traffic_flowing_and_a_restarted_gateway_serves_its_local_copy() {
+    let mut etcd = EtcdServer::start();
+    let b = Backend::start("b");
+    let status_port = free_port();
+    let mut gws = [
+        gateway_on(&etcd, ""),
+        gateway_on(
+            &etcd,
+            &format!("status:\n  listen: \"127.0.0.1:{status_port}\"\n"),
+        ),
+    ];
+    gws[0].put(
+        "/routes/r",
+        json!({"uri": "/r", "upstream": {"nodes": {b.node(): 1}}}),
+    );
+    assert!(wait_until(WAIT, || status(&gws[1], "/r") == 200));
+
+    etcd.stop();
+    for gw in &gws {
+        let failed = (0..100).filter(|_| status(gw, "/r") != 200).count();
+        assert_eq!(failed, 0, "requests failed while etcd was down");
+    }
+    let (st, _, body) = gws[0].admin(
+        "PUT",
+        "/routes/x",
+        Some(json!({"uri": "/x", "upstream": {"nodes": {b.node(): 1}}})),
+    );
+    assert_eq!(st, 503, "{body}");
+    let msg = body["error_msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("etcd is unreachable") && msg.contains("not made"),
+        "{msg}"
+    );
+
+    // Restarted while etcd is down: the local copy is served, and said so.
+    gws[1].restart();
+    assert_eq!(status(&gws[1], "/r"), 200);
+    assert!(metric(&gws[1], "portico_etcd_serving_local_copy 1"));
+    assert!(metric(&gws[1], "portico_etcd_connected 0"));
+    assert!(gws[1].logs().contains("serving the local copy"));
+    let ready = |gw: &Gateway| {
+        let _ = gw;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], status_port));
+        http::send(addr, &Request::get("/status/ready")).map(|r| r.json())
+    };
+    let body = ready(&gws[1]).expect("status");
+    assert_eq!(body["etcd"]["serving_local_copy"], true, "{body}");
+    assert_eq!(body["etcd"]["connected"], false, "{body}");
+
+    // etcd back: both converge without a restart, and admin writes work again.
+    etcd.start_again();
+    for gw in &gws {
+        assert!(wait_until(WAIT, || metric(gw, "portico_etcd_connected 1")));
+    }
+    assert!(metric(&gws[1], "portico_etcd_serving_local_copy 0"));
+    assert_eq!(ready(&gws[1]).expect("status")["etcd"]["connected"], true);
+    gws[1].put(
+        "/routes/x",
+        json!({"uri": "/x", "upstream": {"nodes": {b.node(): 1}}}),
+    );
+    for gw in &gws {
+        assert!(wait_until(WAIT, || status(gw, "/x") == 200));
+        assert_eq!(status(gw, "/r"), 200);
+    }
+}
+
+#[test]
+fn etcd_concurrent_patches_through_two_gateways_lose_nothing() {
+    let etcd = EtcdServer::start();
+    let b = Backend::start("b");
+    let gws = [gateway_on(&etcd, ""), gateway_on(&etcd, "")];
+    gws[0].put(
+        "/routes/r",
+        json!({"uri": "/r", "labels": {"start": "1"}, "upstream": {"nodes": {b.node(): 1}}}),
+    );
+    assert!(wait_until(WAIT, || status(&gws[1], "/r") == 200));
+    const PER_GATEWAY: usize = 15;
+    std::thread::scope(|s| {
+        for (g, gw) in gws.iter().enumerate() {
+            s.spawn(move || {
+                for i in 0..PER_GATEWAY {
+                    gw.write_ok(
+                        "PATCH",
+                        "/routes/r",
+                        json!({"labels": {format!("g{g}-{i}"): "x"}}),
+                    );
+                }
+            });
+        }
+    });
+    for gw in &gws {
+        assert!(wait_until(WAIT, || {
+            gw.get("/routes/r")["value"]["labels"]
+                .as_object()
+                .map_or(0, |l| l.len())
+                == 1 + 2 * PER_GATEWAY
+        }));
+    }
+}
+
+#[test]
+fn etcd_restarted_empty_is_followed_by_a_full_resync() {
+    let mut etcd = EtcdServer::start();
+    let b = Backend::start("b");
+    let gws = [gateway_on(&etcd, ""), gateway_on(&etcd, "")];
+    for i in 0..5 {
+        gws[i % 2].put(
+            &format!("/routes/r{i}"),
+            json!({"uri": format!("/r{i}"), "upstream": {"nodes": {b.node(): 1}}}),
+        );
+    }
+    assert!(wait_until(WAIT, || status(&gws[1], "/r4") == 200));
+    // A new, empty etcd (older revisions): everything is read again and replaces all.
+    etcd.restart_empty();
+    for gw in &gws {
+        assert!(
+            wait_until(WAIT, || status(gw, "/r0") == 404),
+            "kept a route etcd no longer has"
+        );
+        assert!(wait_until(WAIT, || metric(gw, "portico_etcd_connected 1")));
+    }
+    gws[0].put(
+        "/routes/n",
+        json!({"uri": "/n", "upstream": {"nodes": {b.node(): 1}}}),
+    );
+    assert!(wait_until(WAIT, || status(&gws[1], "/n") == 200));
+    assert_eq!(gws[1].get("/routes")["total"], 1);
+}
+
+#[test]
+fn etcd_settings_are_checked_by_t() {
+    let dir = TempDir::new("portico-etcd-t");
+    let conf = dir.path().join("portico.yaml");
+    std::fs::write(
+        &conf,
+        "config_provider: etcd\netcd:\n  endpoints: [\"tcp://x:1\"]\n  prefix: apisix/\n  timeout: 0\n  user: root\n",
+    )
+    .unwrap();
+    let out = run_portico(&["-t", "-c", conf.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    for key in [
+        "etcd.endpoints[0]",
+        "etcd.prefix",
+        "etcd.timeout",
+        "etcd.password",
+    ] {
+        assert!(text.contains(key), "{key} not named: {text}");
+    }
+    std::fs::write(
+        &conf,
+        "config_provider: etcd\netcd:\n  tls: {verify: nope}\n",
+    )
+    .unwrap();
+    let out = run_portico(&["-t", "-c", conf.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("etcd.tls.verify"));
+}
