@@ -112,7 +112,18 @@ struct OpenedStore {
 fn open_store(settings: &Settings, deps: StoreDeps) -> Result<OpenedStore, StartError> {
     let (store, yaml_text) = match settings.config_provider {
         ConfigProvider::Etcd => {
-            let started = crate::providers::etcd::start(&settings.etcd, &settings.data_dir, deps)?;
+            let keyring = settings
+                .data_encryption
+                .as_ref()
+                .map(|e| crate::store::Keyring::new(&e.keyring))
+                .transpose()
+                .map_err(StartError::Settings)?;
+            let started = crate::providers::etcd::start(
+                &settings.etcd,
+                &settings.data_dir,
+                keyring,
+                deps,
+            )?;
             started.store.set_history_keep(settings.history.keep);
             return Ok(OpenedStore {
                 store: started.store,

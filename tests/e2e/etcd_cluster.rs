@@ -396,3 +396,39 @@ fn etcd_three_gateways_converge_on_a_thousand_changes() {
     }
     assert!(p(0.99) < Duration::from_secs(1), "p99 {:?}", p(0.99));
 }
+
+/// `data_encryption.keyring` with etcd: private keys are sealed in etcd as APISIX seals
+/// them (so APISIX reads them, and Portico reads APISIX's), and opened by every gateway.
+#[test]
+fn etcd_ssl_private_keys_are_sealed_in_etcd_and_served_by_every_gateway() {
+    use crate::support::tls::{issue, Algo, ClientOpts, TlsConn};
+    let etcd = EtcdServer::start();
+    let keyring = "data_encryption:\n  keyring: [\"0123456789abcdef\"]\n";
+    let port = free_port();
+    let writer = gateway_on(&etcd, keyring);
+    let server = Gateway::start(GatewayOpts {
+        extra_yaml: format!("{}{keyring}", etcd.gateway_yaml()),
+        proxy_extra: format!("  ssl:\n    listen: [\"127.0.0.1:{port}\"]\n"),
+        ..GatewayOpts::default()
+    });
+    let c = issue(&["sealed.test"], Algo::Ecdsa, false);
+    writer.put(
+        "/ssls/s",
+        json!({"cert": c.cert_pem, "key": c.key_pem, "snis": ["sealed.test"]}),
+    );
+    let (value, _, _) = etcd.get("/apisix/ssls/s").expect("in etcd");
+    let value: Value = serde_json::from_str(&value).unwrap();
+    let key = value["key"].as_str().unwrap();
+    assert!(!key.contains("PRIVATE KEY"), "key in clear in etcd: {key}");
+    assert!(value["cert"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let served = wait_for(WAIT, "the certificate from etcd", || {
+        TlsConn::connect(addr, &ClientOpts::sni("sealed.test"))
+            .ok()
+            .map(|conn| conn.peer_der)
+    });
+    assert_eq!(served, c.der);
+    // The local copy keeps it sealed too.
+    let copy = std::fs::read(server.data_dir.join("etcd/store.redb")).unwrap();
+    assert!(!String::from_utf8_lossy(&copy).contains("PRIVATE KEY"));
+}

@@ -8,11 +8,14 @@ use serde_json::Value;
 
 use super::client::{EtcdClient, EtcdError, Written};
 use super::layout;
-use crate::store::{RemoteError, RemoteWrite, RemoteWriter};
+use crate::config::ResourceKind;
+use crate::store::{Keyring, RemoteError, RemoteWrite, RemoteWriter};
 
 pub struct EtcdAdminWriter {
     pub client: EtcdClient,
     pub prefix: String,
+    /// `data_encryption.keyring`: SSL private keys are sealed in etcd, as APISIX does.
+    pub keyring: Option<Keyring>,
 }
 
 fn remote_error(e: EtcdError) -> RemoteError {
@@ -48,6 +51,16 @@ impl RemoteWriter for EtcdAdminWriter {
                 expect,
             } => {
                 let key = layout::key(&self.prefix, kind, id);
+                let sealed;
+                let value = match &self.keyring {
+                    Some(ring) if kind == ResourceKind::Ssls => {
+                        let mut v = value.clone();
+                        ring.seal_ssl(&mut v);
+                        sealed = v;
+                        &sealed
+                    }
+                    _ => value,
+                };
                 let bytes = serde_json::to_vec::<Value>(value)
                     .map_err(|e| RemoteError::Unavailable(e.to_string()))?;
                 self.run(self.client.put_if(&key, &bytes, expect))?

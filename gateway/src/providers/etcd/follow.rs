@@ -17,7 +17,7 @@ use super::wire::{Event, Kv};
 use super::EtcdStatus;
 use crate::config::ResourceKind;
 use crate::metrics::Metrics;
-use crate::store::{ApplySource, Change, ConfigStore, Record, SyncBatch};
+use crate::store::{ApplySource, Change, ConfigStore, Keyring, Record, SyncBatch};
 
 use super::local_copy::LocalCopy;
 
@@ -34,6 +34,8 @@ pub struct Follow {
     pub local: Option<LocalCopy>,
     pub metrics: Arc<Metrics>,
     pub status: Arc<EtcdStatus>,
+    /// `data_encryption.keyring`: SSL private keys in etcd are sealed (APISIX's scheme).
+    pub keyring: Option<Keyring>,
     /// Objects the last apply left out, offered again with the next batch.
     pending: BTreeMap<(ResourceKind, String), Record>,
     /// Why each left-out etcd key is out (bad values and objects that did not load).
@@ -79,6 +81,7 @@ impl Follow {
         local: Option<LocalCopy>,
         metrics: Arc<Metrics>,
         status: Arc<EtcdStatus>,
+        keyring: Option<Keyring>,
     ) -> Follow {
         Follow {
             store,
@@ -86,6 +89,7 @@ impl Follow {
             local,
             metrics,
             status,
+            keyring,
             pending: BTreeMap::new(),
             skipped: BTreeMap::new(),
         }
@@ -204,6 +208,23 @@ impl Follow {
             .map(|(kind, id)| layout::key(&self.prefix, *kind, id))
             .collect();
         self.skipped.retain(|k, _| !object_keys.contains(k));
+        // The local copy and `pending` keep SSL keys sealed; the store gets them open.
+        if let Some(ring) = &self.keyring {
+            let mut opened = Vec::with_capacity(puts.len());
+            for (kind, id, mut record) in puts {
+                if kind == ResourceKind::Ssls && !ring.open_ssl(&mut record.value) {
+                    let key = layout::key(&self.prefix, kind, &id);
+                    self.skipped.insert(
+                        key,
+                        "a private key does not decrypt with any key of data_encryption.keyring"
+                            .into(),
+                    );
+                    continue;
+                }
+                opened.push((kind, id, record));
+            }
+            puts = opened;
+        }
         let batch = SyncBatch {
             full,
             puts,

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
 use crate::settings_etcd::EtcdSettings;
-use crate::store::{ApplyError, ConfigStore, DiskError, StoreDeps};
+use crate::store::{ApplyError, ConfigStore, DiskError, Keyring, StoreDeps};
 use client::{EtcdClient, EtcdError};
 use follow::{Follow, Position};
 use watcher::EtcdWatcher;
@@ -115,12 +115,14 @@ pub struct Started {
 pub fn start(
     settings: &EtcdSettings,
     data_dir: &Path,
+    keyring: Option<Keyring>,
     deps: StoreDeps,
 ) -> Result<Started, EtcdStartError> {
     let metrics = Arc::clone(&deps.metrics);
     let writer = admin_writer::EtcdAdminWriter {
         client: EtcdClient::new(settings)?,
         prefix: settings.prefix.clone(),
+        keyring: keyring.clone(),
     };
     let store = Arc::new(ConfigStore::shared(deps, Arc::new(writer))?);
     let status = Arc::new(EtcdStatus::default());
@@ -132,6 +134,7 @@ pub fn start(
         Some(local),
         Arc::clone(&metrics),
         Arc::clone(&status),
+        keyring,
     );
     // The first read runs on a runtime of its own: Pingora's have not started yet. Its
     // client (and connection) goes with it.
