@@ -118,12 +118,8 @@ fn open_store(settings: &Settings, deps: StoreDeps) -> Result<OpenedStore, Start
                 .map(|e| crate::store::Keyring::new(&e.keyring))
                 .transpose()
                 .map_err(StartError::Settings)?;
-            let started = crate::providers::etcd::start(
-                &settings.etcd,
-                &settings.data_dir,
-                keyring,
-                deps,
-            )?;
+            let started =
+                crate::providers::etcd::start(&settings.etcd, &settings.data_dir, keyring, deps)?;
             started.store.set_history_keep(settings.history.keep);
             return Ok(OpenedStore {
                 store: started.store,

@@ -392,7 +392,10 @@ fn etcd_three_gateways_converge_on_a_thousand_changes() {
         assert_eq!(gw.get("/routes"), first, "gateways differ");
     }
     for item in first["list"].as_array().unwrap() {
-        assert!(item["value"]["desc"].is_string(), "a patch was lost: {item}");
+        assert!(
+            item["value"]["desc"].is_string(),
+            "a patch was lost: {item}"
+        );
     }
     assert!(p(0.99) < Duration::from_secs(1), "p99 {:?}", p(0.99));
 }
@@ -420,7 +423,10 @@ fn etcd_ssl_private_keys_are_sealed_in_etcd_and_served_by_every_gateway() {
     let value: Value = serde_json::from_str(&value).unwrap();
     let key = value["key"].as_str().unwrap();
     assert!(!key.contains("PRIVATE KEY"), "key in clear in etcd: {key}");
-    assert!(value["cert"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(value["cert"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let served = wait_for(WAIT, "the certificate from etcd", || {
         TlsConn::connect(addr, &ClientOpts::sni("sealed.test"))

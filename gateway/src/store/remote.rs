@@ -265,3 +265,302 @@ fn wait_applied(store: &ConfigStore, revision: u64, timeout: Duration) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Weak};
+
+    use parking_lot::Mutex;
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{ApplySource, Record, StoreDeps, SyncBatch};
+
+    /// An etcd in memory whose "watch" applies each write to the store at once. An
+    /// `interfere`nce is another writer's put, made just before the next write.
+    #[derive(Default)]
+    struct FakeEtcd {
+        store: Mutex<Weak<ConfigStore>>,
+        revision: Mutex<u64>,
+        kvs: Mutex<BTreeMap<(ResourceKind, String), Record>>,
+        interfere: Mutex<Option<(ResourceKind, String, Value)>>,
+        writes: Mutex<usize>,
+    }
+
+    impl FakeEtcd {
+        fn put_and_deliver(&self, kind: ResourceKind, id: &str, value: Value) -> u64 {
+            let revision = {
+                let mut r = self.revision.lock();
+                *r += 1;
+                *r
+            };
+            let created = self
+                .kvs
+                .lock()
+                .get(&(kind, id.to_string()))
+                .map_or(revision, |r| r.created_index);
+            let record = Record {
+                value,
+                created_index: created,
+                modified_index: revision,
+            };
+            let copy = Record {
+                value: record.value.clone(),
+                ..record
+            };
+            self.kvs.lock().insert((kind, id.to_string()), copy);
+            self.deliver(vec![(kind, id.to_string(), record)], Vec::new(), revision);
+            revision
+        }
+
+        fn deliver(
+            &self,
+            puts: Vec<(ResourceKind, String, Record)>,
+            deletes: Vec<(ResourceKind, String)>,
+            revision: u64,
+        ) {
+            let store = self.store.lock().upgrade().expect("store alive");
+            let batch = SyncBatch {
+                full: false,
+                puts,
+                deletes,
+                revision,
+            };
+            store
+                .apply(Change::Sync(batch), ApplySource::Etcd)
+                .expect("sync applies");
+        }
+    }
+
+    impl RemoteWriter for FakeEtcd {
+        fn new_id(&self) -> Result<String, RemoteError> {
+            let mut r = self.revision.lock();
+            *r += 1;
+            Ok(format!("{:020}", *r))
+        }
+
+        fn write(&self, write: RemoteWrite<'_>) -> Result<u64, RemoteError> {
+            *self.writes.lock() += 1;
+            if let Some((kind, id, value)) = self.interfere.lock().take() {
+                self.put_and_deliver(kind, &id, value);
+            }
+            match write {
+                RemoteWrite::Put {
+                    kind,
+                    id,
+                    value,
+                    expect,
+                } => {
+                    let current = self
+                        .kvs
+                        .lock()
+                        .get(&(kind, id.to_string()))
+                        .map(|r| r.modified_index);
+                    let holds = match expect {
+                        Expect::Any => true,
+                        Expect::Absent => current.is_none(),
+                        Expect::ModRevision(m) => current == Some(m),
+                    };
+                    if !holds {
+                        return Err(RemoteError::Conflict {
+                            revision: *self.revision.lock(),
+                        });
+                    }
+                    Ok(self.put_and_deliver(kind, id, value.clone()))
+                }
+                RemoteWrite::Delete { kind, id, .. } => {
+                    let revision = {
+                        let mut r = self.revision.lock();
+                        *r += 1;
+                        *r
+                    };
+                    self.kvs.lock().remove(&(kind, id.to_string()));
+                    self.deliver(Vec::new(), vec![(kind, id.to_string())], revision);
+                    Ok(revision)
+                }
+            }
+        }
+
+        fn apply_timeout(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+    }
+
+    fn shared() -> (Arc<ConfigStore>, Arc<FakeEtcd>) {
+        let etcd = Arc::new(FakeEtcd::default());
+        let deps = StoreDeps {
+            plugins: Arc::new(portico_plugins::PluginRegistry::builtin()),
+            metrics: crate::metrics::Metrics::new().expect("metrics"),
+            health: portico_healthcheck::HealthRegistry::new(Arc::new(
+                portico_healthcheck::NoopObserver,
+            )),
+        };
+        let store = Arc::new(ConfigStore::shared(deps, etcd.clone()).expect("store"));
+        *etcd.store.lock() = Arc::downgrade(&store);
+        (store, etcd)
+    }
+
+    fn admin(store: &ConfigStore, change: Change) -> Result<Applied, ApplyError> {
+        store.apply(change, ApplySource::Admin)
+    }
+
+    #[test]
+    fn writes_go_through_the_shared_store_and_come_back_with_its_revisions() {
+        let (store, etcd) = shared();
+        let up = json!({"nodes": {"127.0.0.1:1": 1}});
+        let a = admin(
+            &store,
+            Change::Put {
+                kind: ResourceKind::Upstreams,
+                id: "u".into(),
+                value: up,
+            },
+        )
+        .expect("put");
+        assert!(a.created);
+        assert_eq!(a.revision, 1);
+        let got = store
+            .resources()
+            .get(ResourceKind::Upstreams, "u")
+            .expect("applied");
+        assert_eq!((got.created_index, got.modified_index), (1, 1));
+        assert!(
+            got.value.get("create_time").is_some(),
+            "stamped before the write"
+        );
+        // Validation happens before anything is written.
+        let bad = admin(
+            &store,
+            Change::Put {
+                kind: ResourceKind::Routes,
+                id: "r".into(),
+                value: json!({"uri": "/a", "upstream_id": "missing"}),
+            },
+        );
+        assert!(matches!(bad, Err(ApplyError::Invalid(_))), "{bad:?}");
+        assert_eq!(*etcd.writes.lock(), 1);
+        // POST takes its id from the shared store.
+        let c = admin(
+            &store,
+            Change::Create {
+                kind: ResourceKind::Routes,
+                value: json!({"uri": "/c", "upstream_id": "u"}),
+            },
+        )
+        .expect("create");
+        assert_eq!(c.id.as_deref(), Some("00000000000000000002"));
+        assert!(c.created);
+        // Not available: a bulk replace.
+        let all = admin(&store, Change::ReplaceAll(Vec::new()));
+        assert!(matches!(all, Err(ApplyError::BadRequest(_))));
+        let d = admin(
+            &store,
+            Change::Delete {
+                kind: ResourceKind::Routes,
+                id: "00000000000000000002".into(),
+                force: false,
+            },
+        );
+        assert!(d.is_ok());
+        assert!(store
+            .resources()
+            .get(ResourceKind::Routes, "00000000000000000002")
+            .is_none());
+    }
+
+    #[test]
+    fn a_patch_that_lost_a_race_is_merged_again_and_loses_nothing() {
+        let (store, etcd) = shared();
+        admin(
+            &store,
+            Change::Put {
+                kind: ResourceKind::Upstreams,
+                id: "u".into(),
+                value: json!({"nodes": {"127.0.0.1:1": 1}, "labels": {"a": "1"}}),
+            },
+        )
+        .expect("put");
+        // Another gateway writes a label between this one's read and its write.
+        *etcd.interfere.lock() = Some((
+            ResourceKind::Upstreams,
+            "u".into(),
+            json!({"id": "u", "nodes": {"127.0.0.1:1": 1}, "labels": {"a": "1", "b": "2"}}),
+        ));
+        admin(
+            &store,
+            Change::Patch {
+                kind: ResourceKind::Upstreams,
+                id: "u".into(),
+                path: Vec::new(),
+                patch: json!({"labels": {"c": "3"}}),
+            },
+        )
+        .expect("patch");
+        let got = store
+            .resources()
+            .get(ResourceKind::Upstreams, "u")
+            .expect("there");
+        assert_eq!(got.value["labels"], json!({"a": "1", "b": "2", "c": "3"}));
+        // The first attempt conflicted, the second wrote.
+        assert_eq!(*etcd.writes.lock(), 3);
+    }
+
+    #[test]
+    fn a_sync_leaves_out_what_does_not_load_and_takes_the_shared_revision() {
+        let (store, _etcd) = shared();
+        let rec = |v: Value, i| Record {
+            value: v,
+            created_index: i,
+            modified_index: i,
+        };
+        let batch = SyncBatch {
+            full: true,
+            puts: vec![
+                (
+                    ResourceKind::Routes,
+                    "ok".into(),
+                    rec(
+                        json!({"uri": "/ok", "upstream": {"nodes": {"127.0.0.1:1": 1}}}),
+                        3,
+                    ),
+                ),
+                (
+                    ResourceKind::Routes,
+                    "bad".into(),
+                    rec(json!({"uri": "/b", "nope": 1}), 4),
+                ),
+                (
+                    ResourceKind::Routes,
+                    "dangling".into(),
+                    rec(json!({"uri": "/d", "upstream_id": "x"}), 5),
+                ),
+            ],
+            deletes: Vec::new(),
+            revision: 9,
+        };
+        let applied = store
+            .apply(Change::Sync(batch), ApplySource::Etcd)
+            .expect("applies");
+        let mut out: Vec<String> = applied
+            .skipped
+            .iter()
+            .filter_map(|s| s.object.as_ref().map(|o| o.1.clone()))
+            .collect();
+        out.sort();
+        assert_eq!(out, ["bad", "dangling"]);
+        assert_eq!(store.revision(), 9);
+        assert!(store.resources().get(ResourceKind::Routes, "ok").is_some());
+        // A full read at an older revision (etcd restored) replaces everything.
+        let empty = SyncBatch {
+            full: true,
+            revision: 2,
+            ..SyncBatch::default()
+        };
+        store
+            .apply(Change::Sync(empty), ApplySource::Etcd)
+            .expect("applies");
+        assert_eq!(store.revision(), 2);
+        assert_eq!(store.resources().total(), 0);
+    }
+}
