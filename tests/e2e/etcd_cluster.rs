@@ -438,3 +438,40 @@ fn etcd_ssl_private_keys_are_sealed_in_etcd_and_served_by_every_gateway() {
     let copy = std::fs::read(server.data_dir.join("etcd/store.redb")).unwrap();
     assert!(!String::from_utf8_lossy(&copy).contains("PRIVATE KEY"));
 }
+
+/// `PUT /configs` through one gateway writes the difference to etcd; every gateway
+/// ends with exactly that configuration.
+#[test]
+fn etcd_bulk_replace_through_one_gateway_reaches_all() {
+    let etcd = EtcdServer::start();
+    let b = Backend::start("b");
+    let gws = [gateway_on(&etcd, ""), gateway_on(&etcd, "")];
+    gws[0].put(
+        "/routes/old",
+        json!({"uri": "/old", "upstream": {"nodes": {b.node(): 1}}}),
+    );
+    // More objects than one etcd transaction takes.
+    let routes: Vec<Value> = (0..150)
+        .map(|i| json!({"id": format!("r{i}"), "uri": format!("/r{i}"), "upstream_id": "u"}))
+        .collect();
+    let body = json!({"upstreams": [{"id": "u", "nodes": {b.node(): 1}}], "routes": routes});
+    let (st, _, resp) = gws[1].admin("PUT", "/configs", Some(body));
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(
+        status(&gws[1], "/r149"),
+        200,
+        "applied by the writer before it answered"
+    );
+    for gw in &gws {
+        assert!(wait_until(WAIT, || gw.get("/routes")["total"] == 150));
+        assert_eq!(status(gw, "/old"), 404);
+        assert_eq!(status(gw, "/r0"), 200);
+    }
+    assert!(etcd.get("/apisix/routes/old").is_none());
+    // Invalid as a whole: nothing reaches etcd.
+    let revision = etcd.revision();
+    let bad = json!({"routes": [{"id": "x", "uri": "/x", "upstream_id": "missing"}]});
+    let (st, _, resp) = gws[0].admin("PUT", "/configs", Some(bad));
+    assert_eq!(st, 400, "{resp}");
+    assert_eq!(etcd.revision(), revision);
+}

@@ -67,6 +67,9 @@ pub trait RemoteWriter: Send + Sync {
     fn new_id(&self) -> Result<String, RemoteError>;
     /// The revision the write got.
     fn write(&self, write: RemoteWrite<'_>) -> Result<u64, RemoteError>;
+    /// Unconditional writes, in order (possibly in several transactions); the revision
+    /// of the last.
+    fn write_all(&self, writes: &[RemoteWrite<'_>]) -> Result<u64, RemoteError>;
     /// How long a write waits for the watch to bring it back.
     fn apply_timeout(&self) -> Duration;
 }
@@ -143,11 +146,84 @@ pub(super) fn apply(
             wait_applied(store, revision, remote.apply_timeout())?;
             Ok(applied(store, revision, v.created, Some(id)))
         }
+        Change::ReplaceAll(items) => replace_all(store, remote, items),
         _ => Err(ApplyError::BadRequest(
             "not available with config_provider etcd: write objects one by one (docs/cluster.md)"
                 .to_string(),
         )),
     }
+}
+
+/// `PUT /configs` (and a rollback): validated as a whole here, then what differs from
+/// the running configuration is written: new and changed objects first (in kind order,
+/// so what is referenced comes first), then deletions (referrers first). etcd's
+/// transactions are limited in size, so a large replace is several; a watch batch
+/// delivered between them may leave a referrer out for a moment, and the next batch
+/// brings it back.
+fn replace_all(
+    store: &ConfigStore,
+    remote: &dyn RemoteWriter,
+    items: Vec<(ResourceKind, String, Value)>,
+) -> Result<Applied, ApplyError> {
+    let (current, next) = {
+        let writer = store.writer.lock();
+        let current = store.current.load_full();
+        let planned = change::plan(
+            &current.resources,
+            Change::ReplaceAll(items),
+            writer.revision + 1,
+            &store.plugins,
+        )?;
+        let cx = BuildContext {
+            metrics: &store.metrics,
+            plugins: &store.plugins,
+            health: &store.health,
+            dns: DnsFailure::Reject,
+        };
+        let version = current.snapshot.version + 1;
+        snapshot::build(&planned.next, Some(&current.snapshot), version, &cx)
+            .map_err(|e| ApplyError::Invalid(e.0))?;
+        (std::sync::Arc::clone(&current.resources), planned.next)
+    };
+    let mut puts: Vec<(ResourceKind, String, std::sync::Arc<Value>)> = Vec::new();
+    for kind in ResourceKind::ALL {
+        for (id, view) in next.list(kind) {
+            let unchanged = current
+                .get(kind, &id)
+                .is_some_and(|c| c.value == view.value);
+            if !unchanged {
+                puts.push((kind, id, view.value));
+            }
+        }
+    }
+    let mut deletes: Vec<(ResourceKind, String)> = Vec::new();
+    for kind in ResourceKind::ALL.into_iter().rev() {
+        for (id, _) in current.list(kind) {
+            if next.get(kind, &id).is_none() {
+                deletes.push((kind, id));
+            }
+        }
+    }
+    let writes: Vec<RemoteWrite<'_>> = puts
+        .iter()
+        .map(|(kind, id, value)| RemoteWrite::Put {
+            kind: *kind,
+            id,
+            value,
+            expect: Expect::Any,
+        })
+        .chain(deletes.iter().map(|(kind, id)| RemoteWrite::Delete {
+            kind: *kind,
+            id,
+            expect: Expect::Any,
+        }))
+        .collect();
+    if writes.is_empty() {
+        return Ok(applied(store, store.revision(), false, None));
+    }
+    let revision = remote.write_all(&writes).map_err(unavailable)?;
+    wait_applied(store, revision, remote.apply_timeout())?;
+    Ok(applied(store, revision, false, None))
 }
 
 /// Validates a write of one object, writes it to the shared store and waits for it.
@@ -382,6 +458,29 @@ mod tests {
             }
         }
 
+        fn write_all(&self, writes: &[RemoteWrite<'_>]) -> Result<u64, RemoteError> {
+            let mut last = 0;
+            for w in writes {
+                let w = match w {
+                    RemoteWrite::Put {
+                        kind, id, value, ..
+                    } => RemoteWrite::Put {
+                        kind: *kind,
+                        id,
+                        value,
+                        expect: Expect::Any,
+                    },
+                    RemoteWrite::Delete { kind, id, .. } => RemoteWrite::Delete {
+                        kind: *kind,
+                        id,
+                        expect: Expect::Any,
+                    },
+                };
+                last = self.write(w)?;
+            }
+            Ok(last)
+        }
+
         fn apply_timeout(&self) -> Duration {
             Duration::from_secs(5)
         }
@@ -451,9 +550,9 @@ mod tests {
         .expect("create");
         assert_eq!(c.id.as_deref(), Some("00000000000000000002"));
         assert!(c.created);
-        // Not available: a bulk replace.
-        let all = admin(&store, Change::ReplaceAll(Vec::new()));
-        assert!(matches!(all, Err(ApplyError::BadRequest(_))));
+        // Not available: a dynacode push.
+        let dyn_push = admin(&store, Change::DeleteDynacode);
+        assert!(matches!(dyn_push, Err(ApplyError::BadRequest(_))));
         let d = admin(
             &store,
             Change::Delete {
@@ -562,5 +661,37 @@ mod tests {
             .expect("applies");
         assert_eq!(store.revision(), 2);
         assert_eq!(store.resources().total(), 0);
+    }
+
+    #[test]
+    fn a_bulk_replace_writes_only_the_difference() {
+        let (store, etcd) = shared();
+        let up = |port: u16| json!({"nodes": {format!("127.0.0.1:{port}"): 1}});
+        let items = |route: &str, port: u16| {
+            vec![
+                (ResourceKind::Upstreams, "u".to_string(), up(port)),
+                (
+                    ResourceKind::Routes,
+                    route.to_string(),
+                    json!({"uri": "/x", "upstream_id": "u"}),
+                ),
+            ]
+        };
+        admin(&store, Change::ReplaceAll(items("a", 1))).expect("first");
+        assert_eq!(*etcd.writes.lock(), 2);
+        // Same upstream, route renamed: one put, one delete.
+        admin(&store, Change::ReplaceAll(items("b", 1))).expect("second");
+        assert_eq!(*etcd.writes.lock(), 4);
+        let r = store.resources();
+        assert!(r.get(ResourceKind::Routes, "b").is_some());
+        assert!(r.get(ResourceKind::Routes, "a").is_none());
+        // Invalid as a whole: nothing written.
+        let bad = vec![(
+            ResourceKind::Routes,
+            "c".to_string(),
+            json!({"uri": "/c", "upstream_id": "nope"}),
+        )];
+        assert!(admin(&store, Change::ReplaceAll(bad)).is_err());
+        assert_eq!(*etcd.writes.lock(), 4);
     }
 }

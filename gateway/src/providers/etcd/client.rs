@@ -118,6 +118,14 @@ impl EtcdClient {
         self.txn(&wire::delete_txn(key.as_bytes(), expect)).await
     }
 
+    /// Unconditional operations ([`wire::put_op`], [`wire::delete_op`]) in one
+    /// transaction; the revision it got.
+    pub async fn ops(&self, ops: Vec<Value>) -> Result<u64, EtcdError> {
+        match self.txn(&wire::ops_txn(ops)).await? {
+            Written::At(revision) | Written::Conflict(revision) => Ok(revision),
+        }
+    }
+
     async fn txn(&self, body: &Value) -> Result<Written, EtcdError> {
         let reply = self.call("/v3/kv/txn", body).await?;
         let txn = wire::parse_txn(&reply).map_err(EtcdError::Refused)?;

@@ -155,6 +155,19 @@ pub fn delete_txn(key: &[u8], expect: Expect) -> Value {
     })
 }
 
+/// A `/v3/kv/txn` of unconditional operations (`request_put`/`request_delete_range`).
+pub fn ops_txn(ops: Vec<Value>) -> Value {
+    json!({ "success": ops })
+}
+
+pub fn put_op(key: &[u8], value: &[u8]) -> Value {
+    json!({ "request_put": { "key": b64(key), "value": b64(value) } })
+}
+
+pub fn delete_op(key: &[u8]) -> Value {
+    json!({ "request_delete_range": { "key": b64(key) } })
+}
+
 /// A `/v3/kv/txn` answer: whether the comparison held, at which revision.
 #[derive(Debug, Deserialize)]
 pub struct TxnReply {
