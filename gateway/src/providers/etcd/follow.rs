@@ -111,14 +111,9 @@ impl Follow {
                 }
             }
         }
-        if let Some(local) = &self.local {
-            if let Err(e) = local.replace(&records, revision) {
-                tracing::warn!("cannot update the local copy of etcd's configuration: {e}");
-            }
-        }
         self.pending.clear();
         self.skipped = unreadable;
-        self.apply(true, records, Vec::new(), revision, before);
+        self.apply(true, records, Vec::new(), revision, before, true);
     }
 
     /// Applies a startup from the local copy (etcd unreachable).
@@ -129,7 +124,8 @@ impl Follow {
     ) {
         self.pending.clear();
         self.skipped.clear();
-        self.apply(true, records, Vec::new(), revision, BTreeSet::new());
+        // It is what the copy holds: nothing to copy back.
+        self.apply(true, records, Vec::new(), revision, BTreeSet::new(), false);
     }
 
     /// Applies one batch of watch events (the last event of a key wins).
@@ -170,12 +166,7 @@ impl Follow {
                 }
             }
         }
-        if let Some(local) = &self.local {
-            if let Err(e) = local.update(&puts, &deletes, revision) {
-                tracing::warn!("cannot update the local copy of etcd's configuration: {e}");
-            }
-        }
-        self.apply(false, puts, deletes, revision, before);
+        self.apply(false, puts, deletes, revision, before, true);
     }
 
     fn apply(
@@ -186,7 +177,11 @@ impl Follow {
         revision: u64,
         // Keys left out before this change: only the new ones are logged.
         before: BTreeSet<String>,
+        // Copy the change to `data_dir` (after it is served: a large first read is
+        // served before its copy is written).
+        copy: bool,
     ) {
+        let deleted = if copy { deletes.clone() } else { Vec::new() };
         // Retry what did not load before: what it needed may have arrived.
         for ((kind, id), record) in std::mem::take(&mut self.pending) {
             puts.push((kind, id, record));
@@ -253,6 +248,20 @@ impl Follow {
             }
             // Only a failure that names no object gets here (the set is left as it was).
             Err(e) => tracing::error!(revision, "etcd change not applied: {e}"),
+        }
+        if let (true, Some(local)) = (copy, &self.local) {
+            let records: Vec<(ResourceKind, String, Record)> = offered
+                .into_iter()
+                .map(|((kind, id), record)| (kind, id, record))
+                .collect();
+            let written = if full {
+                local.replace(&records, revision)
+            } else {
+                local.update(&records, &deleted, revision)
+            };
+            if let Err(e) = written {
+                tracing::warn!("cannot update the local copy of etcd's configuration: {e}");
+            }
         }
         for (key, why) in &self.skipped {
             if !before.contains(key) {
