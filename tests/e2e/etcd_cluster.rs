@@ -126,7 +126,8 @@ fn etcd_objects_written_in_apisix_layout_are_served_and_a_bad_one_is_left_out() 
         ));
         let logs = gw.logs();
         assert!(
-            logs.contains("etcd object left out") && logs.contains("/apisix/routes/bad"),
+            logs.contains("etcd object not served as written")
+                && logs.contains("/apisix/routes/bad"),
             "{logs}"
         );
     }
@@ -474,4 +475,56 @@ fn etcd_bulk_replace_through_one_gateway_reaches_all() {
     let (st, _, resp) = gws[0].admin("PUT", "/configs", Some(bad));
     assert_eq!(st, 400, "{resp}");
     assert_eq!(etcd.revision(), revision);
+}
+
+/// A plugin this gateway does not have (APISIX's, another version's) is never skipped:
+/// what uses it answers 503, the rest is served, and fixing it in etcd brings it back.
+#[test]
+fn etcd_objects_with_a_missing_plugin_fail_closed_with_503() {
+    let etcd = EtcdServer::start();
+    let b = Backend::start("b");
+    let gw = gateway_on(&etcd, "");
+    let up = json!({"nodes": {b.node(): 1}}).to_string();
+    etcd.put("/apisix/upstreams/u", &up);
+    etcd.put(
+        "/apisix/routes/open",
+        r#"{"uri": "/open", "upstream_id": "u"}"#,
+    );
+    etcd.put(
+        "/apisix/routes/guarded",
+        r#"{"uri": "/guarded", "upstream_id": "u", "plugins": {"openid-connect": {"client_id": "x"}}}"#,
+    );
+    assert!(wait_until(WAIT, || status(&gw, "/guarded") == 503));
+    let r = gw.proxy_get("/guarded");
+    assert!(r.text().contains("openid-connect"), "{}", r.text());
+    assert_eq!(b.hits(), 0, "never proxied without the plugin");
+    assert_eq!(status(&gw, "/open"), 200);
+    // Admin reads show the object as etcd holds it.
+    let got = gw.get("/routes/guarded");
+    assert!(
+        got["value"]["plugins"]["openid-connect"].is_object(),
+        "{got}"
+    );
+    assert!(gw.logs().contains("answers 503: plugin `openid-connect`"));
+    assert!(metric(
+        &gw,
+        r#"portico_etcd_skipped_objects{key="/apisix/routes/guarded"} 1"#
+    ));
+    // A global rule with a missing plugin closes every route rather than opening them.
+    etcd.put(
+        "/apisix/global_rules/1",
+        r#"{"id": "1", "plugins": {"authz-keycloak": {}}}"#,
+    );
+    assert!(wait_until(WAIT, || status(&gw, "/open") == 503));
+    etcd.delete("/apisix/global_rules/1");
+    assert!(wait_until(WAIT, || status(&gw, "/open") == 200));
+    // Fixed in etcd: served as written, the series is gone.
+    etcd.put(
+        "/apisix/routes/guarded",
+        r#"{"uri": "/guarded", "upstream_id": "u"}"#,
+    );
+    assert!(wait_until(WAIT, || status(&gw, "/guarded") == 200));
+    assert!(wait_until(WAIT, || !gw
+        .metrics_text()
+        .contains("routes/guarded")));
 }

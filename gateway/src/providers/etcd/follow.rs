@@ -4,7 +4,8 @@
 //! Objects that do not load (bad JSON, a field Portico does not know, a reference to a
 //! missing object) are left out with an error log naming their etcd key and a
 //! `portico_etcd_skipped_objects{key}` series, and the rest applies (APISIX's
-//! behaviour). They are offered again with every later batch, so a route left out for
+//! behaviour); one whose only problem is a plugin this gateway lacks answers 503
+//! instead (`store/sync.rs`), reported the same way. They are offered again with every later batch, so a route left out for
 //! a missing upstream comes back when the upstream is written.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -265,7 +266,7 @@ impl Follow {
         }
         for (key, why) in &self.skipped {
             if !before.contains(key) {
-                tracing::error!(%key, "etcd object left out: {why}");
+                tracing::error!(%key, "etcd object not served as written: {why}");
             }
         }
         self.metrics.etcd.set_skipped(&self.skipped_keys());
