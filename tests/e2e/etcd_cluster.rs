@@ -528,3 +528,41 @@ fn etcd_objects_with_a_missing_plugin_fail_closed_with_503() {
         .metrics_text()
         .contains("routes/guarded")));
 }
+
+/// A watch that stays silent for `etcd.timeout` is re-opened from the same revision:
+/// no change is lost, and it is not a full re-read.
+#[test]
+fn etcd_silent_watch_is_reopened_from_the_same_revision() {
+    let etcd = EtcdServer::start();
+    let b = Backend::start("b");
+    let gw = Gateway::start(GatewayOpts {
+        extra_yaml: etcd.gateway_yaml_with_timeout(1),
+        env: vec![(
+            "PORTICO_LOG".into(),
+            "info,portico::providers::etcd=debug".into(),
+        )],
+        ..GatewayOpts::default()
+    });
+    let up = json!({"nodes": {b.node(): 1}}).to_string();
+    etcd.put("/apisix/upstreams/u", &up);
+    for i in 0..3 {
+        // Longer than etcd.timeout with nothing to watch: the idleness is the scenario.
+        std::thread::sleep(Duration::from_millis(1500));
+        let path = format!("/quiet{i}");
+        etcd.put(
+            &format!("/apisix/routes/q{i}"),
+            &json!({"uri": path, "upstream_id": "u"}).to_string(),
+        );
+        assert!(
+            wait_until(WAIT, || status(&gw, &path) == 200),
+            "{path} lost"
+        );
+    }
+    assert!(
+        metric(&gw, "portico_etcd_full_reads_total 1"),
+        "a timeout led to a full read:\n{}",
+        gw.metrics_text()
+    );
+    assert!(metric(&gw, "portico_etcd_connected 1"));
+    assert!(gw.logs().contains("re-opened from the same revision"));
+}

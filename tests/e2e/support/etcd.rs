@@ -37,8 +37,13 @@ impl EtcdServer {
 
     /// The `config_provider: etcd` static config for a gateway on this etcd.
     pub fn gateway_yaml(&self) -> String {
+        self.gateway_yaml_with_timeout(5)
+    }
+
+    /// [`EtcdServer::gateway_yaml`] with another `etcd.timeout`.
+    pub fn gateway_yaml_with_timeout(&self, seconds: u64) -> String {
         format!(
-            "config_provider: etcd\netcd:\n  endpoints: [\"{}\"]\n  prefix: /apisix\n  timeout: 5\n",
+            "config_provider: etcd\netcd:\n  endpoints: [\"{}\"]\n  prefix: /apisix\n  timeout: {seconds}\n",
             self.endpoint()
         )
     }

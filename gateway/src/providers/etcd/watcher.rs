@@ -97,6 +97,10 @@ impl BackgroundService for EtcdWatcher {
                     // Same cluster, not behind us: watch on from where we are.
                     match self.client.header(&dir).await {
                         Ok(h) if h.cluster_id == pos.cluster_id && h.revision >= pos.revision => {
+                            tracing::debug!(
+                                revision = pos.revision,
+                                "etcd watch silent for etcd.timeout: re-opened from the same revision"
+                            );
                             position = Some(pos)
                         }
                         Ok(_) => {
