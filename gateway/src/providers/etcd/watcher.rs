@@ -27,6 +27,8 @@ use super::{layout, EtcdStatus};
 const COALESCE: Duration = Duration::from_millis(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A watch that ended sooner than this backs off before the next full read.
+const MIN_WATCH: Duration = Duration::from_secs(1);
 
 pub struct EtcdWatcher {
     pub client: EtcdClient,
@@ -63,7 +65,6 @@ impl BackgroundService for EtcdWatcher {
                     Ok(p) => {
                         position = Some(p);
                         applied = Some(p);
-                        backoff = FIRST_BACKOFF;
                     }
                     Err(e) => {
                         self.status
@@ -91,7 +92,13 @@ impl BackgroundService for EtcdWatcher {
                 }
             };
             self.status.set_connected(&self.follow.lock().metrics);
-            match self.follow_stream(stream, &mut pos, &mut shutdown).await {
+            let watched = std::time::Instant::now();
+            let end = self.follow_stream(stream, &mut pos, &mut shutdown).await;
+            // Reset only by a watch that lasted, so a flapping etcd keeps backing off.
+            if watched.elapsed() >= MIN_WATCH {
+                backoff = FIRST_BACKOFF;
+            }
+            match end {
                 WatchEnd::Shutdown => return,
                 WatchEnd::Timeout => {
                     // Same cluster, not behind us: watch on from where we are.
@@ -113,6 +120,14 @@ impl BackgroundService for EtcdWatcher {
                 WatchEnd::Resync(why) => {
                     tracing::warn!("etcd watch ended ({why}): reading everything again");
                     position = None;
+                    // A watch that ends as soon as it starts (a proxy in between, an
+                    // overloaded etcd) must not become a loop of full reads.
+                    if watched.elapsed() < MIN_WATCH {
+                        if sleep_or_shutdown(&mut shutdown, jitter(backoff)).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
                 }
             }
             applied = Some(pos);
