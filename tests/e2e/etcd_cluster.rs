@@ -566,3 +566,36 @@ fn etcd_silent_watch_is_reopened_from_the_same_revision() {
     assert!(metric(&gw, "portico_etcd_connected 1"));
     assert!(gw.logs().contains("re-opened from the same revision"));
 }
+
+/// After a compaction past the revision the gateway watches from (writes outside the
+/// prefix move etcd's revision on), the re-opened watch is cancelled and the gateway
+/// reads everything again instead of missing changes.
+#[test]
+fn etcd_compaction_past_the_watched_revision_leads_to_a_full_read() {
+    let etcd = EtcdServer::start();
+    let b = Backend::start("b");
+    let gw = Gateway::start(GatewayOpts {
+        extra_yaml: etcd.gateway_yaml_with_timeout(1),
+        ..GatewayOpts::default()
+    });
+    let up = json!({"nodes": {b.node(): 1}}).to_string();
+    etcd.put("/apisix/upstreams/u", &up);
+    etcd.put("/apisix/routes/1", r#"{"uri": "/one", "upstream_id": "u"}"#);
+    assert!(wait_until(WAIT, || status(&gw, "/one") == 200));
+    for i in 0..5 {
+        etcd.put(&format!("/elsewhere/{i}"), "x");
+    }
+    etcd.compact(etcd.revision());
+    // The next re-open of the silent watch starts below the compacted revision.
+    assert!(
+        wait_until(WAIT, || gw.logs().contains("compacted at revision")),
+        "no compaction seen"
+    );
+    assert!(wait_until(WAIT, || metric(
+        &gw,
+        "portico_etcd_full_reads_total 2"
+    )));
+    etcd.put("/apisix/routes/2", r#"{"uri": "/two", "upstream_id": "u"}"#);
+    assert!(wait_until(WAIT, || status(&gw, "/two") == 200));
+    assert_eq!(status(&gw, "/one"), 200);
+}
