@@ -34,7 +34,7 @@ fn err(context: &'static str) -> impl FnOnce(String) -> DiskError {
 }
 
 /// One stored resource record.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub value: Value,
     #[serde(rename = "createdIndex")]

@@ -381,11 +381,7 @@ mod tests {
                 created_index: created,
                 modified_index: revision,
             };
-            let copy = Record {
-                value: record.value.clone(),
-                ..record
-            };
-            self.kvs.lock().insert((kind, id.to_string()), copy);
+            self.kvs.lock().insert((kind, id.to_string()), record.clone());
             self.deliver(vec![(kind, id.to_string(), record)], Vec::new(), revision);
             revision
         }

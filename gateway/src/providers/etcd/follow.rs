@@ -189,14 +189,7 @@ impl Follow {
         }
         let offered: BTreeMap<(ResourceKind, String), Record> = puts
             .iter()
-            .map(|(kind, id, r)| {
-                let copy = Record {
-                    value: r.value.clone(),
-                    created_index: r.created_index,
-                    modified_index: r.modified_index,
-                };
-                ((*kind, id.clone()), copy)
-            })
+            .map(|(kind, id, r)| ((*kind, id.clone()), r.clone()))
             .collect();
         // Keys of objects (not bad values) are recomputed from this apply.
         let object_keys: BTreeSet<String> = offered
@@ -233,14 +226,7 @@ impl Follow {
                     let Some(object) = s.object else { continue };
                     let key = layout::key(&self.prefix, object.0, &object.1);
                     if let Some(record) = offered.get(&object) {
-                        self.pending.insert(
-                            object,
-                            Record {
-                                value: record.value.clone(),
-                                created_index: record.created_index,
-                                modified_index: record.modified_index,
-                            },
-                        );
+                        self.pending.insert(object, record.clone());
                     }
                     self.skipped.insert(key, s.reason);
                 }
