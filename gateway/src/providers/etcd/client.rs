@@ -363,3 +363,128 @@ impl WatchStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A stand-in etcd that answers each connection with the next of `replies` (path
+    /// → body) and records the requests' heads and bodies.
+    fn fake_etcd(replies: Vec<(&'static str, &'static str)>) -> (u16, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for (expected_path, body) in replies {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut head = String::new();
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let mut req_body = vec![0; len];
+                reader.read_exact(&mut req_body).unwrap();
+                assert!(head.starts_with(&format!("POST {expected_path} ")), "{head}");
+                record
+                    .lock()
+                    .push(format!("{head}\n{}", String::from_utf8_lossy(&req_body)));
+                let mut stream = reader.into_inner();
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        });
+        (port, seen)
+    }
+
+    fn dead_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_dead_endpoint_fails_over_to_the_next_which_is_tried_first_afterwards() {
+        let (port, seen) = fake_etcd(vec![
+            ("/v3/kv/put", r#"{"header":{"revision":"7"}}"#),
+            ("/v3/kv/txn", r#"{"header":{"revision":"8"}}"#),
+        ]);
+        let settings = EtcdSettings {
+            endpoints: vec![
+                format!("http://127.0.0.1:{}", dead_port()),
+                format!("http://127.0.0.1:{port}"),
+            ],
+            timeout: 2,
+            ..EtcdSettings::default()
+        };
+        let client = EtcdClient::new(&settings).unwrap();
+        let rt = runtime();
+        assert_eq!(rt.block_on(client.put("/apisix/gen_id", b"1")), Ok(7));
+        assert_eq!(client.current.load(Ordering::Relaxed), 1);
+        // A transaction whose comparison failed (`succeeded` left out) is a conflict.
+        let written = rt.block_on(client.put_if("/apisix/routes/1", b"{}", Expect::ModRevision(3)));
+        assert_eq!(written, Ok(Written::Conflict(8)));
+        let seen = seen.lock();
+        assert!(seen[0].contains(&wire::b64(b"/apisix/gen_id")), "{}", seen[0]);
+        assert!(seen[1].contains("\"mod_revision\":\"3\""), "{}", seen[1]);
+    }
+
+    #[test]
+    fn credentials_get_a_token_that_is_sent_with_each_request() {
+        let (port, seen) = fake_etcd(vec![
+            ("/v3/auth/authenticate", r#"{"header":{},"token":"tok.123"}"#),
+            ("/v3/kv/range", r#"{"header":{"revision":"5","cluster_id":"9"}}"#),
+        ]);
+        let settings = EtcdSettings {
+            endpoints: vec![format!("http://127.0.0.1:{port}")],
+            user: Some("root".into()),
+            password: Some("secret".into()),
+            timeout: 2,
+            ..EtcdSettings::default()
+        };
+        let client = EtcdClient::new(&settings).unwrap();
+        let h = runtime().block_on(client.header("/apisix/")).unwrap();
+        assert_eq!((h.revision, h.cluster_id), (5, 9));
+        let seen = seen.lock();
+        assert!(seen[0].contains(r#""name":"root""#), "{}", seen[0]);
+        assert!(seen[1].to_ascii_lowercase().contains("authorization: tok.123"), "{}", seen[1]);
+        assert!(seen[1].contains(r#""count_only":true"#));
+    }
+
+    #[test]
+    fn nothing_listening_is_unreachable() {
+        let settings = EtcdSettings {
+            endpoints: vec![format!("http://127.0.0.1:{}", dead_port())],
+            timeout: 1,
+            ..EtcdSettings::default()
+        };
+        let client = EtcdClient::new(&settings).unwrap();
+        let e = runtime().block_on(client.range("/apisix/")).unwrap_err();
+        assert!(matches!(e, EtcdError::Unreachable(_)), "{e}");
+        assert!(is_auth_failure("401: etcdserver: invalid auth token"));
+        assert!(!is_auth_failure("400: etcdserver: key is not provided"));
+    }
+}
