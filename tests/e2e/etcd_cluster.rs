@@ -599,3 +599,35 @@ fn etcd_compaction_past_the_watched_revision_leads_to_a_full_read() {
     assert!(wait_until(WAIT, || status(&gw, "/two") == 200));
     assert_eq!(status(&gw, "/one"), 200);
 }
+
+/// etcd with authentication: `etcd.user`/`etcd.password` get a token that every request
+/// and the watch carry.
+#[test]
+fn etcd_with_authentication() {
+    let etcd = EtcdServer::start();
+    etcd.enable_auth("s3cret-pass");
+    assert!(etcd.refuses_anonymous());
+    let b = Backend::start("b");
+    let auth = "  user: root\n  password: s3cret-pass\n";
+    let gws = [gateway_on(&etcd, auth), gateway_on(&etcd, auth)];
+    for gw in &gws {
+        assert!(metric(gw, "portico_etcd_connected 1"), "{}", gw.logs());
+    }
+    gws[0].put(
+        "/routes/a",
+        json!({"uri": "/a", "upstream": {"nodes": {b.node(): 1}}}),
+    );
+    assert!(wait_until(WAIT, || status(&gws[1], "/a") == 200));
+    // Without the credentials, etcd says no and the admin write says so.
+    let anonymous = gateway_on(&etcd, "");
+    assert!(metric(&anonymous, "portico_etcd_connected 0"));
+    let (st, _, body) = anonymous.admin(
+        "PUT",
+        "/routes/b",
+        Some(json!({"uri": "/b", "upstream": {"nodes": {b.node(): 1}}})),
+    );
+    assert_eq!(st, 503, "{body}");
+    let msg = body["error_msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("etcd refused the request"), "{msg}");
+    assert!(anonymous.get("/routes")["total"] == 0, "it never read etcd");
+}

@@ -381,7 +381,9 @@ mod tests {
                 created_index: created,
                 modified_index: revision,
             };
-            self.kvs.lock().insert((kind, id.to_string()), record.clone());
+            self.kvs
+                .lock()
+                .insert((kind, id.to_string()), record.clone());
             self.deliver(vec![(kind, id.to_string(), record)], Vec::new(), revision);
             revision
         }

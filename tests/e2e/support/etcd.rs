@@ -139,6 +139,28 @@ impl EtcdServer {
         int(&r["header"]["revision"])
     }
 
+    /// `etcdctl user add root; etcdctl auth enable`: from now on every request needs
+    /// `root`'s token (this helper's own reads and writes stop working).
+    pub fn enable_auth(&self, password: &str) {
+        // The `root` role may exist already.
+        let _ = self.try_call("/v3/auth/role/add", &json!({"name": "root"}));
+        self.call(
+            "/v3/auth/user/add",
+            json!({"name": "root", "password": password}),
+        );
+        self.call(
+            "/v3/auth/user/grant",
+            json!({"user": "root", "role": "root"}),
+        );
+        self.call("/v3/auth/enable", json!({}));
+    }
+
+    /// Whether an unauthenticated read is refused.
+    pub fn refuses_anonymous(&self) -> bool {
+        self.try_call("/v3/kv/range", &json!({"key": b64("/")}))
+            .is_none()
+    }
+
     /// `etcdctl compact REV`.
     pub fn compact(&self, revision: u64) {
         self.call(

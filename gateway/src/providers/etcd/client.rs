@@ -398,7 +398,10 @@ mod tests {
                 }
                 let mut req_body = vec![0; len];
                 reader.read_exact(&mut req_body).unwrap();
-                assert!(head.starts_with(&format!("POST {expected_path} ")), "{head}");
+                assert!(
+                    head.starts_with(&format!("POST {expected_path} ")),
+                    "{head}"
+                );
                 record
                     .lock()
                     .push(format!("{head}\n{}", String::from_utf8_lossy(&req_body)));
@@ -448,15 +451,25 @@ mod tests {
         let written = rt.block_on(client.put_if("/apisix/routes/1", b"{}", Expect::ModRevision(3)));
         assert_eq!(written, Ok(Written::Conflict(8)));
         let seen = seen.lock();
-        assert!(seen[0].contains(&wire::b64(b"/apisix/gen_id")), "{}", seen[0]);
+        assert!(
+            seen[0].contains(&wire::b64(b"/apisix/gen_id")),
+            "{}",
+            seen[0]
+        );
         assert!(seen[1].contains("\"mod_revision\":\"3\""), "{}", seen[1]);
     }
 
     #[test]
     fn credentials_get_a_token_that_is_sent_with_each_request() {
         let (port, seen) = fake_etcd(vec![
-            ("/v3/auth/authenticate", r#"{"header":{},"token":"tok.123"}"#),
-            ("/v3/kv/range", r#"{"header":{"revision":"5","cluster_id":"9"}}"#),
+            (
+                "/v3/auth/authenticate",
+                r#"{"header":{},"token":"tok.123"}"#,
+            ),
+            (
+                "/v3/kv/range",
+                r#"{"header":{"revision":"5","cluster_id":"9"}}"#,
+            ),
         ]);
         let settings = EtcdSettings {
             endpoints: vec![format!("http://127.0.0.1:{port}")],
@@ -470,7 +483,13 @@ mod tests {
         assert_eq!((h.revision, h.cluster_id), (5, 9));
         let seen = seen.lock();
         assert!(seen[0].contains(r#""name":"root""#), "{}", seen[0]);
-        assert!(seen[1].to_ascii_lowercase().contains("authorization: tok.123"), "{}", seen[1]);
+        assert!(
+            seen[1]
+                .to_ascii_lowercase()
+                .contains("authorization: tok.123"),
+            "{}",
+            seen[1]
+        );
         assert!(seen[1].contains(r#""count_only":true"#));
     }
 
