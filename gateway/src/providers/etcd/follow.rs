@@ -233,8 +233,12 @@ impl Follow {
                 self.status.set_revision(revision);
                 self.metrics.etcd.set_revision(revision);
             }
-            // Only a failure that names no object gets here (the set is left as it was).
-            Err(e) => tracing::error!(revision, "etcd change not applied: {e}"),
+            // Only a failure that names no object gets here (the set is left as it was):
+            // everything offered is offered again with the next change.
+            Err(e) => {
+                tracing::error!(revision, "etcd change not applied: {e}");
+                self.pending.extend(offered.iter().map(|(k, r)| (k.clone(), r.clone())));
+            }
         }
         if let (true, Some(local)) = (copy, &self.local) {
             let records: Vec<(ResourceKind, String, Record)> = offered
