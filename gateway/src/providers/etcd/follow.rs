@@ -237,7 +237,8 @@ impl Follow {
             // everything offered is offered again with the next change.
             Err(e) => {
                 tracing::error!(revision, "etcd change not applied: {e}");
-                self.pending.extend(offered.iter().map(|(k, r)| (k.clone(), r.clone())));
+                self.pending
+                    .extend(offered.iter().map(|(k, r)| (k.clone(), r.clone())));
             }
         }
         if let (true, Some(local)) = (copy, &self.local) {
