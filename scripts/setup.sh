@@ -5,6 +5,7 @@
 # - redis-server: the e2e tests of the `redis` rate-limit policy start a real one;
 # - promtool (Debian's prometheus): the metrics tests validate the exposition with it;
 # - python3-grpcio: the gRPC e2e tests run a real gRPC server and client in Python.
+# - etcd (Debian's etcd-server): the cluster-mode e2e tests start a real one.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
@@ -15,6 +16,7 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 debian_python=/usr/bin/python3
 [ -x "$debian_python" ] || debian_python=python3
 "$debian_python" -c 'import grpc' >/dev/null 2>&1 || missing+=(python3-grpcio)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "portico: installing ${missing[*]}" >&2
 sudo_cmd=""
@@ -30,7 +32,10 @@ if command -v apt-get >/dev/null 2>&1; then
   # policy-rc.d keeps Debian from starting the packaged system service.
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The packaged redis service is not wanted (tests start their own); stop it if started.
-  if command -v systemctl >/dev/null 2>&1; then $sudo_cmd systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then
+    $sudo_cmd systemctl disable --now redis-server >/dev/null 2>&1 || true
+    $sudo_cmd systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
 elif command -v dnf >/dev/null 2>&1; then
   $sudo_cmd dnf install -y "${missing[@]}"
 elif command -v brew >/dev/null 2>&1; then

@@ -51,6 +51,8 @@ pub struct Metrics {
     /// Native plugins' answers and the limit plugins' counts.
     pub plugins: crate::metrics_plugins::PluginMetrics,
     node: crate::metrics_node::NodeMetrics,
+    /// `config_provider: etcd`: connection, local copy, revision, skipped objects.
+    pub etcd: crate::metrics_etcd::EtcdMetrics,
     /// APISIX's families, with `metrics.naming: apisix`.
     apisix: Option<crate::metrics_apisix::ApisixMetrics>,
     /// Access log lines dropped because the writer was behind.
@@ -217,9 +219,11 @@ impl Metrics {
         ));
         let plugins = crate::metrics_plugins::PluginMetrics::register(&registry)?;
         let node = crate::metrics_node::NodeMetrics::register(&registry)?;
+        let etcd = crate::metrics_etcd::EtcdMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
             plugins,
             node,
+            etcd,
             apisix,
             registry,
             requests,

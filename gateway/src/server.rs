@@ -37,6 +37,8 @@ pub enum StartError {
     Disk(#[from] crate::store::DiskError),
     #[error("stored configuration does not load: {0}")]
     Store(#[from] crate::store::ApplyError),
+    #[error(transparent)]
+    Etcd(#[from] crate::providers::etcd::EtcdStartError),
     #[error("yaml_config {path}: {message}")]
     Yaml { path: String, message: String },
     #[error("{key}: cannot listen on {addr}: {source}")]
@@ -94,6 +96,18 @@ fn check_listeners(settings: &Settings) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The resource store, and what its provider runs beside it.
+struct OpenedStore {
+    store: Arc<ConfigStore>,
+    /// The yaml provider's file as read at startup.
+    yaml_text: Option<String>,
+    /// The etcd provider's watcher and connection status.
+    etcd: Option<(
+        crate::providers::etcd::watcher::EtcdWatcher,
+        Arc<crate::providers::etcd::EtcdStatus>,
+    )>,
+}
+
 /// Builds the resource store for the configured provider.
 /// `upgrade`: the old process of a binary upgrade may still hold the store; it is
 /// waited for ([`crate::handover`]).
@@ -101,8 +115,24 @@ fn open_store(
     settings: &Settings,
     deps: StoreDeps,
     upgrade: bool,
-) -> Result<(Arc<ConfigStore>, Option<String>), StartError> {
-    match settings.config_provider {
+) -> Result<OpenedStore, StartError> {
+    let (store, yaml_text) = match settings.config_provider {
+        ConfigProvider::Etcd => {
+            let keyring = settings
+                .data_encryption
+                .as_ref()
+                .map(|e| crate::store::Keyring::new(&e.keyring))
+                .transpose()
+                .map_err(StartError::Settings)?;
+            let started =
+                crate::providers::etcd::start(&settings.etcd, &settings.data_dir, keyring, deps)?;
+            started.store.set_history_keep(settings.history.keep);
+            return Ok(OpenedStore {
+                store: started.store,
+                yaml_text: None,
+                etcd: Some((started.watcher, started.status)),
+            });
+        }
         ConfigProvider::Admin => {
             let disk = crate::handover::open_disk_store(&settings.data_dir, upgrade)?;
             restrict_store_file(&settings.data_dir);
@@ -136,7 +166,7 @@ fn open_store(
                     );
                 }
             }
-            Ok((Arc::new(store), None))
+            (Arc::new(store), None)
         }
         ConfigProvider::Yaml => {
             let path = &settings.yaml_config;
@@ -149,9 +179,14 @@ fn open_store(
                 yaml_provider::parse(&text).map_err(|e| yaml_err(crate::config::describe(&e)))?;
             let store = ConfigStore::declarative(items, deps)?;
             store.set_history_keep(settings.history.keep);
-            Ok((Arc::new(store), Some(text)))
+            (Arc::new(store), Some(text))
         }
-    }
+    };
+    Ok(OpenedStore {
+        store,
+        yaml_text,
+        etcd: None,
+    })
 }
 
 /// The store holds private keys (sealed or not): owner-only access, like `admin.key`.
@@ -302,7 +337,11 @@ pub fn run(
     // SIGQUIT), before the store, which the old process releases only once it has sent
     // them (crate::handover).
     server.bootstrap();
-    let (store, yaml_text) = open_store(&settings, deps, upgrade)?;
+    let OpenedStore {
+        store,
+        yaml_text,
+        etcd,
+    } = open_store(&settings, deps, upgrade)?;
     crate::handover::release_store_on_handover(phases, Arc::clone(&store));
     readiness.set_store(Arc::clone(&store));
 
@@ -417,6 +456,17 @@ pub fn run(
         poller.threads = Some(1);
         server.add_service(poller);
     }
+    if let Some((watcher, status)) = etcd {
+        readiness.set_etcd(status);
+        let mut watcher = background_service("portico etcd watcher", watcher);
+        watcher.threads = Some(1);
+        server.add_service(watcher);
+        tracing::info!(
+            "config_provider etcd: watching {} under {}",
+            settings.etcd.endpoints.join(", "),
+            settings.etcd.prefix
+        );
+    }
     if let Some(text) = yaml_text {
         let mut watcher = background_service(
             "portico yaml watcher",
@@ -470,6 +520,7 @@ pub fn check(settings: &Settings) -> Vec<String> {
     let declarative = match settings.config_provider {
         ConfigProvider::Yaml => Some(&settings.yaml_config),
         ConfigProvider::Admin => settings.seed_config.as_ref(),
+        ConfigProvider::Etcd => None,
     };
     if let Some(file) = declarative {
         let path = file.display().to_string();

@@ -50,6 +50,8 @@ pub struct Settings {
     /// The `Server` header of every proxy response: a value, `true` (the default,
     /// `Portico/<version>`) or `false` (none).
     pub server_header: ServerHeader,
+    /// Where `config_provider: etcd` keeps the configuration.
+    pub etcd: crate::settings_etcd::EtcdSettings,
 }
 
 /// `server_header:` a value or a switch.
@@ -193,6 +195,7 @@ impl Default for Settings {
             log: Default::default(),
             status: Default::default(),
             server_header: ServerHeader::default(),
+            etcd: Default::default(),
         }
     }
 }
@@ -316,6 +319,8 @@ pub enum ConfigProvider {
     Admin,
     /// A declarative file, reloaded when it changes; the admin API is read-only.
     Yaml,
+    /// A shared etcd (`etcd:`), watched; the admin API writes to it (docs/cluster.md).
+    Etcd,
 }
 
 /// Errors reading or checking the static settings; each names the offending key.
@@ -450,6 +455,9 @@ impl Settings {
             if addr.parse::<SocketAddr>().is_err() {
                 errors.push(format!("status.listen: `{addr}` is not an ip:port address"));
             }
+        }
+        if self.config_provider == ConfigProvider::Etcd {
+            errors.extend(self.etcd.check());
         }
         if let Some(d) = &self.dynacode {
             if !(d.url.starts_with("http://") || d.url.starts_with("https://")) {

@@ -22,6 +22,7 @@ mod dashboard;
 mod dynacode_poll;
 mod dynacode_push;
 mod error_pages;
+mod etcd_cluster;
 mod grpc;
 mod health_active;
 mod health_api;

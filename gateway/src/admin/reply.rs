@@ -57,6 +57,8 @@ pub fn apply_error(e: &ApplyError) -> Response<Vec<u8>> {
             );
             reply
         }
+        ApplyError::Unavailable(_) => error(503, e.to_string()),
+        ApplyError::Conflict(_) => error(409, e.to_string()),
     }
 }
 

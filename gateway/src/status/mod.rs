@@ -37,12 +37,19 @@ const DRAINING: u8 = 2;
 pub struct Readiness {
     state: AtomicU8,
     store: OnceLock<Arc<ConfigStore>>,
+    /// `config_provider: etcd`: the connection to etcd.
+    etcd: OnceLock<Arc<crate::providers::etcd::EtcdStatus>>,
 }
 
 impl Readiness {
     /// The configuration is applied (the store is open).
     pub fn set_store(&self, store: Arc<ConfigStore>) {
         let _ = self.store.set(store);
+    }
+
+    /// Report the connection to etcd in `/status/ready`.
+    pub fn set_etcd(&self, etcd: Arc<crate::providers::etcd::EtcdStatus>) {
+        let _ = self.etcd.set(etcd);
     }
 
     /// The proxy accepts connections (ignored once draining).
@@ -69,11 +76,15 @@ impl Readiness {
                     (READY, Some(_)) => (200, "ok"),
                     _ => (503, "starting"),
                 };
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "status": status,
                     "version": crate::VERSION,
                     "config_version": version,
                 });
+                // Still ready while etcd is down: the last configuration is served.
+                if let Some(etcd) = self.etcd.get() {
+                    body["etcd"] = etcd.to_json();
+                }
                 Some((code, body.to_string()))
             }
             _ => None,

@@ -47,6 +47,9 @@ pub enum Change {
     PutDynacode(Value),
     /// Remove the dynacode document.
     DeleteDynacode,
+    /// What a shared store (etcd) delivered: applied as stored, an object that does not
+    /// load left out; persists nothing here (etcd has it).
+    Sync(super::sync::SyncBatch),
 }
 
 /// What a change plans: the next set, fully parsed and reference-checked, and what the
@@ -64,6 +67,8 @@ pub(super) struct Planned {
     /// A restore's persisted revision counter: the revision continues from it even when
     /// the object that had it was deleted.
     pub revision_floor: u64,
+    /// The revision after this change, when it is someone else's (etcd's).
+    pub exact_revision: Option<u64>,
 }
 
 /// The durable form of a planned change.
@@ -88,6 +93,7 @@ pub(super) fn plan(
         id: Some(id),
         skipped: Vec::new(),
         revision_floor: 0,
+        exact_revision: None,
     };
     match change {
         Change::Put { kind, id, value } => {
@@ -126,6 +132,20 @@ pub(super) fn plan(
                 persist: None,
                 skipped,
                 revision_floor,
+                exact_revision: None,
+            })
+        }
+        Change::Sync(batch) => {
+            let revision = batch.revision;
+            let (next, skipped) = super::sync::synced_set(current, batch, plugins);
+            Ok(Planned {
+                next,
+                created: false,
+                id: None,
+                persist: None,
+                skipped,
+                revision_floor: 0,
+                exact_revision: Some(revision),
             })
         }
         other => {
@@ -142,6 +162,7 @@ pub(super) fn plan(
                 persist: Some(persist),
                 skipped: Vec::new(),
                 revision_floor: 0,
+                exact_revision: None,
             })
         }
     }
@@ -244,7 +265,7 @@ fn next_set(
             next.dynacode = None;
             Ok((next, false))
         }
-        Change::Create { .. } | Change::Patch { .. } | Change::Restore(_) => {
+        Change::Create { .. } | Change::Patch { .. } | Change::Restore(_) | Change::Sync(_) => {
             unreachable!("planned by `plan`")
         }
     }

@@ -48,7 +48,7 @@ fn err(context: &'static str) -> impl FnOnce(String) -> DiskError {
 }
 
 /// One stored resource record.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub value: Value,
     #[serde(rename = "createdIndex")]
@@ -229,6 +229,42 @@ impl DiskStore {
         };
         tx.commit().map_err(|e| err("commit")(e.to_string()))?;
         Ok(removed)
+    }
+
+    /// Puts and deletes many records and sets the revision counter, in one durable
+    /// transaction (the etcd provider's local copy, one watch batch at a time).
+    pub fn write_batch(
+        &self,
+        puts: &[(ResourceKind, &str, &Record)],
+        deletes: &[(ResourceKind, &str)],
+        revision: u64,
+    ) -> Result<(), DiskError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| err("write")(e.to_string()))?;
+        {
+            let mut table = tx
+                .open_table(RESOURCES)
+                .map_err(|e| err("write")(e.to_string()))?;
+            for (kind, id) in deletes {
+                table
+                    .remove(kind.key(id).as_str())
+                    .map_err(|e| err("write")(e.to_string()))?;
+            }
+            for (kind, id, record) in puts {
+                let bytes = encode(record)?;
+                table
+                    .insert(kind.key(id).as_str(), bytes.as_slice())
+                    .map_err(|e| err("write")(e.to_string()))?;
+            }
+            let mut meta = tx
+                .open_table(META)
+                .map_err(|e| err("write")(e.to_string()))?;
+            meta.insert(REVISION, revision)
+                .map_err(|e| err("write")(e.to_string()))?;
+        }
+        tx.commit().map_err(|e| err("commit")(e.to_string()))
     }
 
     /// Applies `write` and sets the revision counter, in one durable transaction.

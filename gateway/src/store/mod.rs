@@ -11,21 +11,26 @@ mod change;
 mod check;
 mod disk;
 pub mod history;
+mod remote;
 mod restore;
 mod sealed;
+mod sync;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 pub use backend::StoreBackend;
 pub use change::Change;
 pub use check::every_error;
 pub use disk::{DiskError, DiskStore, DiskWrite, HistoryWrite, Loaded, Record};
 pub use history::{History, HistoryEntry, Origin};
+pub use remote::{Expect, RemoteError, RemoteWrite, RemoteWriter};
+pub use restore::Skipped;
 pub use sealed::{Keyring, SealedBackend};
+pub use sync::SyncBatch;
 
 use crate::config::{FieldError, ResourceKind, ResourceSet};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -41,6 +46,8 @@ pub enum ApplySource {
     Yaml,
     /// The dynacode poller.
     Poll,
+    /// The etcd watcher (`config_provider: etcd`).
+    Etcd,
 }
 
 impl ApplySource {
@@ -50,6 +57,7 @@ impl ApplySource {
             ApplySource::Admin => "admin",
             ApplySource::Yaml => "yaml",
             ApplySource::Poll => "poll",
+            ApplySource::Etcd => "etcd",
         }
     }
 }
@@ -77,6 +85,12 @@ pub enum ApplyError {
     /// A binary upgrade: this process handed the store over to its successor.
     #[error("the configuration store was handed over to a new process (binary upgrade in progress): this process accepts no more writes; retry, the new process answers them")]
     HandedOver,
+    /// The shared store (etcd) cannot take the write now; nothing changed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Concurrent writes kept changing the object; nothing changed.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The result of an accepted change.
@@ -89,6 +103,8 @@ pub struct Applied {
     pub created: bool,
     /// For writes of one object: its id (the generated one for `Create`).
     pub id: Option<String>,
+    /// Objects a restore or a sync left out (logged by the caller for a sync).
+    pub skipped: Vec<Skipped>,
 }
 
 /// The desired state and its compiled snapshot, swapped together.
@@ -127,6 +143,11 @@ pub struct ConfigStore {
     health: Arc<HealthRegistry>,
     read_only: bool,
     history_keep: AtomicUsize,
+    /// `config_provider: etcd`: admin writes go there and come back through the watch.
+    remote: Option<Arc<dyn RemoteWriter>>,
+    /// Signalled (with the writer's lock) after every applied change, for admin writes
+    /// waiting for the watch to deliver theirs.
+    applied: Condvar,
 }
 
 impl ConfigStore {
@@ -157,6 +178,17 @@ impl ConfigStore {
     ) -> Result<ConfigStore, ApplyError> {
         let store = ConfigStore::empty(None, deps, true)?;
         store.apply(Change::ReplaceAll(items), ApplySource::Startup)?;
+        Ok(store)
+    }
+
+    /// An empty store whose resources come from a shared store (etcd) through
+    /// `apply(Sync(..), Etcd)`, and whose admin writes go to `remote`.
+    pub fn shared(
+        deps: StoreDeps,
+        remote: Arc<dyn RemoteWriter>,
+    ) -> Result<ConfigStore, ApplyError> {
+        let mut store = ConfigStore::empty(None, deps, false)?;
+        store.remote = Some(remote);
         Ok(store)
     }
 
@@ -195,6 +227,8 @@ impl ConfigStore {
             health,
             read_only,
             history_keep: AtomicUsize::new(DEFAULT_HISTORY_KEEP),
+            remote: None,
+            applied: Condvar::new(),
         })
     }
 
@@ -271,7 +305,10 @@ impl ConfigStore {
         if self.read_only && source == ApplySource::Admin {
             return Err(ApplyError::ReadOnly);
         }
-        let result = self.apply_locked(change, source, origin, false);
+        let result = match (&self.remote, source) {
+            (Some(remote), ApplySource::Admin) => remote::apply(self, remote.as_ref(), change),
+            _ => self.apply_locked(change, source, origin, false),
+        };
         self.metrics.count_apply(source.label(), result.is_ok());
         result
     }
@@ -309,7 +346,8 @@ impl ConfigStore {
             health: &self.health,
             // A DNS hiccup at startup must not keep the gateway from serving everything
             // else it has; a change made later is refused so its author sees the error.
-            dns: if source == ApplySource::Startup {
+            // Data another writer put in etcd is treated alike: it is not refusable.
+            dns: if matches!(source, ApplySource::Startup | ApplySource::Etcd) {
                 DnsFailure::SkipNode
             } else {
                 DnsFailure::Reject
@@ -337,6 +375,7 @@ impl ConfigStore {
             revision,
             created: planned.created,
             id: planned.id,
+            skipped: Vec::new(),
         };
         if dry_run {
             return Ok(applied);
@@ -365,11 +404,15 @@ impl ConfigStore {
                 }
                 revision
             }
-            // A restore continues the stored revision.
-            None => writer
-                .revision
-                .max(next.max_index())
-                .max(planned.revision_floor),
+            None => match planned.exact_revision {
+                // A sync is at the revision of the shared store.
+                Some(revision) => revision,
+                // A restore continues the stored revision.
+                None => writer
+                    .revision
+                    .max(next.max_index())
+                    .max(planned.revision_floor),
+            },
         };
         applied.revision = writer.revision;
         let history = match entry {
@@ -377,7 +420,12 @@ impl ConfigStore {
             None => Arc::clone(&current.history),
         };
         self.swap(&current, next, snapshot, history);
-        restore::report(&self.metrics, &skipped);
+        self.applied.notify_all();
+        // The etcd provider reports its own, with the keys as etcd names them.
+        if source != ApplySource::Etcd {
+            restore::report(&self.metrics, &skipped);
+        }
+        applied.skipped = skipped;
         Ok(applied)
     }
 

@@ -25,6 +25,8 @@ pub struct Skipped {
     /// Its key in the store (`/apisix/routes/1`).
     pub key: String,
     pub reason: String,
+    /// The object, when the key names one.
+    pub object: Option<(ResourceKind, String)>,
 }
 
 /// The set of every loaded object that parses and whose references resolve, and what
@@ -42,6 +44,7 @@ pub fn restored_set(loaded: Loaded, plugins: &PluginRegistry) -> (ResourceSet, V
             kind: kind_label_of_key(&key),
             key,
             reason,
+            object: None,
         })
         .collect();
     // Keys sort `global_rules` before `lua_plugins`; objects must come after the Lua
@@ -61,6 +64,7 @@ pub fn restored_set(loaded: Loaded, plugins: &PluginRegistry) -> (ResourceSet, V
                 kind: kind.segment(),
                 key: kind.key(&id),
                 reason: crate::config::describe(&errors),
+                object: Some((kind, id)),
             });
         }
     }
@@ -78,6 +82,7 @@ pub fn restored_set(loaded: Loaded, plugins: &PluginRegistry) -> (ResourceSet, V
                 kind: "dynacode",
                 key: crate::config::dynacode::KEY.to_string(),
                 reason: crate::config::describe(&errors),
+                object: None,
             }),
         }
     }
@@ -153,6 +158,7 @@ pub(super) fn remove_culprits(set: &mut ResourceSet, errors: &[FieldError]) -> V
                     kind: kind.segment(),
                     key,
                     reason: e.to_string(),
+                    object: Some((kind, id.to_string())),
                 });
             }
         }

@@ -70,6 +70,25 @@ impl Keyring {
 }
 
 /// Applies `f` to an SSL object's private keys (`key`, each of `keys`).
+impl Keyring {
+    /// Seals the private keys (`key`, `keys[]`) of an SSL object that are PEM.
+    pub fn seal_ssl(&self, value: &mut Value) {
+        map_keys(value, |k| k.starts_with("---").then(|| self.seal(k)));
+    }
+
+    /// Opens the sealed private keys of an SSL object; false when one does not
+    /// decrypt with any key of the ring (it is left as it was).
+    pub fn open_ssl(&self, value: &mut Value) -> bool {
+        let mut all = true;
+        map_keys(value, |k| {
+            let opened = self.open(k);
+            all &= opened.is_some();
+            opened
+        });
+        all
+    }
+}
+
 fn map_keys(value: &mut Value, mut f: impl FnMut(&str) -> Option<String>) {
     let Some(obj) = value.as_object_mut() else {
         return;

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod cms;
+pub mod etcd;
 pub mod gateway;
 pub mod grpc;
 pub mod health;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use backend::{dead_addr, Backend};
 pub use cms::MockCms;
+pub use etcd::EtcdServer;
 pub use gateway::{Gateway, GatewayOpts, LuaOpts};
 pub use http::{Conn, Request, Response};
 pub use redis::RedisServer;
