@@ -1,8 +1,48 @@
-//! What the compression plugins (`gzip`, `brotli`) share: reading `Accept-Encoding` and
-//! a response's MIME type, and the ETag a compressed body must carry.
+//! What the compression plugins (`gzip`, `brotli`) share: their `types` field, reading
+//! `Accept-Encoding` and a response's MIME type, and the headers of a response they
+//! compress (its ETag included).
 
 use http::HeaderValue;
 use pingora_http::{RequestHeader, ResponseHeader};
+use serde_json::Value;
+
+/// The `types` field: `"*"` (any type: `None`) or a non-empty list of MIME types,
+/// lower-cased.
+pub fn parse_types(types: &Value) -> Result<Option<Vec<String>>, String> {
+    match types {
+        Value::String(s) if s == "*" => Ok(None),
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.to_ascii_lowercase())
+                    .ok_or(format!("types[{i}]: must be a MIME type"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        _ => Err("types: must be \"*\" or a non-empty array of MIME types".to_string()),
+    }
+}
+
+/// The headers of a response about to be compressed with `coding`: no
+/// `Content-Length` (the length changes), `Content-Encoding`, `Vary: Accept-Encoding`
+/// when configured, and a weak ETag.
+pub fn mark_encoded(resp: &mut ResponseHeader, coding: &'static str, vary: bool) {
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    let _ = resp.insert_header(
+        http::header::CONTENT_ENCODING,
+        HeaderValue::from_static(coding),
+    );
+    if vary {
+        let _ = resp.append_header(
+            http::header::VARY,
+            HeaderValue::from_static("Accept-Encoding"),
+        );
+    }
+    weaken_etag(resp);
+}
 
 /// Whether one `Accept-Encoding` value accepts `coding`: listed by name or as `*`, and
 /// not with `q=0`.

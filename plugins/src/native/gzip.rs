@@ -15,7 +15,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use http::HeaderValue;
 use parking_lot::Mutex;
 use pingora_http::ResponseHeader;
 use serde::Deserialize;
@@ -98,22 +97,7 @@ struct Compressor(Arc<Mutex<Option<GzEncoder<Vec<u8>>>>>);
 
 fn build(input: &NativeBuildInput<'_>) -> Result<Arc<dyn Plugin>, String> {
     let conf: Conf = serde_json::from_value(input.conf.clone()).map_err(|e| e.to_string())?;
-    let types = match &conf.types {
-        Value::String(s) if s == "*" => None,
-        Value::Array(items) if !items.is_empty() => Some(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    t.as_str()
-                        .filter(|s| !s.is_empty())
-                        .map(|s| s.to_ascii_lowercase())
-                        .ok_or(format!("types[{i}]: must be a MIME type"))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        _ => return Err("types: must be \"*\" or a non-empty array of MIME types".to_string()),
-    };
+    let types = encoding::parse_types(&conf.types)?;
     if conf.min_length < 1 {
         return Err("min_length: must be at least 1".to_string());
     }
@@ -157,18 +141,7 @@ impl Plugin for Gzip {
         if !self.applies(resp, cx) {
             return;
         }
-        resp.remove_header(&http::header::CONTENT_LENGTH);
-        let _ = resp.insert_header(
-            http::header::CONTENT_ENCODING,
-            HeaderValue::from_static("gzip"),
-        );
-        if self.vary {
-            let _ = resp.append_header(
-                http::header::VARY,
-                HeaderValue::from_static("Accept-Encoding"),
-            );
-        }
-        encoding::weaken_etag(resp);
+        encoding::mark_encoded(resp, "gzip", self.vary);
         let encoder = GzEncoder::new(Vec::new(), self.level);
         cx.state
             .insert(Compressor(Arc::new(Mutex::new(Some(encoder)))));
