@@ -4,14 +4,16 @@ and docs/benchmarks.md, prints the target table, and stops everything it started
 on Ctrl-C, SIGTERM or failure."""
 
 import datetime
+import os
 import signal
 import sys
 import traceback
 
-from . import load, peers, report, scenarios_limits, scenarios_ops, scenarios_proxy, scenarios_tls, system
+from . import (load, peers, report, scenarios_kernel, scenarios_limits, scenarios_ops, scenarios_proxy,
+               scenarios_tls, system)
 
 SCENARIOS = {**scenarios_proxy.SCENARIOS, **scenarios_ops.SCENARIOS, **scenarios_limits.SCENARIOS,
-             **scenarios_tls.SCENARIOS}
+             **scenarios_tls.SCENARIOS, **scenarios_kernel.SCENARIOS}
 
 
 def _terminate(signum, frame):
@@ -39,7 +41,8 @@ def main(argv):
             "ngx_lua (libnginx-mod-http-lua) " + system.run(
                 ["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-http-lua"], check=False),
             system.run(["wrk", "-v"], check=False).split("Copyright")[0].strip(),
-            system.run([load.oha_path(), "--version"]).strip(),
+            (system.run([load.oha_path(), "--version"]).strip()
+             if os.path.exists(load.oha_path()) else "oha: not installed"),
         ]
         for name in names:
             print(f"== {name} ({datetime.datetime.now():%H:%M:%S})", flush=True)

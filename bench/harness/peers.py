@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import socket
 import urllib.request
 
@@ -211,12 +212,17 @@ class Portico(Peer):
     def start(self):
         self.prefix = prefix_dir(self.name)
         conf = os.path.join(self.prefix, "portico.yaml")
-        with open(conf, "w") as f:
-            name = self.conf_template if self.bin == PORTICO_BIN else "portico-baseline.yaml"
-            f.write(template(name, PREFIX=self.prefix, LISTEN=f"127.0.0.1:{self.port}",
-                             ADMIN=f"127.0.0.1:{self.admin_port}",
-                             METRICS=f"127.0.0.1:{self.metrics_port}", **self.template_values())
-                    + self.static_extra)
+        for name in [self.conf_template, "portico-baseline.yaml"]:
+            with open(conf, "w") as f:
+                f.write(template(name, PREFIX=self.prefix, LISTEN=f"127.0.0.1:{self.port}",
+                                 ADMIN=f"127.0.0.1:{self.admin_port}",
+                                 METRICS=f"127.0.0.1:{self.metrics_port}", **self.template_values())
+                        + self.static_extra)
+            # An earlier build (BENCH_BASELINE_BIN) gets the same settings when it knows
+            # them all, else the baseline file without the ones older builds refuse.
+            if self.bin == PORTICO_BIN or subprocess.run(
+                    [self.bin, "-t", "-c", conf], capture_output=True).returncode == 0:
+                break
         env = dict(os.environ, PORTICO_ADMIN_KEY=ADMIN_KEY, RUST_LOG="warn")
         self.proc = system.spawn([self.bin, "-c", conf], self.core,
                                  os.path.join(self.prefix, "portico.log"), env=env)
