@@ -329,3 +329,26 @@ fn an_unknown_zone_is_refused_naming_the_field() {
         assert!(err.contains(msg), "{err}");
     }
 }
+
+#[test]
+fn the_admin_api_purges_a_zone_or_a_key_prefix() {
+    let gw = Gateway::start_default();
+    let b = Backend::start("b");
+    route(&gw, &b, json!({}));
+    for p in ["/c/img/1", "/c/img/2", "/c/css/1"] {
+        assert_eq!(status(&get(&gw, p, &[])), "MISS");
+    }
+    // The key is `$host$request_uri`, the host without its port.
+    let (code, _, body) = gw.admin("DELETE", "/proxy_cache/disk_cache_one?prefix=127.0.0.1/c/img/", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["purged"], 2, "{body}");
+    assert_eq!(status(&get(&gw, "/c/img/1", &[])), "MISS");
+    assert_eq!(status(&get(&gw, "/c/css/1", &[])), "HIT");
+
+    let (code, _, body) = gw.admin("DELETE", "/proxy_cache/disk_cache_one", None);
+    assert_eq!((code, body["purged"].as_u64()), (200, Some(2)), "{body}");
+    assert_eq!(status(&get(&gw, "/c/css/1", &[])), "MISS");
+
+    let (code, _, body) = gw.admin("DELETE", "/proxy_cache/nope", None);
+    assert_eq!(code, 404, "{body}");
+}
