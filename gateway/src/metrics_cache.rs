@@ -95,4 +95,3 @@ impl ZoneCounters {
         self.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }
-

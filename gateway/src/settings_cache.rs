@@ -139,7 +139,9 @@ impl CacheSettings {
                 errors.push(format!("{at}.disk_size: required with disk_path"));
             }
             if z.disk_path.is_none() && (z.disk_size.is_some() || z.cache_levels.is_some()) {
-                errors.push(format!("{at}.disk_path: required with disk_size and cache_levels"));
+                errors.push(format!(
+                    "{at}.disk_path: required with disk_size and cache_levels"
+                ));
             }
             if let Some(l) = &z.cache_levels {
                 if let Err(e) = parse_levels(l) {
@@ -163,7 +165,10 @@ mod tests {
     fn defaults_are_apisix_s_zones_and_check() {
         let s = CacheSettings::default();
         assert!(s.check().is_empty());
-        assert_eq!(s.zones[0].disk_size.as_ref().unwrap().bytes(), Some(1 << 30));
+        assert_eq!(
+            s.zones[0].disk_size.as_ref().unwrap().bytes(),
+            Some(1 << 30)
+        );
         assert_eq!(
             s.zones[0].disk_dir(Path::new("/d")).unwrap(),
             PathBuf::from("/d/cache/disk_cache_one")
@@ -176,12 +181,28 @@ mod tests {
             "zones:\n - {name: a, memory_size: 4m}\n - {name: a, memory_size: nope}\n - {name: c}\n - {name: d, disk_path: /x, cache_levels: '1:3'}\nstatus_header: 'bad header'\n",
         );
         let errors = s.check().join("\n");
-        assert!(errors.contains("cache.zones[1].name: `a` is declared twice"), "{errors}");
+        assert!(
+            errors.contains("cache.zones[1].name: `a` is declared twice"),
+            "{errors}"
+        );
         assert!(errors.contains("cache.zones[1].memory_size"), "{errors}");
-        assert!(errors.contains("cache.zones[2]: needs memory_size or disk_path"), "{errors}");
-        assert!(errors.contains("cache.zones[3].disk_size: required"), "{errors}");
+        assert!(
+            errors.contains("cache.zones[2]: needs memory_size or disk_path"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("cache.zones[3].disk_size: required"),
+            "{errors}"
+        );
         assert!(errors.contains("cache.zones[3].cache_levels"), "{errors}");
         assert!(errors.contains("cache.status_header"), "{errors}");
-        assert_eq!(parse("zones: [{name: m, memory_size: 8192}]").zones[0].memory_size.as_ref().unwrap().bytes(), Some(8192));
+        assert_eq!(
+            parse("zones: [{name: m, memory_size: 8192}]").zones[0]
+                .memory_size
+                .as_ref()
+                .unwrap()
+                .bytes(),
+            Some(8192)
+        );
     }
 }

@@ -154,7 +154,11 @@ fn entries_expire_after_cache_ttl() {
 fn cache_control_max_age_no_store_and_private() {
     let gw = Gateway::start_default();
     let b = Backend::start("b");
-    route(&gw, &b, with(memory(), json!({"cache_control": true, "cache_ttl": 300})));
+    route(
+        &gw,
+        &b,
+        with(memory(), json!({"cache_control": true, "cache_ttl": 300})),
+    );
     let max_age = [("x-reply-cache-control", "max-age=1")];
     assert_eq!(status(&get(&gw, "/c/m", &max_age)), "MISS");
     assert_eq!(status(&get(&gw, "/c/m", &max_age)), "HIT");
@@ -225,7 +229,14 @@ fn method_and_status_filters() {
     let hit = get(&gw, "/c/nf", &[]);
     assert_eq!((hit.status, status(&hit)), (404, "HIT"));
 
-    route(&gw, &b, with(memory(), json!({"cache_http_status": [200], "cache_method": ["POST"]})));
+    route(
+        &gw,
+        &b,
+        with(
+            memory(),
+            json!({"cache_http_status": [200], "cache_method": ["POST"]}),
+        ),
+    );
     assert_eq!(status(&get(&gw, "/c/nf2", &[])), "BYPASS");
     let post = gw.proxy_req(Request::new("POST", "/c/nf2").body("x"));
     assert_eq!((post.status, status(&post)), (404, "MISS"));
@@ -273,9 +284,7 @@ fn concurrent_misses_send_one_request_upstream() {
     let addr = gw.proxy_addr();
     let threads: Vec<_> = (0..100)
         .map(|_| {
-            std::thread::spawn(move || {
-                http::send(addr, &Request::get("/c/lock")).expect("proxy")
-            })
+            std::thread::spawn(move || http::send(addr, &Request::get("/c/lock")).expect("proxy"))
         })
         .collect();
     let responses: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
@@ -292,7 +301,11 @@ fn a_memory_zone_stays_under_its_size() {
     };
     let gw = Gateway::start(opts);
     let b = Backend::start("b");
-    route(&gw, &b, json!({"cache_strategy": "memory", "cache_zone": "small"}));
+    route(
+        &gw,
+        &b,
+        json!({"cache_strategy": "memory", "cache_zone": "small"}),
+    );
     let mut conn = gw.proxy_conn();
     for i in 0..10_000 {
         let resp = conn.send(&Request::get(&format!("/c/{i}"))).expect("proxy");
@@ -300,7 +313,8 @@ fn a_memory_zone_stays_under_its_size() {
     }
     let limit = 64.0 * 1024.0;
     assert!(
-        wait_until(WAIT, || metric(&gw, "portico_cache_bytes", "small") <= limit),
+        wait_until(WAIT, || metric(&gw, "portico_cache_bytes", "small")
+            <= limit),
         "zone above its size: {}",
         metric(&gw, "portico_cache_bytes", "small")
     );
@@ -339,7 +353,11 @@ fn the_admin_api_purges_a_zone_or_a_key_prefix() {
         assert_eq!(status(&get(&gw, p, &[])), "MISS");
     }
     // The key is `$host$request_uri`, the host without its port.
-    let (code, _, body) = gw.admin("DELETE", "/proxy_cache/disk_cache_one?prefix=127.0.0.1/c/img/", None);
+    let (code, _, body) = gw.admin(
+        "DELETE",
+        "/proxy_cache/disk_cache_one?prefix=127.0.0.1/c/img/",
+        None,
+    );
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["purged"], 2, "{body}");
     assert_eq!(status(&get(&gw, "/c/img/1", &[])), "MISS");

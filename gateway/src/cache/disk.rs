@@ -107,7 +107,10 @@ impl DiskStorage {
             .or_err(ErrorType::InternalError, "writing a cache file")?;
         if let Err(e) = tokio::fs::rename(&tmp, &path).await {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Error::e_explain(ErrorType::InternalError, format!("renaming a cache file: {e}"));
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("renaming a cache file: {e}"),
+            );
         }
         self.track(*hash, Some(size));
         Ok(size)
@@ -210,7 +213,8 @@ impl Storage for DiskStorage {
                 return Ok(None);
             }
         };
-        let decoded = disk_file::decode(Bytes::from(data)).filter(|e| e.primary.as_bytes() == key.primary_key());
+        let decoded = disk_file::decode(Bytes::from(data))
+            .filter(|e| e.primary.as_bytes() == key.primary_key());
         let meta = decoded
             .as_ref()
             .and_then(|e| CacheMeta::deserialize(&e.meta.0, &e.meta.1).ok());
@@ -330,7 +334,9 @@ mod tests {
         let resp = ResponseHeader::build(200, None).unwrap();
         let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, resp);
         let mut miss = s.get_miss_handler(key, &meta, &span()).await.unwrap();
-        miss.write_body(Bytes::from_static(body), true).await.unwrap();
+        miss.write_body(Bytes::from_static(body), true)
+            .await
+            .unwrap();
         miss.finish().await.unwrap();
     }
 

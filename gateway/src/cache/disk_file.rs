@@ -39,9 +39,15 @@ struct Lengths {
     body: usize,
 }
 
-pub fn encode(key: &CompactCacheKey, primary: &str, meta: &(Vec<u8>, Vec<u8>), body: &[u8]) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(HEADER_LEN + primary.len() + meta.0.len() + meta.1.len() + body.len() + 4);
+pub fn encode(
+    key: &CompactCacheKey,
+    primary: &str,
+    meta: &(Vec<u8>, Vec<u8>),
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        HEADER_LEN + primary.len() + meta.0.len() + meta.1.len() + body.len() + 4,
+    );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&key.primary);
     match &key.variance {
@@ -162,7 +168,12 @@ mod tests {
             variance: Some(Box::new([9; 16])),
             user_tag: "".into(),
         };
-        encode(&key, "host/path", &(vec![1, 2, 3], vec![4, 5]), b"body bytes")
+        encode(
+            &key,
+            "host/path",
+            &(vec![1, 2, 3], vec![4, 5]),
+            b"body bytes",
+        )
     }
 
     #[test]
@@ -180,7 +191,10 @@ mod tests {
     fn corrupt_or_truncated_files_do_not_decode() {
         let good = sample();
         for cut in [0, 3, HEADER_LEN, good.len() - 1] {
-            assert!(decode(Bytes::from(good[..cut].to_vec())).is_none(), "cut {cut}");
+            assert!(
+                decode(Bytes::from(good[..cut].to_vec())).is_none(),
+                "cut {cut}"
+            );
         }
         for i in [0, 25, HEADER_LEN + 2, good.len() - 6, good.len() - 1] {
             let mut bad = good.clone();

@@ -212,7 +212,9 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn storage() -> &'static MemoryStorage {
-        Box::leak(Box::new(MemoryStorage::new(ZoneCounters::detached().unwrap())))
+        Box::leak(Box::new(MemoryStorage::new(
+            ZoneCounters::detached().unwrap(),
+        )))
     }
 
     fn meta() -> CacheMeta {
@@ -224,7 +226,9 @@ mod tests {
     async fn fill(s: &'static MemoryStorage, key: &CacheKey, body: &'static [u8]) -> usize {
         let span = pingora_cache::trace::Span::inactive().handle();
         let mut miss = s.get_miss_handler(key, &meta(), &span).await.unwrap();
-        miss.write_body(Bytes::from_static(body), true).await.unwrap();
+        miss.write_body(Bytes::from_static(body), true)
+            .await
+            .unwrap();
         match miss.finish().await.unwrap() {
             MissFinishType::Created(n) => n,
             MissFinishType::Appended(..) => panic!("appended"),
@@ -243,9 +247,15 @@ mod tests {
         assert_eq!(hit.read_body().await.unwrap().unwrap(), "hello");
         let compact = key.to_compact();
         let target = PurgeTarget::Active(&compact);
-        let out = s.purge(target, PurgeType::Invalidation, &span).await.unwrap();
+        let out = s
+            .purge(target, PurgeType::Invalidation, &span)
+            .await
+            .unwrap();
         assert_eq!(out, PurgeOutcome::Purged(None));
-        let out = s.purge(target, PurgeType::Invalidation, &span).await.unwrap();
+        let out = s
+            .purge(target, PurgeType::Invalidation, &span)
+            .await
+            .unwrap();
         assert_eq!(out, PurgeOutcome::NotFound);
         assert_eq!(s.bytes(), 0);
     }

@@ -63,7 +63,10 @@ pub fn vars_say_yes(templates: &[Template], view: &RequestView<'_>) -> bool {
 
 /// The entry's primary key: `cache_key` rendered and concatenated (`$host$request_uri`).
 pub fn primary_key(conf: &ProxyCacheConf, view: &RequestView<'_>) -> String {
-    conf.cache_key.iter().map(|t| t.render_lossy(view)).collect()
+    conf.cache_key
+        .iter()
+        .map(|t| t.render_lossy(view))
+        .collect()
 }
 
 /// Whether a request skips the cache (status `BYPASS`): a method `cache_method` does not
@@ -205,7 +208,10 @@ mod tests {
     fn key_and_bypass_from_vars() {
         let c = conf(json!({"cache_bypass": ["$arg_bypass"], "cache_method": ["GET"]}));
         let h = HeaderMap::new();
-        assert_eq!(primary_key(&c, &view("GET", Some("a=1"), &h)), "example.com/p?a=1");
+        assert_eq!(
+            primary_key(&c, &view("GET", Some("a=1"), &h)),
+            "example.com/p?a=1"
+        );
         assert!(!bypasses(&c, &view("GET", None, &h)));
         assert!(!bypasses(&c, &view("GET", Some("bypass=0"), &h)));
         assert!(bypasses(&c, &view("GET", Some("bypass=1"), &h)));
@@ -226,7 +232,10 @@ mod tests {
         assert_eq!(ttl(&plain, &[]), Ok(10));
         assert_eq!(ttl(&plain, &[("cache-control", "max-age=99")]), Ok(10));
         assert_eq!(ttl(&cc, &[("cache-control", "max-age=99")]), Ok(99));
-        assert_eq!(ttl(&cc, &[("cache-control", "max-age=99, s-maxage=5")]), Ok(5));
+        assert_eq!(
+            ttl(&cc, &[("cache-control", "max-age=99, s-maxage=5")]),
+            Ok(5)
+        );
         assert_eq!(ttl(&cc, &[]), Ok(10));
         assert!(ttl(&cc, &[("cache-control", "max-age=0")]).is_err());
         assert!(ttl(&cc, &[("cache-control", "no-cache")]).is_err());
@@ -258,7 +267,10 @@ mod tests {
     fn statuses_of_phases() {
         assert_eq!(CacheStatus::of_phase(CachePhase::Hit).as_str(), "HIT");
         assert_eq!(CacheStatus::of_phase(CachePhase::Miss).as_str(), "MISS");
-        assert_eq!(CacheStatus::of_phase(CachePhase::Expired).as_str(), "EXPIRED");
+        assert_eq!(
+            CacheStatus::of_phase(CachePhase::Expired).as_str(),
+            "EXPIRED"
+        );
         assert_eq!(CacheStatus::of_phase(CachePhase::Stale).as_str(), "STALE");
     }
 }

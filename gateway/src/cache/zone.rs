@@ -115,7 +115,9 @@ impl Zones {
         };
         tier.map(|t| (zone, t)).ok_or_else(|| match strategy {
             CacheStrategy::Memory => format!("cache zone `{name}` has no memory_size"),
-            CacheStrategy::Disk => format!("cache zone `{name}` has no disk_path (cache_strategy disk)"),
+            CacheStrategy::Disk => {
+                format!("cache zone `{name}` has no disk_path (cache_strategy disk)")
+            }
         })
     }
 }
@@ -138,7 +140,10 @@ fn open_zone(
         }
         None => None,
     };
-    let disk = match (z.disk_dir(data_dir), z.disk_size.as_ref().and_then(|s| s.bytes())) {
+    let disk = match (
+        z.disk_dir(data_dir),
+        z.disk_size.as_ref().and_then(|s| s.bytes()),
+    ) {
         (Some(dir), Some(limit)) => {
             let levels = parse_levels(z.cache_levels.as_deref().unwrap_or("1:2"))
                 .map_err(|e| format!("{at}.cache_levels: {e}"))?;
@@ -186,7 +191,8 @@ impl Tier {
             TierKind::Disk(d) => d.purge_prefix(prefix),
         };
         for key in &removed {
-            self.eviction.remove(CacheEntryKeyRef::from_entry_id(key, None));
+            self.eviction
+                .remove(CacheEntryKeyRef::from_entry_id(key, None));
         }
         removed.len()
     }
@@ -211,8 +217,7 @@ impl Zone {
 pub fn refresh_metrics() {
     if let Some(zones) = installed() {
         for zone in zones.by_name.values() {
-            zone.counters
-                .set_bytes(zone.tiers().map(Tier::bytes).sum());
+            zone.counters.set_bytes(zone.tiers().map(Tier::bytes).sum());
         }
     }
 }

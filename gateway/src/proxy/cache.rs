@@ -22,19 +22,6 @@ use crate::cache::policy::{self, CacheStatus};
 /// upstream itself (nginx's `proxy_cache_lock_timeout` is 5 s).
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// What the cache decided for one request.
-#[derive(Debug, Default)]
-pub struct CacheRequest {
-    /// The route caches: its responses carry the status header.
-    pub active: bool,
-    /// `BYPASS`: the cache is not used for this request.
-    pub bypass: bool,
-    /// The rendered `cache_key`.
-    pub key: Option<String>,
-    /// `no_cache` said the response is not stored.
-    pub no_cache: bool,
-}
-
 fn is_purge_method(req: &RequestHeader) -> bool {
     req.method.as_str() == "PURGE"
 }
@@ -88,7 +75,12 @@ pub fn cacheable(session: &Session, resp: &ResponseHeader, ctx: &RequestCtx) -> 
     if session.req_header().method == http::Method::HEAD {
         return RespCacheable::Uncacheable(NoCacheReason::Custom("HEAD"));
     }
-    match policy::freshness(&rc.conf, resp.status.as_u16(), &resp.headers, ctx.cache.no_cache) {
+    match policy::freshness(
+        &rc.conf,
+        resp.status.as_u16(),
+        &resp.headers,
+        ctx.cache.no_cache,
+    ) {
         Ok(f) => {
             let now = SystemTime::now();
             RespCacheable::Cacheable(CacheMeta::new(

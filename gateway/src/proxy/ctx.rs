@@ -61,7 +61,7 @@ pub struct RequestCtx {
     /// The route's chain merged with that consumer's plugins, from access on.
     pub consumer_chain: Option<Arc<portico_plugins::PluginChain>>,
     /// What `proxy-cache` decided for this request.
-    pub cache: super::cache::CacheRequest,
+    pub cache: crate::cache::request::CacheRequest,
     /// Keeps the request counted as in flight (graceful shutdown waits for it).
     _in_flight: InFlightGuard,
 }
