@@ -140,7 +140,8 @@ pub struct ProxyCacheConf {
 impl ProxyCacheConf {
     /// Parses and checks a configuration; the error names the field.
     pub fn parse(conf: &Value) -> Result<ProxyCacheConf, String> {
-        let raw: RawConf = serde_json::from_value(conf.clone()).map_err(|e| e.to_string())?;
+        let raw: RawConf =
+            serde_json::from_value(conf.clone()).map_err(|e| field_error(conf, e))?;
         if raw.cache_zone.is_empty() || raw.cache_zone.len() > 100 {
             return Err("cache_zone: must be 1 to 100 characters".to_string());
         }
@@ -176,6 +177,17 @@ impl ProxyCacheConf {
             cache_ttl: raw.cache_ttl,
         })
     }
+}
+
+/// Serde's error with the field it is about: each field is read alone until one fails.
+fn field_error(conf: &Value, e: serde_json::Error) -> String {
+    for (k, v) in conf.as_object().into_iter().flatten() {
+        let one = Value::Object([(k.clone(), v.clone())].into_iter().collect());
+        if let Err(e) = serde_json::from_value::<RawConf>(one) {
+            return format!("{k}: {e}");
+        }
+    }
+    e.to_string()
 }
 
 fn templates(field: &str, items: &[String]) -> Result<Vec<Template>, String> {
@@ -215,12 +227,13 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let err = |v: Value| ProxyCacheConf::parse(&v).unwrap_err();
-        assert!(err(json!({"cache_strategy": "ram"})).contains("cache_strategy"));
+        assert!(err(json!({"cache_strategy": "ram"})).starts_with("cache_strategy: "));
+        assert!(err(json!({"cache_ttl": "5"})).starts_with("cache_ttl: "));
         assert!(err(json!({"cache_key": ["$nope"]})).starts_with("cache_key[0]"));
         assert!(err(json!({"cache_bypass": ["$"]})).starts_with("cache_bypass[0]"));
         assert!(err(json!({"cache_http_status": [100]})).starts_with("cache_http_status"));
         assert!(err(json!({"cache_ttl": 0})).starts_with("cache_ttl"));
-        assert!(err(json!({"cache_method": ["PUT"]})).contains("PUT"));
+        assert!(err(json!({"cache_method": ["PUT"]})).starts_with("cache_method: "));
         assert!(err(json!({"cache_zone": ""})).starts_with("cache_zone"));
         assert!(err(json!({"cache_key": []})).starts_with("cache_key"));
     }
