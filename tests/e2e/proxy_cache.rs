@@ -370,3 +370,26 @@ fn the_admin_api_purges_a_zone_or_a_key_prefix() {
     let (code, _, body) = gw.admin("DELETE", "/proxy_cache/nope", None);
     assert_eq!(code, 404, "{body}");
 }
+
+#[test]
+fn a_body_larger_than_the_zone_is_proxied_not_stored() {
+    let opts = GatewayOpts {
+        extra_yaml: "cache:\n  zones:\n    - {name: tiny, memory_size: 1k}\n".to_string(),
+        ..Default::default()
+    };
+    let gw = Gateway::start(opts);
+    let b = Backend::start("b");
+    route(&gw, &b, json!({"cache_strategy": "memory", "cache_zone": "tiny"}));
+    // The echoed request makes the body larger than the zone.
+    let pad = "x".repeat(2000);
+    for _ in 0..2 {
+        let resp = get(&gw, "/c/big", &[("x-pad", &pad)]);
+        assert_eq!(resp.status, 200);
+        assert_eq!(status(&resp), "MISS");
+        assert_eq!(resp.json()["headers"]["x-pad"], pad.as_str());
+    }
+    assert_eq!(b.path_hits("/c/big"), 2);
+    // A small one fits.
+    assert_eq!(status(&get(&gw, "/c/s", &[])), "MISS");
+    assert_eq!(status(&get(&gw, "/c/s", &[])), "HIT");
+}

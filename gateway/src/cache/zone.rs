@@ -24,11 +24,16 @@ use crate::settings_cache::{parse_levels, CacheSettings, ZoneSettings};
 const LOCK_AGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// LRU shards of an eviction manager.
 const SHARDS: usize = 16;
+/// The largest body stored (it is held in memory while it is filled; also never more
+/// than the zone's size): a larger response is proxied, not stored.
+const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The storage of one strategy of a zone, with its eviction manager.
 pub struct Tier {
     pub storage: &'static (dyn Storage + Sync),
     pub eviction: &'static (dyn EvictionManager + Sync),
+    /// The largest body this tier stores.
+    pub max_entry: usize,
     kind: TierKind,
 }
 
@@ -135,6 +140,7 @@ fn open_zone(
             Some(Tier {
                 storage,
                 eviction: manager(limit),
+                max_entry: limit.min(MAX_ENTRY_BYTES),
                 kind: TierKind::Memory(storage),
             })
         }
@@ -155,6 +161,7 @@ fn open_zone(
             Some(Tier {
                 storage,
                 eviction,
+                max_entry: limit.min(MAX_ENTRY_BYTES),
                 kind: TierKind::Disk(storage),
             })
         }

@@ -54,6 +54,7 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx) {
         Some(rc.zone.lock),
         Some(overrides),
     );
+    session.cache.set_max_file_size_bytes(rc.tier.max_entry);
 }
 
 /// `cache_key_callback`.
