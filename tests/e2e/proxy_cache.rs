@@ -379,7 +379,11 @@ fn a_body_larger_than_the_zone_is_proxied_not_stored() {
     };
     let gw = Gateway::start(opts);
     let b = Backend::start("b");
-    route(&gw, &b, json!({"cache_strategy": "memory", "cache_zone": "tiny"}));
+    route(
+        &gw,
+        &b,
+        json!({"cache_strategy": "memory", "cache_zone": "tiny"}),
+    );
     // The echoed request makes the body larger than the zone.
     let pad = "x".repeat(2000);
     for _ in 0..2 {
@@ -392,4 +396,26 @@ fn a_body_larger_than_the_zone_is_proxied_not_stored() {
     // A small one fits.
     assert_eq!(status(&get(&gw, "/c/s", &[])), "MISS");
     assert_eq!(status(&get(&gw, "/c/s", &[])), "HIT");
+}
+
+#[test]
+fn a_stale_entry_is_served_when_the_upstream_fails() {
+    let gw = Gateway::start_default();
+    let mut b = Backend::start("b");
+    route(&gw, &b, with(memory(), json!({"cache_control": true})));
+    let h = [("x-reply-cache-control", "max-age=1, stale-if-error=600")];
+    let first = get(&gw, "/c/s", &h);
+    assert_eq!(status(&first), "MISS");
+    b.stop();
+    // HIT while fresh (1 s), then STALE: the upstream is down and stale-if-error allows it.
+    let mut last = None;
+    let stale = wait_until(WAIT, || {
+        let resp = gw.proxy("GET", "/c/s", &h);
+        let done = resp.status == 200 && status(&resp) == "STALE";
+        assert!(matches!(status(&resp), "HIT" | "STALE"), "{resp:?}");
+        last = Some(resp);
+        done
+    });
+    assert!(stale, "{last:?}");
+    assert_eq!(last.unwrap().body, first.body);
 }
