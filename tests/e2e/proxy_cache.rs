@@ -419,3 +419,22 @@ fn a_stale_entry_is_served_when_the_upstream_fails() {
     assert!(stale, "{last:?}");
     assert_eq!(last.unwrap().body, first.body);
 }
+
+#[test]
+fn hide_cache_headers_and_a_renamed_status_header() {
+    let opts = GatewayOpts {
+        extra_yaml: "cache:\n  status_header: X-Cache\n".to_string(),
+        ..Default::default()
+    };
+    let gw = Gateway::start(opts);
+    let b = Backend::start("b");
+    route(&gw, &b, with(memory(), json!({"hide_cache_headers": true})));
+    let h = [("x-reply-cache-control", "max-age=60"), ("x-reply-expires", "0")];
+    for expected in ["MISS", "HIT"] {
+        let resp = get(&gw, "/c/h", &h);
+        assert_eq!(resp.header("x-cache"), Some(expected), "{resp:?}");
+        assert_eq!(resp.header(STATUS), None);
+        assert_eq!(resp.header("cache-control"), None, "{resp:?}");
+        assert_eq!(resp.header("expires"), None, "{resp:?}");
+    }
+}
