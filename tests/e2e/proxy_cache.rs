@@ -438,3 +438,20 @@ fn hide_cache_headers_and_a_renamed_status_header() {
         assert_eq!(resp.header("expires"), None, "{resp:?}");
     }
 }
+
+#[test]
+fn disk_entries_survive_a_binary_upgrade() {
+    use crate::upgrade::{exits_within, kill, upgrade, Started};
+    let mut gw = Gateway::start_default();
+    let b = Backend::start("b");
+    route(&gw, &b, json!({}));
+    assert_eq!(status(&get(&gw, "/c/up", &[])), "MISS");
+    let mut started = Started::default();
+    let new_pid = upgrade(&gw, gw.pid(), "b", &mut started);
+    assert!(gw.wait_exit(Duration::from_secs(60)).is_some(), "the old process exits");
+    let resp = get(&gw, "/c/up", &[]);
+    assert_eq!(status(&resp), "HIT", "{resp:?}");
+    assert_eq!(b.path_hits("/c/up"), 1);
+    kill("-TERM", new_pid);
+    assert!(exits_within(new_pid, WAIT));
+}
