@@ -455,3 +455,52 @@ fn disk_entries_survive_a_binary_upgrade() {
     kill("-TERM", new_pid);
     assert!(exits_within(new_pid, WAIT));
 }
+
+#[test]
+fn check_mode_validates_zones_and_the_routes_naming_them() {
+    use crate::support::gateway::run_portico;
+    let routes = |zone: &str| {
+        format!(
+            "routes:\n  - id: r1\n    uri: /a\n    plugins:\n      proxy-cache: {{cache_strategy: memory, cache_zone: {zone}}}\n    upstream:\n      nodes:\n        \"127.0.0.1:1980\": 1\n#END\n"
+        )
+    };
+    let zones = "cache:\n  zones:\n    - {name: mem, memory_size: 4m}\n    - {name: bad, disk_path: /tmp/x, cache_levels: '3'}\n";
+    let gw = Gateway::prepare(GatewayOpts {
+        yaml_provider: Some(routes("mem")),
+        extra_yaml: zones.to_string(),
+        ..Default::default()
+    });
+    let out = run_portico(&["-t", "-c", gw.config_path.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("cache.zones[1].disk_size"), "{text}");
+    assert!(text.contains("cache.zones[1].cache_levels"), "{text}");
+
+    let gw = Gateway::prepare(GatewayOpts {
+        yaml_provider: Some(routes("nope")),
+        extra_yaml: "cache:\n  zones:\n    - {name: mem, memory_size: 4m}\n".to_string(),
+        ..Default::default()
+    });
+    let out = run_portico(&["-t", "-c", gw.config_path.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("plugins.proxy-cache.cache_zone") && text.contains("`nope`"),
+        "{text}"
+    );
+    let gw = Gateway::prepare(GatewayOpts {
+        yaml_provider: Some(routes("mem")),
+        extra_yaml: "cache:\n  zones:\n    - {name: mem, memory_size: 4m}\n".to_string(),
+        ..Default::default()
+    });
+    let out = run_portico(&["-t", "-c", gw.config_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
