@@ -429,7 +429,10 @@ fn hide_cache_headers_and_a_renamed_status_header() {
     let gw = Gateway::start(opts);
     let b = Backend::start("b");
     route(&gw, &b, with(memory(), json!({"hide_cache_headers": true})));
-    let h = [("x-reply-cache-control", "max-age=60"), ("x-reply-expires", "0")];
+    let h = [
+        ("x-reply-cache-control", "max-age=60"),
+        ("x-reply-expires", "0"),
+    ];
     for expected in ["MISS", "HIT"] {
         let resp = get(&gw, "/c/h", &h);
         assert_eq!(resp.header("x-cache"), Some(expected), "{resp:?}");
@@ -448,7 +451,10 @@ fn disk_entries_survive_a_binary_upgrade() {
     assert_eq!(status(&get(&gw, "/c/up", &[])), "MISS");
     let mut started = Started::default();
     let new_pid = upgrade(&gw, gw.pid(), "b", &mut started);
-    assert!(gw.wait_exit(Duration::from_secs(60)).is_some(), "the old process exits");
+    assert!(
+        gw.wait_exit(Duration::from_secs(60)).is_some(),
+        "the old process exits"
+    );
     let resp = get(&gw, "/c/up", &[]);
     assert_eq!(status(&resp), "HIT", "{resp:?}");
     assert_eq!(b.path_hits("/c/up"), 1);
@@ -502,5 +508,9 @@ fn check_mode_validates_zones_and_the_routes_naming_them() {
         ..Default::default()
     });
     let out = run_portico(&["-t", "-c", gw.config_path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
