@@ -35,7 +35,9 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx) {
     let host = super::view::request_host(session);
     let conn = super::native::conn_info(session, ctx.client_override);
     let mut view = super::view::request_view(session, &host);
+    // The client address a plugin (`real-ip`) set, as every later variable sees it.
     view.remote_addr = conn.client_ip;
+    view.remote_port = conn.client_port;
     view.consumer_name = ctx.consumer.as_ref().map(|c| &*c.username);
     let purge = is_purge_method(session.req_header());
     if !purge && policy::bypasses(&rc.conf, &view) {
@@ -44,7 +46,6 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx) {
     }
     ctx.cache.no_cache = policy::vars_say_yes(&rc.conf.no_cache, &view);
     ctx.cache.key = Some(policy::primary_key(&rc.conf, &view));
-    drop(host);
     let mut overrides = CacheOptionOverrides::default();
     overrides.wait_timeout = Some(LOCK_WAIT);
     session.cache.enable(
