@@ -514,3 +514,25 @@ fn check_mode_validates_zones_and_the_routes_naming_them() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn admin_purge_works_with_the_yaml_provider_and_needs_an_admin_key() {
+    let b = Backend::start("b");
+    let yaml = format!(
+        "routes:\n  - id: r\n    uri: /y/*\n    plugins:\n      proxy-cache: {{cache_strategy: memory, cache_zone: memory_cache}}\n    upstream:\n      nodes:\n        \"{}\": 1\n#END\n",
+        b.node()
+    );
+    let gw = Gateway::start(GatewayOpts {
+        yaml_provider: Some(yaml),
+        ..Default::default()
+    });
+    assert!(wait_until(WAIT, || gw.proxy_get("/y/1").status == 200));
+    assert_eq!(status(&get(&gw, "/y/1", &[])), "HIT");
+    let viewer = gw.viewer_key.clone();
+    let (code, _, _) = gw.admin_with_key("DELETE", "/proxy_cache/memory_cache", None, Some(&viewer));
+    assert_eq!(code, 401);
+    assert_eq!(status(&get(&gw, "/y/1", &[])), "HIT");
+    let (code, _, body) = gw.admin("DELETE", "/proxy_cache/memory_cache", None);
+    assert_eq!((code, body["purged"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(status(&get(&gw, "/y/1", &[])), "MISS");
+}
