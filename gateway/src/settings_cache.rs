@@ -25,6 +25,14 @@ pub enum Size {
 }
 
 impl Size {
+    /// As written.
+    pub fn text(&self) -> String {
+        match self {
+            Size::Bytes(n) => n.to_string(),
+            Size::Text(s) => s.clone(),
+        }
+    }
+
     pub fn bytes(&self) -> Option<usize> {
         match self {
             Size::Bytes(n) => usize::try_from(*n).ok(),
@@ -127,7 +135,8 @@ impl CacheSettings {
                         Some(n) if n >= 1024 => {}
                         Some(_) => errors.push(format!("{at}.{field}: must be at least 1k")),
                         None => errors.push(format!(
-                            "{at}.{field}: {s:?} is not a size like 50m, 1g or 8192"
+                            "{at}.{field}: `{}` is not a size like 50m, 1g or 8192",
+                            s.text()
                         )),
                     }
                 }
@@ -185,7 +194,7 @@ mod tests {
             errors.contains("cache.zones[1].name: `a` is declared twice"),
             "{errors}"
         );
-        assert!(errors.contains("cache.zones[1].memory_size"), "{errors}");
+        assert!(errors.contains("cache.zones[1].memory_size: `nope` is not a size"), "{errors}");
         assert!(
             errors.contains("cache.zones[2]: needs memory_size or disk_path"),
             "{errors}"

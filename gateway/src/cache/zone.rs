@@ -228,3 +228,26 @@ pub fn refresh_metrics() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_follow_the_zone_s_storages() {
+        let settings: CacheSettings = serde_yaml::from_str(
+            "zones:\n - {name: mem, memory_size: 4m}\n - {name: disk, disk_path: /nonexistent/portico, disk_size: 1m}\n",
+        )
+        .unwrap();
+        let metrics = CacheMetrics::register(&prometheus::Registry::new()).unwrap();
+        let zones = Zones::open(&settings, Path::new("/data"), &metrics, false).unwrap();
+        assert!(zones.tier("mem", CacheStrategy::Memory).is_ok());
+        let err = |name, s| zones.tier(name, s).err().unwrap();
+        assert!(err("mem", CacheStrategy::Disk).contains("has no disk_path"));
+        assert!(err("disk", CacheStrategy::Memory).contains("has no memory_size"));
+        assert!(err("nope", CacheStrategy::Memory).contains("unknown cache zone `nope`"));
+        let (_, tier) = zones.tier("disk", CacheStrategy::Disk).unwrap();
+        assert_eq!(tier.max_entry, 1024 * 1024);
+        assert_eq!(zones.status_header.as_str(), "apisix-cache-status");
+    }
+}
