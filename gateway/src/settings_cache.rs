@@ -194,7 +194,10 @@ mod tests {
             errors.contains("cache.zones[1].name: `a` is declared twice"),
             "{errors}"
         );
-        assert!(errors.contains("cache.zones[1].memory_size: `nope` is not a size"), "{errors}");
+        assert!(
+            errors.contains("cache.zones[1].memory_size: `nope` is not a size"),
+            "{errors}"
+        );
         assert!(
             errors.contains("cache.zones[2]: needs memory_size or disk_path"),
             "{errors}"

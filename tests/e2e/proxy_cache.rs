@@ -529,10 +529,50 @@ fn admin_purge_works_with_the_yaml_provider_and_needs_an_admin_key() {
     assert!(wait_until(WAIT, || gw.proxy_get("/y/1").status == 200));
     assert_eq!(status(&get(&gw, "/y/1", &[])), "HIT");
     let viewer = gw.viewer_key.clone();
-    let (code, _, _) = gw.admin_with_key("DELETE", "/proxy_cache/memory_cache", None, Some(&viewer));
+    let (code, _, _) =
+        gw.admin_with_key("DELETE", "/proxy_cache/memory_cache", None, Some(&viewer));
     assert_eq!(code, 401);
     assert_eq!(status(&get(&gw, "/y/1", &[])), "HIT");
     let (code, _, body) = gw.admin("DELETE", "/proxy_cache/memory_cache", None);
     assert_eq!((code, body["purged"].as_u64()), (200, Some(1)), "{body}");
     assert_eq!(status(&get(&gw, "/y/1", &[])), "MISS");
+}
+
+#[test]
+fn a_disk_zone_stays_under_its_size() {
+    let opts = GatewayOpts {
+        extra_yaml: "cache:\n  zones:\n    - {name: d, disk_path: small_disk, disk_size: 64k}\n"
+            .to_string(),
+        ..Default::default()
+    };
+    let gw = Gateway::start(opts);
+    let b = Backend::start("b");
+    route(&gw, &b, json!({"cache_zone": "d"}));
+    let mut conn = gw.proxy_conn();
+    for i in 0..1000 {
+        let resp = conn.send(&Request::get(&format!("/c/{i}"))).expect("proxy");
+        assert_eq!(resp.header(STATUS), Some("MISS"));
+    }
+    let limit = 64.0 * 1024.0;
+    assert!(
+        wait_until(WAIT, || metric(&gw, "portico_cache_bytes", "d") <= limit),
+        "zone above its size: {}",
+        metric(&gw, "portico_cache_bytes", "d")
+    );
+    assert!(metric(&gw, "portico_cache_evictions_total", "d") > 800.0);
+    // What the gauge says is what the directory holds.
+    let mut on_disk = 0u64;
+    let mut dirs = vec![gw.data_dir.join("small_disk")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                dirs.push(e.path());
+            } else {
+                on_disk += meta.len();
+            }
+        }
+    }
+    assert!(on_disk as f64 <= limit, "{on_disk} bytes on disk");
+    assert_eq!(status(&get(&gw, "/c/999", &[])), "HIT");
 }
