@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks Portico side by side with nginx, nginx + ngx_lua and HAProxy on this machine.
 #
-#   bench/run.sh [S1 ... S12]    # all scenarios when none is named
+#   bench/run.sh [S1 ... S13]    # all scenarios when none is named
 #
 # Installs what it needs if missing (Debian packages; oha from crates.io), builds
 # portico (--profile profiling), runs the scenarios (bench/harness/), writes

@@ -9,11 +9,11 @@ import signal
 import sys
 import traceback
 
-from . import (load, peers, report, scenarios_kernel, scenarios_limits, scenarios_ops, scenarios_proxy,
-               scenarios_tls, system)
+from . import (load, peers, report, scenarios_cache, scenarios_kernel, scenarios_limits, scenarios_ops,
+               scenarios_proxy, scenarios_tls, system)
 
 SCENARIOS = {**scenarios_proxy.SCENARIOS, **scenarios_ops.SCENARIOS, **scenarios_limits.SCENARIOS,
-             **scenarios_tls.SCENARIOS, **scenarios_kernel.SCENARIOS}
+             **scenarios_tls.SCENARIOS, **scenarios_cache.SCENARIOS, **scenarios_kernel.SCENARIOS}
 
 
 def _terminate(signum, frame):

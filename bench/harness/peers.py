@@ -18,7 +18,8 @@ ROOT = os.path.dirname(BENCH)
 PEERS = os.path.join(BENCH, "peers")
 LUA_DIR = os.path.join(PEERS, "lua")
 WORK = os.environ.get("BENCH_WORK", "/tmp/portico-bench")
-PORTICO_BIN = os.path.join(ROOT, "target", "profiling", "portico")
+# BENCH_PORTICO_BIN measures another build as `portico` (scripts/build-pgo.sh's, say).
+PORTICO_BIN = os.environ.get("BENCH_PORTICO_BIN") or os.path.join(ROOT, "target", "profiling", "portico")
 # An earlier build to run beside the current one (labels `portico-base...`), so a change's
 # effect is a ratio measured in one run: `BENCH_BASELINE_BIN=/path/to/old/portico`.
 BASELINE_BIN = os.environ.get("BENCH_BASELINE_BIN") or None

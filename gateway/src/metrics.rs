@@ -50,6 +50,8 @@ pub struct Metrics {
     ssl_not_after: Mutex<BTreeMap<String, i64>>,
     /// Native plugins' answers and the limit plugins' counts.
     pub plugins: crate::metrics_plugins::PluginMetrics,
+    /// The response cache's zones.
+    pub cache: crate::metrics_cache::CacheMetrics,
     node: crate::metrics_node::NodeMetrics,
     /// `config_provider: etcd`: connection, local copy, revision, skipped objects.
     pub etcd: crate::metrics_etcd::EtcdMetrics,
@@ -218,10 +220,12 @@ impl Metrics {
             "",
         ));
         let plugins = crate::metrics_plugins::PluginMetrics::register(&registry)?;
+        let cache = crate::metrics_cache::CacheMetrics::register(&registry)?;
         let node = crate::metrics_node::NodeMetrics::register(&registry)?;
         let etcd = crate::metrics_etcd::EtcdMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
             plugins,
+            cache,
             node,
             etcd,
             apisix,
@@ -406,6 +410,7 @@ impl Metrics {
         }
         self.plugins.refresh();
         self.node.refresh();
+        crate::cache::zone::refresh_metrics();
         let mut families = self.registry.gather();
         let mut buf = match &self.apisix {
             Some(apisix) => {

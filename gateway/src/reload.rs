@@ -152,7 +152,7 @@ impl Reloader {
 fn needs_restart(running: &Settings, next: &Settings) -> Vec<&'static str> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let checks: [(&'static str, bool); 17] = [
+    let checks: [(&'static str, bool); 18] = [
         ("proxy", differs(&running.proxy, &next.proxy)),
         ("admin.listen", running.admin.listen != next.admin.listen),
         ("metrics", differs(&running.metrics, &next.metrics)),
@@ -185,6 +185,7 @@ fn needs_restart(running: &Settings, next: &Settings) -> Vec<&'static str> {
         ("status", differs(&running.status, &next.status)),
         ("server_header", running.server_header != next.server_header),
         ("etcd", running.etcd != next.etcd),
+        ("cache", differs(&running.cache, &next.cache)),
     ];
     checks
         .into_iter()

@@ -290,6 +290,11 @@ pub fn run(
     );
     let plugins =
         PluginRegistry::new(settings.lua.limits(), &dicts).map_err(StartError::Settings)?;
+    // Before the store: applying the stored routes resolves their cache zones.
+    crate::cache::zone::install(
+        crate::cache::zone::Zones::open(&settings.cache, &settings.data_dir, &metrics.cache, true)
+            .map_err(StartError::Settings)?,
+    );
     let deps = StoreDeps {
         plugins: Arc::new(plugins),
         metrics: Arc::clone(&metrics),
@@ -528,6 +533,13 @@ pub fn check(settings: &Settings) -> Vec<String> {
             Err(errs) => errors.extend(errs.iter().map(|e| format!("{path}: {e}"))),
             Ok(items) => {
                 let checked = Metrics::new().map_err(|e| e.to_string()).and_then(|m| {
+                    // Zone names only: `-t` does not read or create the disk zones.
+                    crate::cache::zone::install(crate::cache::zone::Zones::open(
+                        &settings.cache,
+                        &settings.data_dir,
+                        &m.cache,
+                        false,
+                    )?);
                     let dicts =
                         portico_plugins::lua::SharedDicts::from_config(&settings.lua.shared_dicts)
                             .unwrap_or_default();

@@ -52,6 +52,8 @@ pub struct Settings {
     pub server_header: ServerHeader,
     /// Where `config_provider: etcd` keeps the configuration.
     pub etcd: crate::settings_etcd::EtcdSettings,
+    /// Response cache zones (`proxy-cache`) and its status header.
+    pub cache: crate::settings_cache::CacheSettings,
 }
 
 /// `server_header:` a value or a switch.
@@ -196,6 +198,7 @@ impl Default for Settings {
             status: Default::default(),
             server_header: ServerHeader::default(),
             etcd: Default::default(),
+            cache: Default::default(),
         }
     }
 }
@@ -456,6 +459,7 @@ impl Settings {
                 errors.push(format!("status.listen: `{addr}` is not an ip:port address"));
             }
         }
+        errors.extend(self.cache.check());
         if self.config_provider == ConfigProvider::Etcd {
             errors.extend(self.etcd.check());
         }

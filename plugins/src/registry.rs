@@ -342,6 +342,7 @@ mod tests {
                 "limit-count",
                 "limit-req",
                 "mocking",
+                "proxy-cache",
                 "proxy-rewrite",
                 "real-ip",
                 "redirect",

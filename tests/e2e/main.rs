@@ -53,6 +53,7 @@ mod plugins_access;
 mod plugins_brotli;
 mod plugins_response;
 mod plugins_rewrite;
+mod proxy_cache;
 mod retries;
 mod routing;
 mod status;

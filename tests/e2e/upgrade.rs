@@ -280,7 +280,7 @@ fn admin_loop(t: &Tally, gw: &Gateway, node: &str, acked: &Mutex<Vec<String>>) {
 /// --upgrade` waiting for the sockets, SIGQUIT to the old one. Waits until the new
 /// process has started (store open, configuration built) and returns its pid; its
 /// output goes to `<name>.log` with the script's.
-fn upgrade(gw: &Gateway, old_pid: u32, name: &str, started: &mut Started) -> u32 {
+pub(crate) fn upgrade(gw: &Gateway, old_pid: u32, name: &str, started: &mut Started) -> u32 {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/portico-upgrade");
     let log_path = gw.dir_path().join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path).expect("log file");
@@ -346,7 +346,7 @@ fn alive(pid: u32) -> bool {
 
 /// The processes the upgrades started, killed when the test ends however it ends.
 #[derive(Default)]
-struct Started(Vec<u32>);
+pub(crate) struct Started(pub(crate) Vec<u32>);
 
 impl Drop for Started {
     fn drop(&mut self) {
@@ -374,7 +374,7 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn kill(signal: &str, pid: u32) {
+pub(crate) fn kill(signal: &str, pid: u32) {
     let st = std::process::Command::new("kill")
         .args([signal, &pid.to_string()])
         .status()
@@ -390,7 +390,7 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-fn exits_within(pid: u32, timeout: Duration) -> bool {
+pub(crate) fn exits_within(pid: u32, timeout: Duration) -> bool {
     wait_until(timeout, || !alive(pid))
 }
 

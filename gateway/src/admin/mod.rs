@@ -1,7 +1,8 @@
 //! The admin API on its own listener: APISIX v3 Admin API dialect.
 //!
 //! Paths: `/apisix/admin/{routes,upstreams,services,global_rules,consumers,plugin_metadata,...}[/{id}[/{sub/path}]]`
-//! and `/apisix/admin/configs[/validate]`. Every request needs a key (see [`auth`]);
+//! and `/apisix/admin/configs[/validate]`; `DELETE /apisix/admin/proxy_cache/{zone}`
+//! purges a cache zone. Every request needs a key (see [`auth`]);
 //! every response carries `X-API-VERSION: v3`.
 
 mod auth;
@@ -10,6 +11,7 @@ mod dynacode;
 mod healthcheck;
 mod history;
 mod plugins;
+mod proxy_cache;
 mod reply;
 mod resources;
 mod standalone;
@@ -111,7 +113,8 @@ impl AdminApi {
     async fn dispatch(&self, req: AdminRequest<'_>) -> Response<Vec<u8>> {
         let store = &self.store;
         let writes = matches!(req.method, "PUT" | "POST" | "PATCH" | "DELETE");
-        if writes && store.is_read_only() && req.segments.last() != Some(&"validate") {
+        let purge = req.segments.first() == Some(&"proxy_cache");
+        if writes && !purge && store.is_read_only() && req.segments.last() != Some(&"validate") {
             return reply::error(405, "the admin API is read-only: config_provider is yaml");
         }
         let body = || req.body.clone().unwrap_or(Value::Null);
@@ -140,6 +143,10 @@ impl AdminApi {
             ("PUT", ["dynacode"]) => dynacode::put(store, body(), who()).await,
             ("DELETE", ["dynacode"]) => dynacode::delete(store, who()).await,
             ("POST", ["dynacode", "validate"]) => dynacode::validate(&body()),
+            ("DELETE", ["proxy_cache", zone]) => {
+                let prefix = query_arg(req.query, "prefix").map(|p| p.into_owned());
+                proxy_cache::purge(zone, prefix).await
+            }
             (method, [res, rest @ ..]) => {
                 let Some(kind) = ResourceKind::from_segment(res) else {
                     return reply::error(404, "404 Route Not Found");

@@ -60,6 +60,8 @@ pub struct RequestCtx {
     pub consumer: Option<Arc<portico_plugins::consumer::Consumer>>,
     /// The route's chain merged with that consumer's plugins, from access on.
     pub consumer_chain: Option<Arc<portico_plugins::PluginChain>>,
+    /// What `proxy-cache` decided for this request.
+    pub cache: crate::cache::request::CacheRequest,
     /// Keeps the request counted as in flight (graceful shutdown waits for it).
     _in_flight: InFlightGuard,
 }
@@ -91,6 +93,7 @@ impl RequestCtx {
             upstream_target: None,
             consumer: None,
             consumer_chain: None,
+            cache: Default::default(),
             _in_flight: in_flight,
         }
     }

@@ -5,6 +5,7 @@
 //! |-------------------|------------------------------|---------------|
 //! | (per request)     | `new_ctx`                    | [`ctx`]       |
 //! | rewrite/access    | `request_filter`             | [`request`]   |
+//! | (proxy-cache)     | `request_cache_filter`, `cache_key_callback`, `is_purge`, `response_cache_filter`, `cache_vary_filter` | [`cache`] |
 //! | balancer          | `upstream_peer`              | [`upstream`]  |
 //! | (retry decision)  | `fail_to_connect`, `error_while_proxy` | [`upstream`] |
 //! | before_proxy      | `upstream_request_filter`    | [`request`]   |
@@ -15,6 +16,7 @@
 //! | error page        | `fail_to_proxy`              | [`error`]     |
 //! | log               | `logging`                    | [`log`]       |
 
+pub mod cache;
 pub mod ctx;
 pub mod error;
 pub mod filters;
@@ -82,6 +84,41 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         request::route_request(session, ctx, &self.lua_env()).await
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        cache::enable(session, ctx);
+        Ok(())
+    }
+
+    fn cache_key_callback(
+        &self,
+        _session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<pingora_cache::CacheKey> {
+        Ok(cache::key(ctx))
+    }
+
+    fn is_purge(&self, session: &Session, ctx: &RequestCtx) -> bool {
+        cache::is_purge(session, ctx)
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<pingora_cache::RespCacheable> {
+        Ok(cache::cacheable(session, resp, ctx))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &pingora_cache::CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<pingora_cache::key::HashBinary> {
+        cache::variance(meta, req)
     }
 
     async fn upstream_peer(
@@ -163,6 +200,7 @@ impl ProxyHttp for Gateway {
             // connection (the new process), not to this one as it closes.
             session.set_keepalive(None);
         }
+        cache::response_header(session, ctx, upstream_response);
         filters::filter_response_header(session, ctx, upstream_response, &self.lua_env())
             .map(|_| ())
     }

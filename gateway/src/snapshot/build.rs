@@ -212,6 +212,14 @@ pub fn build(
             &format!("routes[id={id}].plugins"),
             &mut errors,
         );
+        let cache = match plugin_confs.get("proxy-cache") {
+            Some(conf) => crate::cache::route::resolve(conf, &format!("routes[id={id}].plugins"))
+                .unwrap_or_else(|e| {
+                    errors.push(e);
+                    None
+                }),
+            None => None,
+        };
         let consumer_chains = super::consumers::route_chains(&global, &local, &consumer_plugins);
         let chain = if global.is_empty() && local.is_empty() {
             Arc::clone(&global_chain)
@@ -253,6 +261,7 @@ pub fn build(
             matched_host,
             chain,
             consumer_chains,
+            cache,
         }));
     }
 

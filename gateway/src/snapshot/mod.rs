@@ -76,6 +76,9 @@ pub struct RouteRuntime {
     /// By consumer username: the chain an authenticated consumer with plugins of its own
     /// switches to (empty unless the route authenticates).
     pub consumer_chains: std::collections::HashMap<Arc<str>, consumers::ConsumerChain>,
+    /// The route's `proxy-cache` (its own, its plugin config's or its service's),
+    /// resolved against its zone.
+    pub cache: Option<Arc<crate::cache::route::RouteCache>>,
 }
 
 /// Connect/send/read timeouts.

@@ -19,6 +19,7 @@ mod ip_restriction;
 pub(crate) mod ip_set;
 pub mod limit;
 mod mocking;
+pub mod proxy_cache;
 mod proxy_rewrite;
 mod real_ip;
 mod redirect;
@@ -213,6 +214,7 @@ pub fn builtin() -> Vec<NativePlugin> {
         cors::PLUGIN,
         ip_restriction::PLUGIN,
         proxy_rewrite::PLUGIN,
+        proxy_cache::PLUGIN,
         gzip::PLUGIN,
         brotli::PLUGIN,
         redirect::PLUGIN,

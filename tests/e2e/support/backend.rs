@@ -375,6 +375,12 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
         "body_len": body.len(),
     });
     let payload = echo.to_string();
+    // `x-reply-<name>: value` in the request: `<name>: value` in the response (how tests
+    // give a response Cache-Control, Vary, Set-Cookie...).
+    let extra: String = headers
+        .iter()
+        .filter_map(|(k, v)| Some(format!("{}: {v}\r\n", k.strip_prefix("x-reply-")?)))
+        .collect();
     let close = version == "HTTP/1.0"
         || get("connection").is_some_and(|v| v.to_ascii_lowercase().contains("close"));
     if behaviour.chunked {
@@ -404,7 +410,7 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(!close);
     }
     let head = format!(
-        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Backend: {}\r\n{}\r\n",
+        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Backend: {}\r\n{extra}{}\r\n",
         behaviour.status,
         payload.len(),
         sh.name,
