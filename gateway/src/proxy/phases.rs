@@ -150,6 +150,7 @@ pub(super) fn ensure<'c>(
         // `ngx.var.request_time` and `ngx.req.start_time()` count from the request's
         // arrival, not from its first Lua phase.
         req.started = ctx.started;
+        req.libraries = Arc::clone(&ctx.snap.lua_libraries);
         ctx.lua = Some(LuaCtx {
             vm,
             req: req.shared(),

@@ -87,6 +87,9 @@ pub struct LuaRequest {
     pub body_wanted: Arc<tokio::sync::Notify>,
     /// Gateway → Lua: the body is in `body`.
     pub body_ready: Arc<tokio::sync::Notify>,
+
+    /// The library modules (`lua_modules`) of the configuration serving the request.
+    pub libraries: Arc<super::LuaLibraries>,
 }
 
 /// Where the request body stands for Lua.
@@ -144,6 +147,7 @@ impl LuaRequest {
             body: BodyState::NotRead,
             body_wanted: Arc::new(tokio::sync::Notify::new()),
             body_ready: Arc::new(tokio::sync::Notify::new()),
+            libraries: Arc::default(),
         }
     }
 
