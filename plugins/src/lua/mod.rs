@@ -97,4 +97,6 @@ mod hostile_tests;
 #[cfg(test)]
 mod libraries_tests;
 #[cfg(test)]
+mod ngx_ext_tests;
+#[cfg(test)]
 mod tests;

@@ -115,6 +115,7 @@ impl LuaVm {
         if let Value::Table(string) = globals.raw_get::<Value>("string")? {
             super::strlib::install(&lua, &string)?;
         }
+        super::ngx_lib::install_globals(&lua, &globals)?;
 
         let ngx = lua.create_table()?;
         super::ngx_lib::install(&lua, &ngx)?;
