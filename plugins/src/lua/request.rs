@@ -99,13 +99,12 @@ pub enum BodyState {
     /// `read_body()` asked for it; the gateway is reading.
     Wanted,
     Read(Bytes),
-    /// Larger than the bound: it cannot be both given to Lua and forwarded, so the
-    /// request is answered 413.
+    /// Larger than `proxy.client_max_body_size`: the request is answered 413.
     TooLarge,
 }
 
-/// The largest body `ngx.req.read_body()` reads: what Pingora can replay to the upstream
-/// after it was read (its retry buffer).
+/// The largest body Pingora can replay to the upstream after `ngx.req.read_body()` read
+/// it (its retry buffer); `read_body` itself is bounded by `proxy.client_max_body_size`.
 pub const MAX_READ_BODY: usize = 64 * 1024;
 
 impl LuaRequest {
