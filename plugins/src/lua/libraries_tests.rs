@@ -137,6 +137,17 @@ fn compile_refuses_reserved_names_goto_and_ffi() {
     assert!(e.contains("line 2") && e.contains("goto"), "{e}");
     let e = compile_library("m", "local ffi = require 'ffi'").unwrap_err();
     assert!(e.contains("line 1") && e.contains("FFI"), "{e}");
+    // Every kind of code is checked, not only library modules.
+    let e = compile(
+        "routes[id=1].plugins",
+        "return function()\n  goto done\nend",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("routes[id=1].plugins: line 2") && e.contains("goto"),
+        "{e}"
+    );
     let lib = compile_library(
         "m",
         "local a = require 'x.y'\nlocal ok, b = pcall(require, 'z')",
