@@ -207,3 +207,64 @@ fn the_yaml_provider_loads_modules() {
     let n: u64 = gw.proxy_get("/c").text().parse().unwrap();
     assert!(gw.proxy_get("/c").text().parse::<u64>().unwrap() == n + 1);
 }
+
+#[test]
+fn plugin_modules_require_library_modules() {
+    let gw = one_worker();
+    let b = Backend::start("b");
+    gw.put("/lua_modules/my.counter", json!({"code": COUNTER}));
+    // The plugin module requires the library at load time (validated at apply time).
+    let plugin = r#"
+local counter = require "my.counter"
+local _M = { name = "counted", priority = 100 }
+function _M.access(conf, ctx) ngx.req.set_header("X-Count", counter.next()) end
+return _M
+"#;
+    let (status, _, body) = gw.admin("PUT", "/lua_plugins/counted", Some(json!({"code": plugin})));
+    assert_eq!(status, 201, "{body}");
+    gw.put(
+        "/routes/p",
+        json!({"uri": "/p", "upstream": {"nodes": {b.node(): 1}}, "plugins": {"counted": {}}}),
+    );
+    gw.sync();
+    assert_eq!(gw.proxy_get("/p").json()["headers"]["x-count"], "1");
+    assert_eq!(gw.proxy_get("/p").json()["headers"]["x-count"], "2");
+    let (status, _, body) = gw.admin("DELETE", "/lua_modules/my.counter", None);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Lua plugin [counted]"),
+        "{body}"
+    );
+}
+
+#[test]
+fn the_etcd_provider_carries_modules_between_gateways() {
+    let etcd = EtcdServer::start();
+    let b = Backend::start("b");
+    let gw = |threads| {
+        Gateway::start(GatewayOpts {
+            extra_yaml: etcd.gateway_yaml(),
+            threads,
+            ..GatewayOpts::default()
+        })
+    };
+    let (writer, reader) = (gw(1), gw(1));
+    writer.put("/lua_modules/my.counter", json!({"code": COUNTER}));
+    writer.put(
+        "/routes/c",
+        json!({"uri": "/c", "upstream": {"nodes": {b.node(): 1}},
+               "plugins": snippet("return function() return 200, tostring(require('my.counter').next()) end")}),
+    );
+    let (value, _, _) = etcd.get("/apisix/lua_modules/my.counter").expect("in etcd");
+    assert!(value.contains("local n = 0"), "{value}");
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || reader
+            .try_proxy(Request::get("/c"))
+            .is_ok_and(|r| r.status == 200 && r.text() == "1")),
+        "{}",
+        reader.logs()
+    );
+}
