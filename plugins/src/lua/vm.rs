@@ -388,6 +388,6 @@ impl LuaVm {
 /// `require` of a module the sandbox does not have.
 fn not_found(name: &str) -> mlua::Error {
     mlua::Error::runtime(format!(
-        "module '{name}' not found: it is no uploaded library module (lua_modules) and Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx, ngx.balancer, resty.http, resty.limit.req, resty.limit.count, resty.limit.conn and resty.limit.traffic"
+        "module '{name}' not found: it is no uploaded library module (lua_modules) and Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx, ngx.balancer, ngx.re, table.new, table.clear, table.nkeys, resty.http, resty.limit.req, resty.limit.count, resty.limit.conn, resty.limit.traffic, resty.md5, resty.sha1, resty.sha256, resty.sha384, resty.sha512, resty.string and resty.random"
     ))
 }
