@@ -268,3 +268,83 @@ fn the_etcd_provider_carries_modules_between_gateways() {
         reader.logs()
     );
 }
+
+/// A library written the way lua-resty-* libraries are (written for this test): a
+/// class with `new`, `pcall(require, "table.new")`, `bit`, `ngx.re`, `resty.*` digests,
+/// module-level upvalues, `package.loaded` checks.
+const CLASSY: &str = r#"
+local bit = require "bit"
+local ngx_re = require "ngx.re"
+local sha1 = require "resty.sha1"
+local to_hex = require("resty.string").to_hex
+local ok, new_tab = pcall(require, "table.new")
+if not ok or type(new_tab) ~= "function" then
+    new_tab = function(narr, nrec) return {} end
+end
+local setmetatable = setmetatable
+
+local _M = new_tab(0, 4)
+_M._VERSION = "0.01"
+local mt = { __index = _M }
+local instances = 0
+
+function _M.new(self, opts)
+    instances = instances + 1
+    return setmetatable({ sep = opts and opts.sep or "," }, mt)
+end
+
+function _M.fields(self, s)
+    local res, err = ngx_re.split(s, self.sep, "jo")
+    if not res then return nil, err end
+    return res
+end
+
+function _M.digest(self, s)
+    local h = sha1:new()
+    h:update(s)
+    return to_hex(h:final())
+end
+
+function _M.flags(self, a, b) return bit.bor(bit.lshift(a, 4), b) end
+function _M.instances() return instances end
+_M.loaded = package.loaded["my.classy"] == nil
+return _M
+"#;
+
+#[test]
+fn a_library_in_the_lua_resty_style_runs_unmodified() {
+    let gw = one_worker();
+    let (status, _, body) = gw.admin(
+        "PUT",
+        "/lua_modules/my.classy",
+        Some(json!({"code": CLASSY})),
+    );
+    assert_eq!(status, 201, "{body}");
+    gw.put(
+        "/routes/k",
+        json!({"uri": "/k", "plugins": snippet(r#"local classy = require "my.classy"
+return function(conf, ctx)
+    local c = classy:new({ sep = ";" })
+    local f = c:fields(ngx.var.arg_s)
+    return 200, table.concat({ #f, tostring(f[2]), c:digest("abc"):sub(1, 8), c:flags(1, 2),
+        classy.instances(), tostring(classy.loaded), classy._VERSION }, " ")
+end"#)}),
+    );
+    gw.sync();
+    let r = gw.proxy_get("/k?s=a;b;c");
+    assert_eq!(r.status, 200, "{}", gw.logs());
+    assert_eq!(r.text(), "3 b a9993e36 18 1 true 0.01");
+    assert_eq!(
+        gw.proxy_get("/k?s=x").text(),
+        "1 nil a9993e36 18 2 true 0.01"
+    );
+    // The upload is in the history, under the module's key.
+    let module_rev = gw.get("/lua_modules/my.classy")["modifiedIndex"]
+        .as_u64()
+        .unwrap();
+    let diff = gw.get(&format!("/configs/history/{module_rev}/diff"));
+    assert_eq!(
+        diff["changes"][0]["key"], "/apisix/lua_modules/my.classy",
+        "{diff}"
+    );
+}
