@@ -224,6 +224,7 @@ pub struct ProxySettings {
     /// Largest request body `ngx.req.read_body()` reads (nginx's `client_max_body_size`:
     /// `1m`, `512k`, bytes; `0` = no limit); a larger one is answered 413. Bodies Lua
     /// does not read are streamed and not bounded by it.
+    #[serde(deserialize_with = "size_text")]
     pub client_max_body_size: String,
     /// TLS listeners, certificates from `/apisix/admin/ssls` (docs/tls.md).
     pub ssl: SslListenSettings,
@@ -243,6 +244,20 @@ pub struct SslListenSettings {
     /// The SNI to select a certificate by when the client sends none; without it such a
     /// handshake fails.
     pub fallback_sni: Option<String>,
+}
+
+/// A size written as text (`1m`) or as a number of bytes (`1048576`, `0`).
+fn size_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Text(String),
+        Bytes(u64),
+    }
+    Ok(match Size::deserialize(d)? {
+        Size::Text(t) => t,
+        Size::Bytes(n) => n.to_string(),
+    })
 }
 
 impl ProxySettings {
@@ -547,6 +562,21 @@ mod tests {
             .any(|e| e.starts_with("proxy.client_max_header_size")));
         let err = Settings::parse("proxy:\n  client_header_timout: 1\n").unwrap_err();
         assert!(err.contains("client_header_timout"), "{err}");
+    }
+
+    #[test]
+    fn client_max_body_size_is_a_size() {
+        let s = Settings::parse("").unwrap();
+        assert_eq!(s.proxy.max_body_bytes(), Ok(1024 * 1024));
+        let s = Settings::parse("proxy:\n  client_max_body_size: 512k\n").unwrap();
+        assert_eq!(s.proxy.max_body_bytes(), Ok(512 * 1024));
+        let s = Settings::parse("proxy:\n  client_max_body_size: 0\n").unwrap();
+        assert_eq!(s.proxy.max_body_bytes(), Ok(usize::MAX));
+        let s = Settings::parse("proxy:\n  client_max_body_size: lots\n").unwrap();
+        assert!(s
+            .check()
+            .iter()
+            .any(|e| e.starts_with("proxy.client_max_body_size")));
     }
 
     #[test]
