@@ -6,15 +6,12 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session};
 
 use super::ctx::RequestCtx;
+use super::local::CLOSE_WITHOUT_RESPONSE;
 use crate::logging::throttle::Throttle;
 
 /// nginx's status for a request whose client closed the connection before the
 /// response was sent.
 pub const CLIENT_CLOSED: u16 = 499;
-
-/// nginx's non-standard status for "close the connection without a response"
-/// (`ngx.exit(444)`, `return 444`).
-pub const CLOSE_WITHOUT_RESPONSE: u16 = 444;
 
 /// The status a failed request gets: 504 for upstream timeouts, 502 for other upstream
 /// failures, an explicit `HTTPStatus` as given, 400 for downstream protocol errors, 408
