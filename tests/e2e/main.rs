@@ -41,6 +41,8 @@ mod lua_common;
 mod lua_content_balancer;
 mod lua_hot_swap;
 mod lua_limits;
+mod lua_modules;
+mod lua_ngx_ext;
 mod lua_phases;
 mod lua_plugins;
 mod lua_responses;

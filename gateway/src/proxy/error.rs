@@ -6,6 +6,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session};
 
 use super::ctx::RequestCtx;
+use super::local::CLOSE_WITHOUT_RESPONSE;
 use crate::logging::throttle::Throttle;
 
 /// nginx's status for a request whose client closed the connection before the
@@ -41,7 +42,8 @@ pub async fn respond_error(
     env: &super::phases::LuaEnv<'_>,
 ) -> FailToProxy {
     let code = status_for(e);
-    if code > 0 && code != CLIENT_CLOSED && session.response_written().is_none() {
+    let answers = code > 0 && code != CLIENT_CLOSED && code != CLOSE_WITHOUT_RESPONSE;
+    if answers && session.response_written().is_none() {
         let body = bytes::Bytes::from_static(super::local::error_body(code).as_bytes());
         if let Err(err) =
             super::local::respond(session, ctx, code, "application/json", body, env).await
@@ -77,6 +79,9 @@ fn is_connect_failure(e: &Error) -> bool {
 pub fn suppress_log(e: &Error, ctx: &RequestCtx, throttle: &Throttle) -> bool {
     if is_client_gone(e) {
         tracing::debug!("client closed the connection: {e}");
+        return true;
+    }
+    if matches!(e.etype(), HTTPStatus(CLOSE_WITHOUT_RESPONSE)) {
         return true;
     }
     if !is_connect_failure(e) {

@@ -88,6 +88,9 @@ fn compile_kind(
     source: &str,
     conf: Option<Arc<serde_json::Value>>,
 ) -> Result<CompiledFunction, String> {
+    // LuaJIT-only constructs (`goto`, the FFI) are named with their line first: Luau
+    // would report `goto` as a confusing syntax error, and the FFI only at run time.
+    super::lua_scan::check_luau_compatible(label, source)?;
     let bytecode = mlua::chunk::Compiler::new()
         .set_optimization_level(1)
         .set_debug_level(1)

@@ -7,6 +7,8 @@ mod convert;
 mod current;
 mod env;
 mod exec;
+mod libraries;
+mod lua_scan;
 mod memory;
 mod missing;
 mod ngx_balancer;
@@ -26,6 +28,7 @@ mod workers;
 
 pub use compile::{compile, compile_module, compile_statements, ChunkKind, CompiledFunction};
 pub use exec::{CallOutcome, ModuleInfo, Validator};
+pub use libraries::{compile_library, required_modules, reserved_name, LuaLibraries, LuaLibrary};
 pub use request::{BodyState, ConnVars, LuaRequest, SharedRequest, MAX_READ_BODY};
 pub use shared_dict_registry::{checked_size, parse_size, SharedDicts};
 pub use vm::{LuaLimits, LuaVm};
@@ -91,5 +94,9 @@ impl std::fmt::Display for LuaFailure {
 mod convert_fuzz;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod libraries_tests;
+#[cfg(test)]
+mod ngx_ext_tests;
 #[cfg(test)]
 mod tests;

@@ -87,6 +87,9 @@ pub struct LuaRequest {
     pub body_wanted: Arc<tokio::sync::Notify>,
     /// Gateway → Lua: the body is in `body`.
     pub body_ready: Arc<tokio::sync::Notify>,
+
+    /// The library modules (`lua_modules`) of the configuration serving the request.
+    pub libraries: Arc<super::LuaLibraries>,
 }
 
 /// Where the request body stands for Lua.
@@ -96,13 +99,12 @@ pub enum BodyState {
     /// `read_body()` asked for it; the gateway is reading.
     Wanted,
     Read(Bytes),
-    /// Larger than the bound: it cannot be both given to Lua and forwarded, so the
-    /// request is answered 413.
+    /// Larger than `proxy.client_max_body_size`: the request is answered 413.
     TooLarge,
 }
 
-/// The largest body `ngx.req.read_body()` reads: what Pingora can replay to the upstream
-/// after it was read (its retry buffer).
+/// The largest body Pingora can replay to the upstream after `ngx.req.read_body()` read
+/// it (its retry buffer); `read_body` itself is bounded by `proxy.client_max_body_size`.
 pub const MAX_READ_BODY: usize = 64 * 1024;
 
 impl LuaRequest {
@@ -144,6 +146,7 @@ impl LuaRequest {
             body: BodyState::NotRead,
             body_wanted: Arc::new(tokio::sync::Notify::new()),
             body_ready: Arc::new(tokio::sync::Notify::new()),
+            libraries: Arc::default(),
         }
     }
 
