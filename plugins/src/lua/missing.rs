@@ -5,13 +5,9 @@
 use mlua::{Lua, MultiValue, Table, Value};
 
 /// Namespaces of `ngx` that do not exist in Portico.
-const MISSING_NAMESPACES: [&str; 10] = [
+const MISSING_NAMESPACES: [&str; 6] = [
     "location",
-    "socket",
-    "timer",
-    "thread",
     "pipe",
-    "semaphore",
     "ssl",
     "ocsp",
     "process",

@@ -87,6 +87,8 @@ pub struct LuaRequest {
     pub body_wanted: Arc<tokio::sync::Notify>,
     /// Gateway → Lua: the body is in `body`.
     pub body_ready: Arc<tokio::sync::Notify>,
+    /// Cosockets and light threads of the request: closed and stopped when it ends.
+    pub owned: Arc<super::owned::Owned>,
 }
 
 /// Where the request body stands for Lua.
@@ -144,6 +146,7 @@ impl LuaRequest {
             body: BodyState::NotRead,
             body_wanted: Arc::new(tokio::sync::Notify::new()),
             body_ready: Arc::new(tokio::sync::Notify::new()),
+            owned: Arc::default(),
         }
     }
 

@@ -10,6 +10,7 @@ fn limits() -> LuaLimits {
     LuaLimits {
         max_slice: Duration::from_millis(50),
         max_memory: 32 * 1024 * 1024,
+        max_pending_timers: 1024,
     }
 }
 
