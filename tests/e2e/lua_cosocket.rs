@@ -70,8 +70,15 @@ return 200, v .. " " .. reused .. " " .. tostring(missing == ngx.null)"#,
     assert_eq!(first.text(), "v1 0 true");
     let second = gw.proxy_get("/redis");
     assert_eq!(second.status, 200, "{}", second.text());
-    assert_eq!(second.text(), "v2 1 true", "the second request reuses the pooled connection");
-    assert_eq!(redis.command(&["GET", "cosock"]).trim_end(), "$2\r\nv2".trim_end());
+    assert_eq!(
+        second.text(),
+        "v2 1 true",
+        "the second request reuses the pooled connection"
+    );
+    assert_eq!(
+        redis.command(&["GET", "cosock"]).trim_end(),
+        "$2\r\nv2".trim_end()
+    );
 }
 
 #[test]
@@ -313,7 +320,10 @@ return 200, table.concat(out, ",")"#,
     let r = gw.proxy_get("/threads");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "true2,true4,true,posted,niltimeout,0");
-    assert!(t.elapsed() < Duration::from_secs(5), "the killed thread was waited for");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the killed thread was waited for"
+    );
 }
 
 #[test]
@@ -365,4 +375,62 @@ return 200, "ok""#,
         after <= before + 10
     });
     assert!(settled, "descriptors grew from {before} to {after}");
+}
+
+#[test]
+fn sslhandshake_speaks_tls_to_a_real_backend() {
+    let b = Backend::start_tls("tls");
+    let gw = lua_gateway(1, LuaOpts::default());
+    let body = format!(
+        r#"
+local sock = ngx.socket.tcp()
+sock:settimeout(2000)
+assert(sock:connect("127.0.0.1", {port}))
+local session, err = sock:sslhandshake(nil, "localhost", false)
+if not session then return 500, "handshake: " .. err end
+assert(sock:send("GET /over-tls HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"))
+local status = assert(sock:receive())
+local verified = ngx.socket.tcp()
+assert(verified:connect("127.0.0.1", {port}))
+local ok, verr = verified:sslhandshake(nil, "localhost", true)
+return 200, status .. "|" .. tostring(ok) .. "|" .. tostring(verr)"#,
+        port = b.port()
+    );
+    lua_route(&gw, "tls", "/tls", None, pre("content", &body));
+    gw.sync();
+    let r = gw.proxy_get("/tls");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let fields: Vec<&str> = text.splitn(3, '|').collect();
+    assert_eq!(fields[0], "HTTP/1.1 200 X", "{text}");
+    // The test certificate is self-signed: verification refuses it.
+    assert_eq!(fields[1], "nil", "{text}");
+    assert!(fields[2].contains("certificate"), "{text}");
+}
+
+#[test]
+fn pending_timers_run_prematurely_on_shutdown() {
+    let mut gw = lua_gateway(1, LuaOpts::default());
+    lua_route(
+        &gw,
+        "later",
+        "/later",
+        None,
+        pre(
+            "access",
+            r#"assert(ngx.timer.at(3600, function(premature)
+    ngx.log(ngx.ERR, "timer ran, premature=", tostring(premature), " exiting=", tostring(ngx.worker.exiting()))
+end))
+return 200, "scheduled""#,
+        ),
+    );
+    gw.sync();
+    assert_eq!(gw.proxy_get("/later").text(), "scheduled");
+    gw.terminate();
+    let logs = gw.logs();
+    assert!(
+        logs.contains("timer ran, premature=true exiting=true"),
+        "{}",
+        tail(&logs, 30)
+    );
 }

@@ -8,73 +8,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
 use mlua::{AnyUserData, Lua, MultiValue, Table, UserData, Value, Variadic};
-use parking_lot::Mutex;
-use tokio::sync::Notify;
 
+use super::light_task::LightThread;
 use super::slice::Slicer;
-
-/// The end of a light thread: its return values or its error message.
-type Outcome = Result<Vec<Value>, String>;
-
-pub(crate) struct LightThread {
-    outcome: Mutex<Option<Outcome>>,
-    finished: AtomicBool,
-    done: Notify,
-    /// Its outcome was handed to `wait`, or it was killed: it cannot be waited again.
-    collected: AtomicBool,
-    task: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-impl LightThread {
-    fn new() -> LightThread {
-        LightThread {
-            outcome: Mutex::new(None),
-            finished: AtomicBool::new(false),
-            done: Notify::new(),
-            collected: AtomicBool::new(false),
-            task: Mutex::new(None),
-        }
-    }
-
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
-    }
-
-    fn finish(&self, outcome: Outcome) {
-        let mut o = self.outcome.lock();
-        if o.is_none() {
-            *o = Some(outcome);
-        }
-        drop(o);
-        self.finished.store(true, Ordering::Release);
-        self.done.notify_waiters();
-    }
-
-    pub(crate) async fn finished(&self) {
-        loop {
-            let notified = self.done.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_finished() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Stops the thread where it is suspended (its coroutine is dropped).
-    pub(crate) fn kill(&self) {
-        if let Some(task) = self.task.lock().take() {
-            task.abort();
-        }
-        self.finish(Err("killed".to_string()));
-    }
-}
 
 /// The Lua handle of a light thread.
 struct ThreadHandle(Arc<LightThread>);
@@ -103,7 +44,7 @@ fn spawn(
 ) -> impl Future<Output = mlua::Result<AnyUserData>> {
     // The part before `async` runs inside the caller's slice: it sees its owner.
     let started = (|| {
-        let running = super::cosocket::yieldable_context(&lua, "ngx.thread.spawn")?;
+        let running = super::slice::yieldable_context(&lua, "ngx.thread.spawn")?;
         let Value::Function(f) = f else {
             return Err(mlua::Error::runtime(format!(
                 "bad argument #1 to 'spawn' (function expected, got {})",
@@ -149,7 +90,9 @@ async fn wait(lua: Lua, handles: Variadic<AnyUserData>) -> mlua::Result<MultiVal
         }
     }
     if threads.is_empty() {
-        return Err(mlua::Error::runtime("at least one coroutine should be specified"));
+        return Err(mlua::Error::runtime(
+            "at least one coroutine should be specified",
+        ));
     }
     loop {
         for t in &threads {
@@ -179,7 +122,8 @@ async fn wait(lua: Lua, handles: Variadic<AnyUserData>) -> mlua::Result<MultiVal
             .iter()
             .map(|t| {
                 let t = Arc::clone(t);
-                Box::pin(async move { t.finished().await }) as Pin<Box<dyn Future<Output = ()> + Send>>
+                Box::pin(async move { t.finished().await })
+                    as Pin<Box<dyn Future<Output = ()> + Send>>
             })
             .collect();
         std::future::poll_fn(|cx| {

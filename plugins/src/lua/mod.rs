@@ -8,6 +8,7 @@ mod cosocket;
 mod current;
 mod env;
 mod exec;
+mod light_task;
 mod light_thread;
 mod memory;
 mod missing;
@@ -32,10 +33,10 @@ mod workers;
 
 pub use compile::{compile, compile_module, compile_statements, ChunkKind, CompiledFunction};
 pub use exec::{CallOutcome, ModuleInfo, Validator};
-pub use request::{BodyState, ConnVars, LuaRequest, SharedRequest, MAX_READ_BODY};
 pub use owned::Owned;
-pub use timer::shutdown as begin_shutdown;
+pub use request::{BodyState, ConnVars, LuaRequest, SharedRequest, MAX_READ_BODY};
 pub use shared_dict_registry::{checked_size, parse_size, SharedDicts};
+pub use timer::shutdown as begin_shutdown;
 pub use vm::{LuaLimits, LuaVm};
 pub use workers::WorkerVms;
 

@@ -142,9 +142,7 @@ pub(super) fn install(
     let cur = Arc::clone(&current);
     ngx.raw_set(
         "get_phase",
-        lua.create_function(move |_, ()| {
-            Ok(cur.running().map_or("init", |r| r.context()))
-        })?,
+        lua.create_function(move |_, ()| Ok(cur.running().map_or("init", |r| r.context())))?,
     )?;
     let cur = Arc::clone(&current);
     ngx.raw_set(

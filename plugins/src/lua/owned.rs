@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use super::light_thread::LightThread;
+use super::light_task::LightThread;
 
 /// A socket a run can close from outside (its Lua object may live on in a table).
 pub(crate) trait Closable: Send + Sync {

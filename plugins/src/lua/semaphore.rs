@@ -34,7 +34,7 @@ impl UserData for Semaphore {
         methods.add_async_method("wait", |lua, this, timeout: Option<f64>| {
             let permits = Arc::clone(&this.permits);
             let waiting = Arc::clone(&this.waiting);
-            let allowed = super::cosocket::yieldable_context(&lua, "semaphore:wait").map(|_| ());
+            let allowed = super::slice::yieldable_context(&lua, "semaphore:wait").map(|_| ());
             async move {
                 if let Err(e) = allowed {
                     return Ok((Value::Nil, Some(e.to_string())));

@@ -55,3 +55,26 @@ impl Slicer {
         .await
     }
 }
+
+/// The request or timer running now, when cosockets (and other yielding APIs: light
+/// threads, semaphore waits) are allowed in its context.
+pub(crate) fn yieldable_context(lua: &Lua, api: &str) -> mlua::Result<Running> {
+    let running = Slicer::of(lua)?.current.running().ok_or_else(|| {
+        mlua::Error::runtime(format!(
+            "{api}: API disabled in the context of this code: no request is running"
+        ))
+    })?;
+    match running.context() {
+        "rewrite" | "access" | "content" | "timer" => Ok(running),
+        other => {
+            let context = if other == "before_proxy" {
+                "balancer"
+            } else {
+                other
+            };
+            Err(mlua::Error::runtime(format!(
+                "API disabled in the context of {context}_by_lua*"
+            )))
+        }
+    }
+}

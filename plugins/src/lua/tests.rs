@@ -320,8 +320,8 @@ fn missing_apis_name_themselves() {
     let vm = vm();
     for (code, name) in [
         ("ngx.location.capture('/x')", "ngx.location.capture"),
-        ("ngx.socket.tcp()", "ngx.socket.tcp"),
-        ("ngx.timer.at(0, function() end)", "ngx.timer.at"),
+        ("ngx.pipe.spawn({'ls'})", "ngx.pipe.spawn"),
+        ("ngx.ssl.server_name()", "ngx.ssl.server_name"),
         ("ngx.req.get_body_file()", "ngx.req.get_body_file"),
         ("ngx.re.split('a,b', ',')", "ngx.re.split"),
     ] {

@@ -121,7 +121,10 @@ fn start(
         return Ok((Value::Nil, Some("process exiting")));
     }
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return Ok((Value::Nil, Some("no event loop: timers start from a request or a timer")));
+        return Ok((
+            Value::Nil,
+            Some("no event loop: timers start from a request or a timer"),
+        ));
     };
     let timers = Timers::of(lua)?;
     if timers.pending.load(Ordering::Relaxed) >= timers.max_pending {
@@ -149,7 +152,14 @@ async fn wait(delay: Duration) -> bool {
     }
 }
 
-async fn run(lua: Lua, f: Function, args: Vec<Value>, delay: Duration, every: bool, timers: Timers) {
+async fn run(
+    lua: Lua,
+    f: Function,
+    args: Vec<Value>,
+    delay: Duration,
+    every: bool,
+    timers: Timers,
+) {
     loop {
         let premature = wait(delay).await;
         timers.pending.fetch_sub(1, Ordering::Relaxed);

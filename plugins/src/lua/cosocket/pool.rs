@@ -39,7 +39,14 @@ impl Pool {
 
     /// Parks `conn` in pool `key` (the oldest idle one is closed when the pool is full).
     /// `idle`: `None` keeps it until the peer closes it.
-    pub(crate) fn put(&self, key: String, conn: Conn, reused: u32, idle: Option<Duration>, size: usize) {
+    pub(crate) fn put(
+        &self,
+        key: String,
+        conn: Conn,
+        reused: u32,
+        idle: Option<Duration>,
+        size: usize,
+    ) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };

@@ -130,13 +130,19 @@ mod tests {
     fn until_with_size_returns_chunks_then_ends_at_the_pattern() {
         let mut u = Until::new(b"END".to_vec(), false);
         let mut b = buf("abcdefEND!");
-        assert_eq!(u.step(&mut b, Some(4)), Some(UntilStep::Data("abcd".into())));
+        assert_eq!(
+            u.step(&mut b, Some(4)),
+            Some(UntilStep::Data("abcd".into()))
+        );
         assert_eq!(u.step(&mut b, Some(4)), Some(UntilStep::Data("ef".into())));
         assert_eq!(u.step(&mut b, Some(4)), Some(UntilStep::End));
         assert_eq!(&b[..], b"!");
         // A possible start of the pattern at the end is kept until more is read.
         let mut b = buf("abcdEN");
-        assert_eq!(u.step(&mut b, Some(4)), Some(UntilStep::Data("abcd".into())));
+        assert_eq!(
+            u.step(&mut b, Some(4)),
+            Some(UntilStep::Data("abcd".into()))
+        );
         assert_eq!(u.step(&mut b, Some(4)), None);
         let mut u = Until::new(b"END".to_vec(), true);
         let mut b = buf("END");

@@ -4,8 +4,7 @@
 //! suspended while tokio waits, so the worker thread serves others. The connection and
 //! its read buffer live in a slot shared with the run that created the socket, which
 //! closes it when the request or timer ends. While a method works on the connection it
-//! is out of the slot ("busy"); a second method on the same socket meanwhile gets
-//! `nil, "socket busy"`.
+//! is out of the slot (`slot.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,69 +18,14 @@ use tokio::net::TcpStream;
 use super::conn::{io_error_words, Conn};
 use super::pool::{Pool, DEFAULT_IDLE, DEFAULT_POOL_SIZE};
 use super::reader::{take, Pattern, Until, UntilStep};
-use super::{payload, yieldable_context, Failure, DEFAULT_TIMEOUT};
+use super::slot::{Slot, State, Timeouts};
+use super::{payload, Failure, DEFAULT_TIMEOUT};
 use crate::lua::budget::WorkGuard;
 use crate::lua::owned::Closable;
+use crate::lua::slice::yieldable_context;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
-
-#[derive(Clone, Copy)]
-struct Timeouts {
-    connect: Duration,
-    send: Duration,
-    read: Duration,
-}
-
-struct State {
-    conn: Option<Conn>,
-    busy: bool,
-    /// The owner closed the socket while a method had the connection out.
-    revoked: bool,
-    buf: BytesMut,
-    timeouts: Timeouts,
-    pool: String,
-    pool_size: Option<usize>,
-    reused: u32,
-}
-
-pub(crate) struct Slot(Mutex<State>);
-
-impl Closable for Slot {
-    fn close_from_owner(&self) {
-        let mut s = self.0.lock();
-        s.conn = None;
-        s.buf.clear();
-        if s.busy {
-            s.revoked = true;
-        }
-    }
-}
-
-impl Slot {
-    /// Takes the connection out for one operation.
-    fn begin(&self) -> Result<(Conn, BytesMut, Timeouts), &'static str> {
-        let mut s = self.0.lock();
-        if s.busy {
-            return Err("socket busy");
-        }
-        let conn = s.conn.take().ok_or("closed")?;
-        s.busy = true;
-        let buf = std::mem::take(&mut s.buf);
-        Ok((conn, buf, s.timeouts))
-    }
-
-    /// Puts it back (`None`: the operation failed and closed it).
-    fn end(&self, conn: Option<Conn>, buf: BytesMut) {
-        let mut s = self.0.lock();
-        s.busy = false;
-        if std::mem::take(&mut s.revoked) {
-            return;
-        }
-        s.buf = if conn.is_some() { buf } else { BytesMut::new() };
-        s.conn = conn;
-    }
-}
 
 pub(crate) struct TcpSocket(Arc<Slot>);
 
@@ -178,7 +122,10 @@ async fn connect(
     let pooled = Pool::of(&lua).take(&key).await;
     let (conn, reused) = match pooled {
         Some((conn, reused)) => (Ok(conn), reused + 1),
-        None => (open(&host, port, timeouts.connect).await.map(Conn::Plain), 0),
+        None => (
+            open(&host, port, timeouts.connect).await.map(Conn::Plain),
+            0,
+        ),
     };
     match conn {
         Ok(conn) => {
@@ -194,10 +141,17 @@ async fn connect(
 }
 
 /// Reads more into `buf`: `Ok(false)` at end of stream.
-async fn fill(lua: &Lua, conn: &mut Conn, buf: &mut BytesMut, timeout: Duration) -> Result<bool, String> {
+async fn fill(
+    lua: &Lua,
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> Result<bool, String> {
     WorkGuard::new(lua)
         .check(lua, buf.len() + READ_CHUNK, "receive")
-        .map_err(|_| "the data read passes the Lua VM memory limit (lua.max_memory_mb)".to_string())?;
+        .map_err(|_| {
+            "the data read passes the Lua VM memory limit (lua.max_memory_mb)".to_string()
+        })?;
     buf.reserve(READ_CHUNK);
     match tokio::time::timeout(timeout, conn.read_buf(buf)).await {
         Err(_) => Err("timeout".to_string()),
@@ -220,7 +174,9 @@ async fn receive(lua: Lua, slot: Arc<Slot>, pattern: Pattern) -> mlua::Result<Mu
     loop {
         if let Some(data) = take(&mut buf, pattern) {
             slot.end(Some(conn), buf);
-            return Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(&data)?)]));
+            return Ok(MultiValue::from_vec(vec![Value::String(
+                lua.create_string(&data)?,
+            )]));
         }
         match fill(&lua, &mut conn, &mut buf, t.read).await {
             Ok(true) => {}
@@ -228,7 +184,9 @@ async fn receive(lua: Lua, slot: Arc<Slot>, pattern: Pattern) -> mlua::Result<Mu
                 let partial = buf.split().freeze();
                 slot.end(None, BytesMut::new());
                 if pattern == Pattern::All {
-                    return Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(&partial)?)]));
+                    return Ok(MultiValue::from_vec(vec![Value::String(
+                        lua.create_string(&partial)?,
+                    )]));
                 }
                 return Failure::partial("closed", partial).into_lua(&lua);
             }
@@ -261,7 +219,9 @@ async fn receiveany(lua: Lua, slot: Arc<Slot>, max: usize) -> mlua::Result<Multi
     }
     let data = buf.split_to(max.min(buf.len())).freeze();
     slot.end(Some(conn), buf);
-    Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(&data)?)]))
+    Ok(MultiValue::from_vec(vec![Value::String(
+        lua.create_string(&data)?,
+    )]))
 }
 
 async fn until_step(
@@ -279,7 +239,9 @@ async fn until_step(
         match step {
             Some(UntilStep::Data(d)) => {
                 slot.end(Some(conn), buf);
-                return Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(&d)?)]));
+                return Ok(MultiValue::from_vec(vec![Value::String(
+                    lua.create_string(&d)?,
+                )]));
             }
             Some(UntilStep::End) => {
                 slot.end(Some(conn), buf);
@@ -316,63 +278,13 @@ async fn send(lua: Lua, slot: Arc<Slot>, data: Vec<u8>) -> mlua::Result<MultiVal
     match written {
         Ok(Ok(())) => {
             slot.end(Some(conn), buf);
-            Ok(MultiValue::from_vec(vec![Value::Integer(data.len() as i64)]))
+            Ok(MultiValue::from_vec(vec![
+                Value::Integer(data.len() as i64),
+            ]))
         }
         Ok(Err(e)) => {
             slot.end(None, buf);
             Failure::new(io_error_words(&e)).into_lua(&lua)
-        }
-        Err(_) => {
-            slot.end(None, buf);
-            Failure::new("timeout").into_lua(&lua)
-        }
-    }
-}
-
-/// `sslhandshake(reused_session, server_name, ssl_verify)`: `true` (sessions are not
-/// reused, so the "session" returned is `true`), or `nil, err`. A connection that is
-/// already TLS (reused from the pool) keeps its session.
-async fn sslhandshake(lua: Lua, slot: Arc<Slot>, name: Option<String>, verify: bool) -> mlua::Result<MultiValue> {
-    let (conn, buf, t) = match slot.begin() {
-        Ok(x) => x,
-        Err(e) => return Failure::new(e).into_lua(&lua),
-    };
-    let tcp = match conn {
-        Conn::Plain(tcp) => tcp,
-        tls @ Conn::Tls(_) => {
-            slot.end(Some(tls), buf);
-            return Ok(MultiValue::from_vec(vec![Value::Boolean(true)]));
-        }
-    };
-    let config = match super::tls::config(verify) {
-        Ok(c) => c,
-        Err(e) => {
-            slot.end(None, buf);
-            return Failure::new(format!("handshake failed: {e}")).into_lua(&lua);
-        }
-    };
-    let host = match &name {
-        Some(n) => n.clone(),
-        None => tcp.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
-    };
-    let Ok(server_name) = tokio_rustls::rustls::pki_types::ServerName::try_from(host) else {
-        slot.end(None, buf);
-        return Failure::new("handshake failed: bad server name").into_lua(&lua);
-    };
-    let connector = tokio_rustls::TlsConnector::from(config);
-    match tokio::time::timeout(t.read.max(t.connect), connector.connect(server_name, tcp)).await {
-        Ok(Ok(tls)) => {
-            slot.end(Some(Conn::Tls(Box::new(tls))), buf);
-            Ok(MultiValue::from_vec(vec![Value::Boolean(true)]))
-        }
-        Ok(Err(e)) => {
-            slot.end(None, buf);
-            let words = if verify && e.to_string().contains("certificate") {
-                format!("certificate verify failed ({e})")
-            } else {
-                format!("handshake failed: {e}")
-            };
-            Failure::new(words).into_lua(&lua)
         }
         Err(_) => {
             slot.end(None, buf);
@@ -387,14 +299,21 @@ fn receive_pattern(v: &Value) -> mlua::Result<Pattern> {
         Value::String(s) => match &*s.as_bytes() {
             b"*l" | b"l" => Ok(Pattern::Line),
             b"*a" | b"a" => Ok(Pattern::All),
-            other => match std::str::from_utf8(other).ok().and_then(|s| s.parse::<usize>().ok()) {
+            other => match std::str::from_utf8(other)
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+            {
                 Some(n) => Ok(Pattern::Size(n)),
-                None => Err(mlua::Error::runtime("bad argument #1 to 'receive' (bad pattern argument)")),
+                None => Err(mlua::Error::runtime(
+                    "bad argument #1 to 'receive' (bad pattern argument)",
+                )),
             },
         },
         Value::Integer(n) if *n >= 0 => Ok(Pattern::Size(*n as usize)),
         Value::Number(n) if *n >= 0.0 && n.is_finite() => Ok(Pattern::Size(*n as usize)),
-        _ => Err(mlua::Error::runtime("bad argument #1 to 'receive' (bad pattern argument)")),
+        _ => Err(mlua::Error::runtime(
+            "bad argument #1 to 'receive' (bad pattern argument)",
+        )),
     }
 }
 
@@ -415,7 +334,11 @@ impl UserData for TcpSocket {
                                 "unix domain sockets are not supported by Portico's cosockets",
                             ))
                         }
-                        _ => return Err(mlua::Error::runtime("bad argument #2 to 'connect' (number expected)")),
+                        _ => {
+                            return Err(mlua::Error::runtime(
+                                "bad argument #2 to 'connect' (number expected)",
+                            ))
+                        }
                     };
                     if !(1..=65535).contains(&port) {
                         return Err(mlua::Error::runtime(format!("bad port number: {port}")));
@@ -423,7 +346,11 @@ impl UserData for TcpSocket {
                     let opts = match opts {
                         Some(Value::Table(t)) => Some(t),
                         None | Some(Value::Nil) => None,
-                        Some(_) => return Err(mlua::Error::runtime("bad argument #3 to 'connect' (table expected)")),
+                        Some(_) => {
+                            return Err(mlua::Error::runtime(
+                                "bad argument #3 to 'connect' (table expected)",
+                            ))
+                        }
                     };
                     let (pool, size) = connect_options(opts)?;
                     Ok((port as u16, pool, size))
@@ -436,12 +363,14 @@ impl UserData for TcpSocket {
         );
         methods.add_async_method("send", |lua, this, data: Value| {
             let slot = Arc::clone(&this.0);
-            let checked = yieldable_context(&lua, "send").and_then(|_| payload(&lua, &data, "send"));
+            let checked =
+                yieldable_context(&lua, "send").and_then(|_| payload(&lua, &data, "send"));
             async move { send(lua, slot, checked?).await }
         });
         methods.add_async_method("receive", |lua, this, pattern: Value| {
             let slot = Arc::clone(&this.0);
-            let checked = yieldable_context(&lua, "receive").and_then(|_| receive_pattern(&pattern));
+            let checked =
+                yieldable_context(&lua, "receive").and_then(|_| receive_pattern(&pattern));
             async move { receive(lua, slot, checked?).await }
         });
         methods.add_async_method("receiveany", |lua, this, max: Value| {
@@ -449,54 +378,66 @@ impl UserData for TcpSocket {
             let checked = yieldable_context(&lua, "receiveany").and_then(|_| match max {
                 Value::Integer(n) if n > 0 => Ok(n as usize),
                 Value::Number(n) if n >= 1.0 => Ok(n as usize),
-                _ => Err(mlua::Error::runtime("bad argument #1 to 'receiveany' (bad max argument)")),
+                _ => Err(mlua::Error::runtime(
+                    "bad argument #1 to 'receiveany' (bad max argument)",
+                )),
             });
             async move { receiveany(lua, slot, checked?).await }
         });
-        methods.add_method("receiveuntil", |lua, this, (pattern, opts): (mlua::LuaString, Option<Table>)| {
-            yieldable_context(lua, "receiveuntil")?;
-            let pattern = pattern.as_bytes().to_vec();
-            if pattern.is_empty() {
-                return Ok((Value::Nil, Some("pattern is empty")));
-            }
-            let inclusive = match &opts {
-                Some(t) => t.raw_get::<Option<bool>>("inclusive")?.unwrap_or(false),
-                None => false,
-            };
-            let slot = Arc::clone(&this.0);
-            let state = Arc::new(Mutex::new(Until::new(pattern, inclusive)));
-            let iter: Function = lua.create_async_function(move |lua, size: Option<f64>| {
-                let slot = Arc::clone(&slot);
-                let state = Arc::clone(&state);
-                let checked = yieldable_context(&lua, "receiveuntil iterator");
-                let size = size.filter(|s| *s >= 1.0).map(|s| s as usize);
-                async move {
-                    checked?;
-                    until_step(lua, slot, state, size).await
+        methods.add_method(
+            "receiveuntil",
+            |lua, this, (pattern, opts): (mlua::LuaString, Option<Table>)| {
+                yieldable_context(lua, "receiveuntil")?;
+                let pattern = pattern.as_bytes().to_vec();
+                if pattern.is_empty() {
+                    return Ok((Value::Nil, Some("pattern is empty")));
                 }
-            })?;
-            Ok((Value::Function(iter), None))
-        });
+                let inclusive = match &opts {
+                    Some(t) => t.raw_get::<Option<bool>>("inclusive")?.unwrap_or(false),
+                    None => false,
+                };
+                let slot = Arc::clone(&this.0);
+                let state = Arc::new(Mutex::new(Until::new(pattern, inclusive)));
+                let iter: Function = lua.create_async_function(move |lua, size: Option<f64>| {
+                    let slot = Arc::clone(&slot);
+                    let state = Arc::clone(&state);
+                    let checked = yieldable_context(&lua, "receiveuntil iterator");
+                    let size = size.filter(|s| *s >= 1.0).map(|s| s as usize);
+                    async move {
+                        checked?;
+                        until_step(lua, slot, state, size).await
+                    }
+                })?;
+                Ok((Value::Function(iter), None))
+            },
+        );
         methods.add_method("settimeout", |_, this, ms: Option<f64>| {
             if let Some(d) = millis(ms) {
                 let mut s = this.0 .0.lock();
-                s.timeouts = Timeouts { connect: d, send: d, read: d };
+                s.timeouts = Timeouts {
+                    connect: d,
+                    send: d,
+                    read: d,
+                };
             }
             Ok(())
         });
-        methods.add_method("settimeouts", |_, this, (c, s, r): (Option<f64>, Option<f64>, Option<f64>)| {
-            let mut st = this.0 .0.lock();
-            if let Some(d) = millis(c) {
-                st.timeouts.connect = d;
-            }
-            if let Some(d) = millis(s) {
-                st.timeouts.send = d;
-            }
-            if let Some(d) = millis(r) {
-                st.timeouts.read = d;
-            }
-            Ok(())
-        });
+        methods.add_method(
+            "settimeouts",
+            |_, this, (c, s, r): (Option<f64>, Option<f64>, Option<f64>)| {
+                let mut st = this.0 .0.lock();
+                if let Some(d) = millis(c) {
+                    st.timeouts.connect = d;
+                }
+                if let Some(d) = millis(s) {
+                    st.timeouts.send = d;
+                }
+                if let Some(d) = millis(r) {
+                    st.timeouts.read = d;
+                }
+                Ok(())
+            },
+        );
         methods.add_method("setoption", |_, _, _: MultiValue| Ok(true));
         methods.add_method("getreusedtimes", |_, this, ()| {
             let s = this.0 .0.lock();
@@ -516,38 +457,41 @@ impl UserData for TcpSocket {
             s.buf.clear();
             Ok((Some(1), None))
         });
-        methods.add_method("setkeepalive", |lua, this, (timeout, size): (Option<f64>, Option<f64>)| {
-            yieldable_context(lua, "setkeepalive")?;
-            let mut s = this.0 .0.lock();
-            if s.busy {
-                return Ok((None, Some("socket busy")));
-            }
-            if s.conn.is_none() {
-                return Ok((None, Some("closed")));
-            }
-            if !s.buf.is_empty() {
-                // The rest of a response is still unread: the connection cannot be
-                // reused safely; OpenResty refuses and closes it.
-                s.conn = None;
-                s.buf.clear();
-                return Ok((None, Some("unread data in buffer")));
-            }
-            let Some(conn) = s.conn.take() else {
-                return Ok((None, Some("closed")));
-            };
-            let idle = match timeout {
-                None => Some(DEFAULT_IDLE),
-                Some(ms) if ms <= 0.0 => None,
-                Some(ms) => Some(Duration::from_secs_f64(ms / 1000.0)),
-            };
-            let size = size
-                .filter(|n| *n >= 1.0)
-                .map(|n| n as usize)
-                .or(s.pool_size)
-                .unwrap_or(DEFAULT_POOL_SIZE);
-            Pool::of(lua).put(s.pool.clone(), conn, s.reused, idle, size);
-            Ok((Some(1), None))
-        });
+        methods.add_method(
+            "setkeepalive",
+            |lua, this, (timeout, size): (Option<f64>, Option<f64>)| {
+                yieldable_context(lua, "setkeepalive")?;
+                let mut s = this.0 .0.lock();
+                if s.busy {
+                    return Ok((None, Some("socket busy")));
+                }
+                if s.conn.is_none() {
+                    return Ok((None, Some("closed")));
+                }
+                if !s.buf.is_empty() {
+                    // The rest of a response is still unread: the connection cannot be
+                    // reused safely; OpenResty refuses and closes it.
+                    s.conn = None;
+                    s.buf.clear();
+                    return Ok((None, Some("unread data in buffer")));
+                }
+                let Some(conn) = s.conn.take() else {
+                    return Ok((None, Some("closed")));
+                };
+                let idle = match timeout {
+                    None => Some(DEFAULT_IDLE),
+                    Some(ms) if ms <= 0.0 => None,
+                    Some(ms) => Some(Duration::from_secs_f64(ms / 1000.0)),
+                };
+                let size = size
+                    .filter(|n| *n >= 1.0)
+                    .map(|n| n as usize)
+                    .or(s.pool_size)
+                    .unwrap_or(DEFAULT_POOL_SIZE);
+                Pool::of(lua).put(s.pool.clone(), conn, s.reused, idle, size);
+                Ok((Some(1), None))
+            },
+        );
         methods.add_async_method(
             "sslhandshake",
             |lua, this, (_reused, name, verify): (Value, Option<String>, Option<bool>)| {
@@ -555,7 +499,7 @@ impl UserData for TcpSocket {
                 let checked = yieldable_context(&lua, "sslhandshake").map(|_| ());
                 async move {
                     checked?;
-                    sslhandshake(lua, slot, name, verify.unwrap_or(false)).await
+                    super::tls::sslhandshake(lua, slot, name, verify.unwrap_or(false)).await
                 }
             },
         );

@@ -8,8 +8,9 @@ use parking_lot::Mutex;
 use tokio::net::UdpSocket as TokioUdp;
 
 use super::conn::io_error_words;
-use super::{payload, yieldable_context, Failure, DEFAULT_TIMEOUT};
+use super::{payload, Failure, DEFAULT_TIMEOUT};
 use crate::lua::owned::{Closable, Owned};
+use crate::lua::slice::yieldable_context;
 
 /// The largest datagram `receive` returns (OpenResty's default and maximum).
 const MAX_DATAGRAM: usize = 65536;
@@ -46,13 +47,24 @@ impl UdpSocket {
     }
 }
 
-async fn setpeername(lua: Lua, slot: Arc<Slot>, host: String, port: u16) -> mlua::Result<MultiValue> {
+async fn setpeername(
+    lua: Lua,
+    slot: Arc<Slot>,
+    host: String,
+    port: u16,
+) -> mlua::Result<MultiValue> {
     let timeout = slot.0.lock().timeout;
     let addr = match portico_outbound::resolve_cached(&host, port, Some(timeout)).await {
         Ok(a) => a,
-        Err(e) => return Failure::new(format!("{host} could not be resolved ({e})")).into_lua(&lua),
+        Err(e) => {
+            return Failure::new(format!("{host} could not be resolved ({e})")).into_lua(&lua)
+        }
     };
-    let local = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    let local = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
     let sock = match TokioUdp::bind(local).await {
         Ok(s) => s,
         Err(e) => return Failure::new(io_error_words(&e)).into_lua(&lua),
@@ -66,17 +78,23 @@ async fn setpeername(lua: Lua, slot: Arc<Slot>, host: String, port: u16) -> mlua
 
 impl UserData for UdpSocket {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_async_method("setpeername", |lua, this, (host, port): (String, Option<i64>)| {
-            let slot = Arc::clone(&this.0);
-            let checked = yieldable_context(&lua, "setpeername").and_then(|_| match port {
-                Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
-                _ => Err(mlua::Error::runtime("bad argument #2 to 'setpeername' (bad port number)")),
-            });
-            async move { setpeername(lua, slot, host, checked?).await }
-        });
+        methods.add_async_method(
+            "setpeername",
+            |lua, this, (host, port): (String, Option<i64>)| {
+                let slot = Arc::clone(&this.0);
+                let checked = yieldable_context(&lua, "setpeername").and_then(|_| match port {
+                    Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
+                    _ => Err(mlua::Error::runtime(
+                        "bad argument #2 to 'setpeername' (bad port number)",
+                    )),
+                });
+                async move { setpeername(lua, slot, host, checked?).await }
+            },
+        );
         methods.add_async_method("send", |lua, this, data: Value| {
             let sock = this.socket();
-            let checked = yieldable_context(&lua, "send").and_then(|_| payload(&lua, &data, "send"));
+            let checked =
+                yieldable_context(&lua, "send").and_then(|_| payload(&lua, &data, "send"));
             async move {
                 let data = checked?;
                 let Some((sock, timeout)) = sock else {
@@ -92,7 +110,9 @@ impl UserData for UdpSocket {
         methods.add_async_method("receive", |lua, this, size: Option<i64>| {
             let sock = this.socket();
             let checked = yieldable_context(&lua, "receive");
-            let size = size.filter(|n| *n > 0).map_or(MAX_DATAGRAM, |n| (n as usize).min(MAX_DATAGRAM));
+            let size = size
+                .filter(|n| *n > 0)
+                .map_or(MAX_DATAGRAM, |n| (n as usize).min(MAX_DATAGRAM));
             async move {
                 checked?;
                 let Some((sock, timeout)) = sock else {
@@ -100,7 +120,9 @@ impl UserData for UdpSocket {
                 };
                 let mut buf = vec![0u8; size];
                 match tokio::time::timeout(timeout, sock.recv(&mut buf)).await {
-                    Ok(Ok(n)) => Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(&buf[..n])?)])),
+                    Ok(Ok(n)) => Ok(MultiValue::from_vec(vec![Value::String(
+                        lua.create_string(&buf[..n])?,
+                    )])),
                     Ok(Err(e)) => Failure::new(io_error_words(&e)).into_lua(&lua),
                     Err(_) => Failure::new("timeout").into_lua(&lua),
                 }
