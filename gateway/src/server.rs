@@ -364,6 +364,8 @@ pub fn run(
         upstream_errors: crate::logging::throttle::Throttle::new(std::time::Duration::from_secs(
             UPSTREAM_ERROR_LOG_INTERVAL_SECS,
         )),
+        // Checked with the settings at startup.
+        max_read_body: settings.proxy.max_body_bytes().unwrap_or(1024 * 1024),
     };
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
     if settings.proxy.h2c {

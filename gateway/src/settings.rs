@@ -226,6 +226,10 @@ pub struct ProxySettings {
     /// Largest request header section in bytes (request line and header fields); a
     /// larger one is answered 431 and the connection closed.
     pub client_max_header_size: usize,
+    /// Largest request body `ngx.req.read_body()` reads (nginx's `client_max_body_size`:
+    /// `1m`, `512k`, bytes; `0` = no limit); a larger one is answered 413. Bodies Lua
+    /// does not read are streamed and not bounded by it.
+    pub client_max_body_size: String,
     /// TLS listeners, certificates from `/apisix/admin/ssls` (docs/tls.md).
     pub ssl: SslListenSettings,
     /// Offer HTTP/2 by ALPN on the TLS listeners (HTTP/1.1 stays available).
@@ -246,6 +250,20 @@ pub struct SslListenSettings {
     pub fallback_sni: Option<String>,
 }
 
+impl ProxySettings {
+    /// `client_max_body_size` in bytes (`usize::MAX` for `0`); `Err` names the setting.
+    pub fn max_body_bytes(&self) -> Result<usize, String> {
+        match portico_plugins::lua::parse_size(self.client_max_body_size.trim()) {
+            Some(0) => Ok(usize::MAX),
+            Some(n) => Ok(n),
+            None => Err(format!(
+                "proxy.client_max_body_size: `{}` is not a size like 1m, 512k or 8192",
+                self.client_max_body_size
+            )),
+        }
+    }
+}
+
 impl Default for ProxySettings {
     fn default() -> Self {
         ProxySettings {
@@ -254,6 +272,7 @@ impl Default for ProxySettings {
             client_body_timeout: 60,
             max_header_connections: 4096,
             client_max_header_size: 32 * 1024,
+            client_max_body_size: "1m".to_string(),
             ssl: SslListenSettings::default(),
             http2: true,
             h2c: false,
@@ -392,6 +411,9 @@ impl Settings {
         }
         if self.proxy.max_header_connections == 0 {
             errors.push("proxy.max_header_connections: must be at least 1".to_string());
+        }
+        if let Err(e) = self.proxy.max_body_bytes() {
+            errors.push(e);
         }
         if self.proxy.client_max_header_size < 1024 {
             errors.push("proxy.client_max_header_size: must be at least 1024 bytes".to_string());

@@ -74,6 +74,12 @@ impl PluginRegistry {
         self.build(name, conf, name).map(|_| ())
     }
 
+    /// The library modules (`lua_modules`) of the configuration being built: code checked
+    /// from now on may `require` them (call before building plugin instances).
+    pub fn set_lua_libraries(&self, libs: &std::sync::Arc<crate::lua::LuaLibraries>) {
+        self.validator.set_libraries(libs);
+    }
+
     /// Compiles a plugin module and reads what it declares (apply time, in the validator
     /// VM). The error names the code and the problem, with the line for syntax errors.
     pub fn inspect_module(

@@ -150,7 +150,7 @@ fn read_body_gives_lua_the_body_and_still_forwards_it() {
         "the body read by Lua still reaches the backend"
     );
 
-    // Over the 64 KiB bound the body cannot be both read and forwarded: 413.
+    // Over 64 KiB (Pingora's replay buffer) a body read by Lua cannot be forwarded: 413.
     let big = Request::new("POST", "/body").body(vec![b'x'; 70 * 1024]);
     let r = http::send(gw.proxy_addr(), &big).unwrap();
     assert_eq!(r.status, 413);

@@ -42,6 +42,8 @@ mod lua_content_balancer;
 mod lua_cosocket;
 mod lua_hot_swap;
 mod lua_limits;
+mod lua_modules;
+mod lua_ngx_ext;
 mod lua_phases;
 mod lua_plugins;
 mod lua_responses;

@@ -36,7 +36,8 @@ pub fn with_defaults(kind: ResourceKind, value: &Value) -> Value {
             fill_inline_upstream(obj);
         }
         ResourceKind::Services => fill_inline_upstream(obj),
-        ResourceKind::LuaPlugins
+        ResourceKind::LuaModules
+        | ResourceKind::LuaPlugins
         | ResourceKind::PluginMetadata
         | ResourceKind::GlobalRules
         | ResourceKind::Ssls

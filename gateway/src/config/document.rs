@@ -16,7 +16,7 @@ pub fn items_of(doc: Value) -> Result<Vec<(ResourceKind, String, Value)>, Vec<Fi
         let Some(kind) = ResourceKind::from_segment(&key) else {
             errors.push(FieldError::new(
                 key.clone(),
-                "unknown resource list (expected routes, upstreams, services, global_rules, plugin_configs, consumer_groups, consumers, plugin_metadata, lua_plugins, ssls)",
+                "unknown resource list (expected routes, upstreams, services, global_rules, plugin_configs, consumer_groups, consumers, plugin_metadata, lua_modules, lua_plugins, ssls)",
             ));
             continue;
         };

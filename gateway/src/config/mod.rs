@@ -10,6 +10,7 @@ pub mod defaults;
 mod document;
 pub mod dynacode;
 pub mod limits;
+mod lua_module;
 mod lua_plugin;
 pub mod patch;
 mod plugin_metadata;
@@ -24,6 +25,7 @@ mod upstream_tls;
 pub use consumer::{check_username, ConsumerSpec};
 pub use document::items_of;
 pub use dynacode::{DynacodeDoc, DynacodeDomain, DynacodeGeneral, DynacodeSnippet};
+pub use lua_module::LuaModuleSpec;
 pub use lua_plugin::LuaPluginSpec;
 pub use plugin_metadata::PluginMetadataSpec;
 pub use plugin_set::{ConsumerGroupSpec, PluginConfigSpec};
@@ -46,6 +48,8 @@ use serde_json::Value;
 pub enum ResourceKind {
     /// Certificates (`ssls`); they reference nothing.
     Ssls,
+    /// Lua library modules (`lua_modules`): before the plugin modules that require them.
+    LuaModules,
     /// Lua plugin modules; first, so a bulk replace defines them before their users.
     LuaPlugins,
     /// Before everything that configures plugins: instances are built with it.
@@ -63,8 +67,9 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 10] = [
+    pub const ALL: [ResourceKind; 11] = [
         ResourceKind::Ssls,
+        ResourceKind::LuaModules,
         ResourceKind::LuaPlugins,
         ResourceKind::PluginMetadata,
         ResourceKind::Upstreams,
@@ -80,6 +85,7 @@ impl ResourceKind {
     pub fn segment(self) -> &'static str {
         match self {
             ResourceKind::Ssls => "ssls",
+            ResourceKind::LuaModules => "lua_modules",
             ResourceKind::LuaPlugins => "lua_plugins",
             ResourceKind::PluginMetadata => "plugin_metadata",
             ResourceKind::Upstreams => "upstreams",
@@ -102,6 +108,7 @@ impl ResourceKind {
     pub fn noun(self) -> &'static str {
         match self {
             ResourceKind::Ssls => "ssl",
+            ResourceKind::LuaModules => "Lua module",
             ResourceKind::LuaPlugins => "Lua plugin",
             ResourceKind::PluginMetadata => "plugin metadata",
             ResourceKind::Upstreams => "upstream",

@@ -9,8 +9,8 @@ use portico_plugins::PluginRegistry;
 
 use super::{
     check_plugins, parse_spec, ConsumerGroupSpec, ConsumerSpec, FieldError, GlobalRuleSpec,
-    LuaPluginSpec, PluginConfigSpec, PluginMetadataSpec, ResourceKind, RouteSpec, ServiceSpec,
-    SslSpec, UpstreamSpec,
+    LuaModuleSpec, LuaPluginSpec, PluginConfigSpec, PluginMetadataSpec, ResourceKind, RouteSpec,
+    ServiceSpec, SslSpec, UpstreamSpec,
 };
 
 /// One stored resource: the JSON the user wrote (plus `id`, `create_time`,
@@ -57,6 +57,9 @@ impl<T> From<&Entry<T>> for StoredView {
 #[derive(Debug, Clone, Default)]
 pub struct ResourceSet {
     pub ssls: BTreeMap<String, Entry<SslSpec>>,
+    pub lua_modules: BTreeMap<String, Entry<LuaModuleSpec>>,
+    /// `lua_modules` compiled when inserted (a syntax error is the PUT's 400).
+    pub lua_libraries: BTreeMap<String, Arc<portico_plugins::lua::LuaLibrary>>,
     pub lua_plugins: BTreeMap<String, Entry<LuaPluginSpec>>,
     /// By plugin name.
     pub plugin_metadata: BTreeMap<String, Entry<PluginMetadataSpec>>,
@@ -76,6 +79,7 @@ impl ResourceSet {
     pub fn get(&self, kind: ResourceKind, id: &str) -> Option<StoredView> {
         match kind {
             ResourceKind::Ssls => self.ssls.get(id).map(StoredView::from),
+            ResourceKind::LuaModules => self.lua_modules.get(id).map(StoredView::from),
             ResourceKind::LuaPlugins => self.lua_plugins.get(id).map(StoredView::from),
             ResourceKind::PluginMetadata => self.plugin_metadata.get(id).map(StoredView::from),
             ResourceKind::Upstreams => self.upstreams.get(id).map(StoredView::from),
@@ -95,6 +99,7 @@ impl ResourceSet {
         }
         match kind {
             ResourceKind::Ssls => views(&self.ssls),
+            ResourceKind::LuaModules => views(&self.lua_modules),
             ResourceKind::LuaPlugins => views(&self.lua_plugins),
             ResourceKind::PluginMetadata => views(&self.plugin_metadata),
             ResourceKind::Upstreams => views(&self.upstreams),
@@ -110,6 +115,7 @@ impl ResourceSet {
     pub fn len(&self, kind: ResourceKind) -> usize {
         match kind {
             ResourceKind::Ssls => self.ssls.len(),
+            ResourceKind::LuaModules => self.lua_modules.len(),
             ResourceKind::LuaPlugins => self.lua_plugins.len(),
             ResourceKind::PluginMetadata => self.plugin_metadata.len(),
             ResourceKind::Upstreams => self.upstreams.len(),
@@ -154,6 +160,22 @@ impl ResourceSet {
             ResourceKind::Ssls => {
                 let e = entry::<SslSpec>(value, created_index, modified_index)?;
                 self.ssls.insert(id.to_string(), e);
+            }
+            ResourceKind::LuaModules => {
+                let e = entry::<LuaModuleSpec>(value, created_index, modified_index)?;
+                let unchanged = self.lua_libraries.get(id).filter(|_| {
+                    self.lua_modules
+                        .get(id)
+                        .is_some_and(|o| o.spec.code == e.spec.code)
+                });
+                let lib = match unchanged {
+                    Some(lib) => Arc::clone(lib),
+                    None => portico_plugins::lua::compile_library(id, &e.spec.code)
+                        .map(Arc::new)
+                        .map_err(|m| vec![FieldError::new("code", m)])?,
+                };
+                self.lua_libraries.insert(id.to_string(), lib);
+                self.lua_modules.insert(id.to_string(), e);
             }
             ResourceKind::LuaPlugins => {
                 let e = entry::<LuaPluginSpec>(value, created_index, modified_index)?;
@@ -262,6 +284,10 @@ impl ResourceSet {
     pub fn remove(&mut self, kind: ResourceKind, id: &str) -> bool {
         match kind {
             ResourceKind::Ssls => self.ssls.remove(id).is_some(),
+            ResourceKind::LuaModules => {
+                self.lua_libraries.remove(id);
+                self.lua_modules.remove(id).is_some()
+            }
             ResourceKind::LuaPlugins => self.lua_plugins.remove(id).is_some(),
             ResourceKind::PluginMetadata => self.plugin_metadata.remove(id).is_some(),
             ResourceKind::Upstreams => self.upstreams.remove(id).is_some(),
@@ -312,6 +338,7 @@ impl ResourceSet {
                     }
                 }
             }
+            ResourceKind::LuaModules => out = self.requirers(id),
             ResourceKind::LuaPlugins => {
                 let uses = |p: Option<&serde_json::Map<String, Value>>| {
                     p.is_some_and(|p| p.contains_key(id))
@@ -357,6 +384,69 @@ impl ResourceSet {
         out
     }
 
+    /// The library modules of this set, as `require` resolves them.
+    pub fn libraries(&self) -> Arc<portico_plugins::lua::LuaLibraries> {
+        Arc::new(portico_plugins::lua::LuaLibraries::new(
+            self.lua_libraries.values().cloned(),
+        ))
+    }
+
+    /// What requires the library module `id` by string literal (a static scan, see
+    /// `lua_scan.rs`): other library modules, Lua plugin modules, and Lua code anywhere
+    /// in a `plugins` object (serverless functions).
+    fn requirers(&self, id: &str) -> Vec<(ResourceKind, String)> {
+        let requires = |code: &str| {
+            portico_plugins::lua::required_modules(code)
+                .iter()
+                .any(|n| n == id)
+        };
+        let in_plugins = |p: Option<&serde_json::Map<String, Value>>| {
+            p.is_some_and(|p| p.values().any(|v| json_requires(v, &requires)))
+        };
+        let mut out = Vec::new();
+        for (lid, lib) in &self.lua_libraries {
+            if lid != id && lib.requires.iter().any(|n| n == id) {
+                out.push((ResourceKind::LuaModules, lid.clone()));
+            }
+        }
+        for (pid, p) in &self.lua_plugins {
+            if requires(&p.spec.code) {
+                out.push((ResourceKind::LuaPlugins, pid.clone()));
+            }
+        }
+        for (rid, r) in &self.routes {
+            if in_plugins(r.spec.plugins.as_ref()) {
+                out.push((ResourceKind::Routes, rid.clone()));
+            }
+        }
+        for (sid, s) in &self.services {
+            if in_plugins(s.spec.plugins.as_ref()) {
+                out.push((ResourceKind::Services, sid.clone()));
+            }
+        }
+        for (gid, g) in &self.global_rules {
+            if in_plugins(Some(&g.spec.plugins)) {
+                out.push((ResourceKind::GlobalRules, gid.clone()));
+            }
+        }
+        for (pid, p) in &self.plugin_configs {
+            if in_plugins(Some(&p.spec.plugins)) {
+                out.push((ResourceKind::PluginConfigs, pid.clone()));
+            }
+        }
+        for (gid, g) in &self.consumer_groups {
+            if in_plugins(Some(&g.spec.plugins)) {
+                out.push((ResourceKind::ConsumerGroups, gid.clone()));
+            }
+        }
+        for (cid, c) in &self.consumers {
+            if in_plugins(c.spec.plugins.as_ref()) {
+                out.push((ResourceKind::Consumers, cid.clone()));
+            }
+        }
+        out
+    }
+
     /// Checks that what `kind/id` references exists. Paths are relative to the object.
     pub fn check_references(&self, kind: ResourceKind, id: &str) -> Vec<FieldError> {
         let mut errors = Vec::new();
@@ -371,6 +461,7 @@ impl ResourceSet {
             },
             ResourceKind::Upstreams
             | ResourceKind::GlobalRules
+            | ResourceKind::LuaModules
             | ResourceKind::LuaPlugins
             | ResourceKind::PluginMetadata
             | ResourceKind::Ssls
@@ -455,5 +546,15 @@ impl ResourceSet {
             .chain(self.dynacode.iter().map(|d| d.modified_index))
             .max()
             .unwrap_or(0)
+    }
+}
+
+/// Whether any string in `v` (Lua code in a plugin configuration) passes `requires`.
+fn json_requires(v: &Value, requires: &dyn Fn(&str) -> bool) -> bool {
+    match v {
+        Value::String(s) => requires(s),
+        Value::Array(a) => a.iter().any(|x| json_requires(x, requires)),
+        Value::Object(o) => o.values().any(|x| json_requires(x, requires)),
+        _ => false,
     }
 }

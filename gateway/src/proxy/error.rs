@@ -12,6 +12,10 @@ use crate::logging::throttle::Throttle;
 /// response was sent.
 pub const CLIENT_CLOSED: u16 = 499;
 
+/// nginx's non-standard status for "close the connection without a response"
+/// (`ngx.exit(444)`, `return 444`).
+pub const CLOSE_WITHOUT_RESPONSE: u16 = 444;
+
 /// The status a failed request gets: 504 for upstream timeouts, 502 for other upstream
 /// failures, an explicit `HTTPStatus` as given, 400 for downstream protocol errors, 408
 /// when the client stopped sending its body (`client_body_timeout`, as nginx), 499 when
@@ -41,7 +45,8 @@ pub async fn respond_error(
     env: &super::phases::LuaEnv<'_>,
 ) -> FailToProxy {
     let code = status_for(e);
-    if code > 0 && code != CLIENT_CLOSED && session.response_written().is_none() {
+    let answers = code > 0 && code != CLIENT_CLOSED && code != CLOSE_WITHOUT_RESPONSE;
+    if answers && session.response_written().is_none() {
         let body = bytes::Bytes::from_static(super::local::error_body(code).as_bytes());
         if let Err(err) =
             super::local::respond(session, ctx, code, "application/json", body, env).await
@@ -77,6 +82,9 @@ fn is_connect_failure(e: &Error) -> bool {
 pub fn suppress_log(e: &Error, ctx: &RequestCtx, throttle: &Throttle) -> bool {
     if is_client_gone(e) {
         tracing::debug!("client closed the connection: {e}");
+        return true;
+    }
+    if matches!(e.etype(), HTTPStatus(CLOSE_WITHOUT_RESPONSE)) {
         return true;
     }
     if !is_connect_failure(e) {

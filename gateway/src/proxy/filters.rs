@@ -28,6 +28,7 @@ pub fn filter_response_header(
     if !ctx.response_headers.is_empty() {
         super::native::apply_response_headers(ctx, header)?;
     }
+    apply_early_lua_headers(ctx, header)?;
     let has_header_filter = has_phase(ctx, Phase::HeaderFilter);
     // After a 101 the connection is a tunnel (a websocket): its bytes are no body, so no
     // body filter sees them and the header keeps its framing, as nginx passes an
@@ -61,6 +62,29 @@ pub fn filter_response_header(
         ctx.body_filtered = true;
     }
     Ok(has_body_filter)
+}
+
+/// `ngx.header[...]` set in rewrite/access (before there is a response) applies to the
+/// response that comes back, proxied or generated, as in OpenResty. Until the first
+/// `header_filter` run, the request's response headers hold only what Lua set.
+fn apply_early_lua_headers(ctx: &RequestCtx, header: &mut ResponseHeader) -> Result<()> {
+    let Some(lua) = &ctx.lua else {
+        return Ok(());
+    };
+    let r = lua.req.lock();
+    if r.response_headers.is_empty() || r.phase >= Phase::HeaderFilter {
+        return Ok(());
+    }
+    for name in r.response_headers.keys() {
+        if same_values(&header.headers, &r.response_headers, name) {
+            continue;
+        }
+        header.remove_header(name);
+        for v in r.response_headers.get_all(name) {
+            header.append_header(name.clone(), v.clone())?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs a run of Lua `header_filter` steps on `header` and writes back what Lua changed.

@@ -101,6 +101,15 @@ pub async fn respond_from_lua(
     body: Option<Vec<u8>>,
     env: &LuaEnv<'_>,
 ) -> Result<()> {
+    // nginx's 444 closes the connection without a response: the error makes Pingora
+    // drop the connection, and the error page skips this status (see `error.rs`).
+    if status == super::error::CLOSE_WITHOUT_RESPONSE {
+        ctx.local_status = Some(status);
+        return Error::e_explain(
+            HTTPStatus(status),
+            "Lua closed the connection without a response (444)",
+        );
+    }
     // OpenResty: `ngx.exit(200)` after `ngx.status = 201` sends the status Lua set; an
     // error or redirect status replaces it.
     let status = match (status, lua_status(ctx)) {

@@ -55,6 +55,8 @@ pub struct Gateway {
     pub server_header: Option<http::HeaderValue>,
     /// Unreachable nodes are logged once per node per interval.
     pub upstream_errors: crate::logging::throttle::Throttle,
+    /// `proxy.client_max_body_size` in bytes: the bound of `ngx.req.read_body()`.
+    pub max_read_body: usize,
 }
 
 impl Gateway {
@@ -63,6 +65,7 @@ impl Gateway {
             workers: &self.lua,
             metrics: &self.metrics,
             server_header: self.server_header.as_ref(),
+            max_read_body: self.max_read_body,
         }
     }
 }

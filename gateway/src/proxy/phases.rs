@@ -23,6 +23,8 @@ pub struct LuaEnv<'a> {
     pub metrics: &'a Metrics,
     /// The `Server` header of every response (`server_header`); `None` sends none.
     pub server_header: Option<&'a http::HeaderValue>,
+    /// `proxy.client_max_body_size` in bytes.
+    pub max_read_body: usize,
 }
 
 /// How a phase ended.
@@ -150,6 +152,7 @@ pub(super) fn ensure<'c>(
         // `ngx.var.request_time` and `ngx.req.start_time()` count from the request's
         // arrival, not from its first Lua phase.
         req.started = ctx.started;
+        req.libraries = Arc::clone(&ctx.snap.lua_libraries);
         ctx.lua = Some(LuaCtx {
             vm,
             req: req.shared(),
@@ -292,7 +295,7 @@ async fn run_entries(
             Poll::Pending => loop {
                 tokio::select! {
                     r = &mut call => break r,
-                    _ = wanted.notified() => read_body(session, &lua.req).await,
+                    _ = wanted.notified() => read_body(session, &lua.req, env.max_read_body).await,
                 }
             },
         };
@@ -427,16 +430,26 @@ pub fn run_balancer(
     }))
 }
 
-/// Reads the request body for `ngx.req.read_body()`, bounded by what Pingora can replay
-/// to the upstream afterwards (its retry buffer), then wakes the waiting Lua.
-async fn read_body(session: &mut Session, req: &SharedRequest) {
+/// Reads the request body for `ngx.req.read_body()`, bounded by
+/// `proxy.client_max_body_size` (`max`), then wakes the waiting Lua. Pingora keeps the
+/// first 64 KiB (its retry buffer) to send upstream afterwards; a larger body can be
+/// read and answered by Lua, not proxied (see [`body_not_replayable`]).
+async fn read_body(session: &mut Session, req: &SharedRequest, max: usize) {
     session.as_mut().enable_retry_buffering();
     let mut body = bytes::BytesMut::new();
+    // nginx answers a declared length over the limit before reading anything.
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
     let state = loop {
+        if declared.is_some_and(|n| n > max) {
+            break BodyState::TooLarge;
+        }
         match session.as_mut().read_request_body().await {
-            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_READ_BODY => {
-                break BodyState::TooLarge
-            }
+            Ok(Some(chunk)) if body.len() + chunk.len() > max => break BodyState::TooLarge,
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break BodyState::Read(body.freeze()),
             Err(e) => {
@@ -451,6 +464,15 @@ async fn read_body(session: &mut Session, req: &SharedRequest) {
         Arc::clone(&r.body_ready)
     };
     ready.notify_one();
+}
+
+/// Lua read a body larger than Pingora can send upstream after it was read (its 64 KiB
+/// retry buffer): such a request can be answered by Lua but not proxied.
+pub fn body_not_replayable(session: &Session, ctx: &RequestCtx) -> bool {
+    let read_by_lua = ctx.lua.as_ref().is_some_and(
+        |l| matches!(&l.req.lock().body, BodyState::Read(b) if b.len() > MAX_READ_BODY),
+    );
+    read_by_lua && session.as_ref().retry_buffer_truncated()
 }
 
 /// `ngx.var.upstream_addr`: the nodes tried so far, as nginx lists them (`a, b`).

@@ -83,6 +83,20 @@ pub async fn route_request(
     if let Some(answered) = lua_phases(session, ctx, env).await? {
         return Ok(answered);
     }
+    if has_upstream && phases::body_not_replayable(session, ctx) {
+        tracing::warn!(
+            "a request body over 64 KiB read by ngx.req.read_body() cannot be proxied (Pingora replays at most 64 KiB); answered 413"
+        );
+        respond_json(
+            session,
+            ctx,
+            413,
+            r#"{"error_msg":"request body too large to proxy after Lua read it"}"#,
+            env,
+        )
+        .await?;
+        return Ok(true);
+    }
     if !has_upstream {
         respond_json(
             session,

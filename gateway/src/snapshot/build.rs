@@ -118,6 +118,10 @@ pub fn build(
         prev.map(|p| p.tls.as_ref()),
         &mut errors,
     ));
+    // Plugin modules and serverless code are loaded by the validator below; what they
+    // `require` resolves to this configuration's library modules.
+    let lua_libraries = set.libraries();
+    cx.plugins.set_lua_libraries(&lua_libraries);
     let lua_modules =
         super::modules::build_modules(set, prev.map(|p| &p.lua_modules), cx.plugins, &mut errors);
     let mut instances = PluginInstances {
@@ -282,6 +286,7 @@ pub fn build(
             upstreams,
             global_chain,
             dynacode: dynacode_runtime(set, prev),
+            lua_libraries,
             lua_modules,
             plugin_instances,
             tls,

@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub global_chain: Arc<PluginChain>,
     /// The compiled dynacode document, if there is one.
     pub dynacode: Option<Arc<crate::snapshot::dynacode::DynacodeRuntime>>,
+    /// Lua library modules (`lua_modules` resources) as `require` resolves them.
+    pub lua_libraries: Arc<portico_plugins::lua::LuaLibraries>,
     /// Lua plugin modules by name (`lua_plugins` resources), compiled.
     pub lua_modules: std::collections::HashMap<String, Arc<LuaModule>>,
     /// Every built plugin instance by (name, configuration), reused by the next build.

@@ -45,6 +45,8 @@ impl LuaVm {
         f: &CompiledFunction,
         req: &SharedRequest,
     ) -> Result<(mlua::Function, Value, Table), LuaFailure> {
+        // `require` resolves to the library modules of the request's configuration.
+        self.libs.set_current(&req.lock().libraries);
         let (func, conf) = self.function(f).inspect_err(|e| {
             self.relieve_memory::<()>(&Err(e.clone()));
         })?;
@@ -252,6 +254,11 @@ impl Validator {
         Ok(Validator {
             vm: Mutex::new(LuaVm::new(limits, (0, 1), dicts)?),
         })
+    }
+
+    /// The library modules (`lua_modules`) code checked from now on may `require`.
+    pub fn set_libraries(&self, libs: &std::sync::Arc<super::LuaLibraries>) {
+        self.vm.lock().libs.set_current(libs);
     }
 
     /// Runs a plugin module's chunk and reads what it declares.

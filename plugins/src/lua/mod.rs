@@ -8,8 +8,10 @@ mod cosocket;
 mod current;
 mod env;
 mod exec;
+mod libraries;
 mod light_task;
 mod light_thread;
+mod lua_scan;
 mod memory;
 mod missing;
 mod ngx_balancer;
@@ -33,6 +35,7 @@ mod workers;
 
 pub use compile::{compile, compile_module, compile_statements, ChunkKind, CompiledFunction};
 pub use exec::{CallOutcome, ModuleInfo, Validator};
+pub use libraries::{compile_library, required_modules, reserved_name, LuaLibraries, LuaLibrary};
 pub use owned::Owned;
 pub use request::{BodyState, ConnVars, LuaRequest, SharedRequest, MAX_READ_BODY};
 pub use shared_dict_registry::{checked_size, parse_size, SharedDicts};
@@ -100,5 +103,9 @@ impl std::fmt::Display for LuaFailure {
 mod convert_fuzz;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod libraries_tests;
+#[cfg(test)]
+mod ngx_ext_tests;
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,14 @@ use super::request::BodyState;
 use crate::phase::Phase;
 
 fn lua_string_list(lua: &Lua, v: Value) -> mlua::Result<Vec<String>> {
+    lua_bytes_list(lua, v)?
+        .into_iter()
+        .map(|b| String::from_utf8(b).map_err(|_| err("bad value: invalid utf-8")))
+        .collect()
+}
+
+/// Like [`lua_string_list`], for values that may be binary (body chunks).
+fn lua_bytes_list(lua: &Lua, v: Value) -> mlua::Result<Vec<Vec<u8>>> {
     let guard = WorkGuard::new(lua);
     let mut len = 0;
     string_list(lua, &guard, v, 0, &mut len)
@@ -29,13 +37,13 @@ fn string_list(
     v: Value,
     depth: usize,
     len: &mut usize,
-) -> mlua::Result<Vec<String>> {
+) -> mlua::Result<Vec<Vec<u8>>> {
     let out = match v {
         Value::Nil => Vec::new(),
-        Value::String(s) => vec![s.to_str()?.to_string()],
-        Value::Integer(i) => vec![i.to_string()],
-        Value::Number(n) => vec![format_number(n)],
-        Value::Boolean(b) => vec![b.to_string()],
+        Value::String(s) => vec![s.as_bytes().to_vec()],
+        Value::Integer(i) => vec![i.to_string().into_bytes()],
+        Value::Number(n) => vec![format_number(n).into_bytes()],
+        Value::Boolean(b) => vec![b.to_string().into_bytes()],
         Value::Table(t) => {
             if depth >= MAX_VALUE_DEPTH {
                 return Err(err(format!(
@@ -44,12 +52,12 @@ fn string_list(
             }
             guard.check(lua, *len, "string value")?;
             t.sequence_values::<Value>()
-                .map(|v| string_list(lua, guard, v?, depth + 1, len).map(|l| l.join("")))
+                .map(|v| string_list(lua, guard, v?, depth + 1, len).map(|l| l.concat()))
                 .collect::<mlua::Result<Vec<_>>>()?
         }
         other => return Err(err(format!("bad header value: {}", other.type_name()))),
     };
-    *len += out.iter().map(String::len).sum::<usize>();
+    *len += out.iter().map(Vec::len).sum::<usize>();
     Ok(out)
 }
 
@@ -233,6 +241,12 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
             }
         })?,
     )?;
+    // OpenResty returns nil when the body is in memory (or not read); Portico never
+    // buffers a body to a file, so it always is.
+    req.raw_set(
+        "get_body_file",
+        lua.create_function(|_, ()| Ok(Value::Nil))?,
+    )?;
     let cur = Arc::clone(&current);
     req.raw_set(
         "get_body_data",
@@ -355,7 +369,7 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
         let mut r = r.lock();
         match (i, v) {
             (1, Value::Nil) => r.chunk = Some(bytes::Bytes::new()),
-            (1, v) => r.chunk = Some(bytes::Bytes::from(lua_string_list(lua, v)?.join(""))),
+            (1, v) => r.chunk = Some(bytes::Bytes::from(lua_bytes_list(lua, v)?.concat())),
             (2, v) => r.eof = !matches!(v, Value::Nil | Value::Boolean(false)),
             _ => return Err(err("ngx.arg: only [1] (chunk) and [2] (eof) may be set")),
         }

@@ -89,6 +89,9 @@ pub struct LuaRequest {
     pub body_ready: Arc<tokio::sync::Notify>,
     /// Cosockets and light threads of the request: closed and stopped when it ends.
     pub owned: Arc<super::owned::Owned>,
+
+    /// The library modules (`lua_modules`) of the configuration serving the request.
+    pub libraries: Arc<super::LuaLibraries>,
 }
 
 /// Where the request body stands for Lua.
@@ -98,13 +101,12 @@ pub enum BodyState {
     /// `read_body()` asked for it; the gateway is reading.
     Wanted,
     Read(Bytes),
-    /// Larger than the bound: it cannot be both given to Lua and forwarded, so the
-    /// request is answered 413.
+    /// Larger than `proxy.client_max_body_size`: the request is answered 413.
     TooLarge,
 }
 
-/// The largest body `ngx.req.read_body()` reads: what Pingora can replay to the upstream
-/// after it was read (its retry buffer).
+/// The largest body Pingora can replay to the upstream after `ngx.req.read_body()` read
+/// it (its retry buffer); `read_body` itself is bounded by `proxy.client_max_body_size`.
 pub const MAX_READ_BODY: usize = 64 * 1024;
 
 impl LuaRequest {
@@ -147,6 +149,7 @@ impl LuaRequest {
             body_wanted: Arc::new(tokio::sync::Notify::new()),
             body_ready: Arc::new(tokio::sync::Notify::new()),
             owned: Arc::default(),
+            libraries: Arc::default(),
         }
     }
 

@@ -14,6 +14,7 @@ use super::compile::{ChunkKind, CompiledFunction};
 use super::convert::json_to_lua;
 use super::current::CurrentRequest;
 use super::env::{new_env, seal};
+use super::libraries::{LibDeps, LibraryState};
 use super::ngx_req;
 use super::request::SharedRequest;
 use super::shared_dict_registry::SharedDicts;
@@ -47,6 +48,8 @@ struct Loaded {
     func: Function,
     conf: Value,
     last_used: u64,
+    /// Library versions its loading required: a new version of one reloads it.
+    deps: LibDeps,
 }
 
 /// Bound on cached functions per VM; least recently used ones go first.
@@ -73,8 +76,11 @@ pub struct LuaVm {
     /// The read-only globals every plugin environment falls back to.
     globals: Table,
     loaded: Mutex<(u64, HashMap<u64, Loaded>)>,
-    /// Plugin module tables by module id: loaded once, shared by their phase functions.
-    modules: Mutex<HashMap<u64, Table>>,
+    /// Plugin module tables by module id: loaded once, shared by their phase functions
+    /// (with the library versions their loading required).
+    modules: Mutex<HashMap<u64, (Table, LibDeps)>>,
+    /// Uploaded library modules (`lua_modules`) and what this VM loaded of them.
+    pub(super) libs: Arc<LibraryState>,
 }
 
 impl LuaVm {
@@ -112,6 +118,7 @@ impl LuaVm {
         if let Value::Table(string) = globals.raw_get::<Value>("string")? {
             super::strlib::install(&lua, &string)?;
         }
+        super::ngx_lib::install_globals(&lua, &globals)?;
 
         let ngx = lua.create_table()?;
         super::ngx_lib::install(&lua, &ngx)?;
@@ -139,7 +146,16 @@ impl LuaVm {
         globals.raw_set("ngx", proxy.clone())?;
 
         let balancer = super::ngx_balancer::balancer_module(&lua, Arc::clone(&current))?;
+        let libs = Arc::new(LibraryState::new(&lua, &globals)?);
+        let state = Arc::clone(&libs);
         let require = lua.create_function(move |lua, name: String| -> mlua::Result<Value> {
+            // Uploaded libraries first (they may replace a built-in `resty.*` module),
+            // except for the names only Portico's runtime can provide.
+            if !super::libraries::reserved_name(&name) {
+                if let Some(v) = state.require(lua, &name)? {
+                    return Ok(v);
+                }
+            }
             match name.as_str() {
                 "ngx" => Ok(Value::Table(proxy.clone())),
                 "ngx.balancer" => Ok(Value::Table(balancer.clone())),
@@ -210,6 +226,7 @@ impl LuaVm {
             globals,
             loaded: Mutex::new((0, HashMap::new())),
             modules: Mutex::new(HashMap::new()),
+            libs,
         })
     }
 
@@ -244,13 +261,16 @@ impl LuaVm {
             let mut guard = self.loaded.lock();
             let (clock, map) = &mut *guard;
             *clock += 1;
-            if let Some(l) = map.get_mut(&compiled.id) {
+            if let Some(l) = map
+                .get_mut(&compiled.id)
+                .filter(|l| self.libs.deps_current(&l.deps))
+            {
                 l.last_used = *clock;
                 return Ok((l.func.clone(), l.conf.clone()));
             }
         }
         self.enter(None);
-        let loaded = self.load(compiled);
+        let (loaded, deps) = self.libs.collect(|| self.load(compiled));
         self.leave();
         let (func, conf) = loaded.map_err(|e| LuaFailure::from_error(&e))?;
         let mut guard = self.loaded.lock();
@@ -266,6 +286,7 @@ impl LuaVm {
                 func: func.clone(),
                 conf: conf.clone(),
                 last_used: *clock,
+                deps,
             },
         );
         Ok((func, conf))
@@ -328,10 +349,14 @@ impl LuaVm {
         compiled: &CompiledFunction,
         chunk: mlua::chunk::Chunk<'_>,
     ) -> mlua::Result<Table> {
-        if let Some(t) = self.modules.lock().get(&compiled.module_id) {
-            return Ok(t.clone());
+        if let Some((t, deps)) = self.modules.lock().get(&compiled.module_id) {
+            if self.libs.deps_current(deps) {
+                self.libs.note(deps);
+                return Ok(t.clone());
+            }
         }
-        let table = match chunk.call::<Value>(())? {
+        let (result, deps) = self.libs.collect(|| chunk.call::<Value>(()));
+        let table = match result? {
             Value::Table(t) => t,
             other => {
                 return Err(mlua::Error::runtime(format!(
@@ -343,7 +368,7 @@ impl LuaVm {
         };
         self.modules
             .lock()
-            .insert(compiled.module_id, table.clone());
+            .insert(compiled.module_id, (table.clone(), deps));
         Ok(table)
     }
 
@@ -378,6 +403,6 @@ impl LuaVm {
 /// `require` of a module the sandbox does not have.
 fn not_found(name: &str) -> mlua::Error {
     mlua::Error::runtime(format!(
-        "module '{name}' not found: Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx, ngx.balancer, ngx.semaphore, resty.http, resty.limit.req, resty.limit.count, resty.limit.conn and resty.limit.traffic"
+        "module '{name}' not found: it is no uploaded library module (lua_modules) and Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx, ngx.balancer, ngx.semaphore, resty.http, resty.limit.req, resty.limit.count, resty.limit.conn and resty.limit.traffic"
     ))
 }

@@ -11,10 +11,14 @@ mod cjson;
 pub(crate) mod codec;
 mod digest;
 mod re;
+mod resty_string;
+mod table_ext;
 mod time;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ext;
 
 use mlua::{Lua, Table, Value};
 
@@ -43,6 +47,13 @@ pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
 pub fn builtin_module(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
     let key = match name {
         "cjson" | "cjson.safe" | "bit" => format!("portico.ngx_lib.module.{name}"),
+        "ngx.re" => return re::module(lua).map(Some),
+        _ if name.starts_with("table.") => {
+            return Ok(table_ext::module(lua, name)?.map(Value::Function))
+        }
+        _ if name.starts_with("resty.") => {
+            return Ok(resty_string::create_module(lua, name)?.map(Value::Table))
+        }
         _ => return Ok(None),
     };
     if let Value::Table(t) = lua.named_registry_value::<Value>(&key)? {
@@ -58,6 +69,18 @@ pub fn builtin_module(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
     module.set_readonly(true);
     lua.set_named_registry_value(&key, &module)?;
     Ok(Some(Value::Table(module)))
+}
+
+/// Globals LuaJIT code expects besides `ngx`: `bit`, and `table.new`/`clear`/`nkeys`
+/// (call before the VM is sandboxed).
+pub fn install_globals(lua: &Lua, globals: &Table) -> mlua::Result<()> {
+    if let Some(bit) = builtin_module(lua, "bit")? {
+        globals.raw_set("bit", bit)?;
+    }
+    if let Value::Table(table) = globals.raw_get::<Value>("table")? {
+        table_ext::install(lua, &table)?;
+    }
+    Ok(())
 }
 
 /// Largest string `ngx.re.sub`/`gsub` and `cjson.encode` build in Rust

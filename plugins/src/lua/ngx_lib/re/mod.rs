@@ -10,6 +10,7 @@
 mod cache;
 mod captures;
 mod exec;
+mod split;
 mod translate;
 
 use std::num::NonZeroUsize;
@@ -309,12 +310,32 @@ pub(super) fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
         "sub",
         lua.create_function(move |lua, a| re_sub(lua, &c, a, false))?,
     )?;
-    let c = cache;
+    let c = cache.clone();
     re.raw_set(
         "gsub",
         lua.create_function(move |lua, a| re_sub(lua, &c, a, true))?,
     )?;
+    // lua-resty-core's `ngx.re` module (`require "ngx.re"`): `split` and `opt`; also
+    // reachable as `ngx.re.split`/`ngx.re.opt`.
+    let module = lua.create_table()?;
+    let c = cache;
+    let split = lua.create_function(move |lua, a| split::re_split(lua, &c, a))?;
+    let opt = lua.create_function(split::re_opt)?;
+    for t in [&re, &module] {
+        t.raw_set("split", split.clone())?;
+        t.raw_set("opt", opt.clone())?;
+    }
+    module.set_readonly(true);
+    lua.set_named_registry_value(MODULE_KEY, &module)?;
     re.set_readonly(true);
     ngx.raw_set("re", re)?;
     Ok(())
+}
+
+/// Registry key of the `ngx.re` module table (see [`module`]).
+const MODULE_KEY: &str = "portico.ngx_lib.module.ngx.re";
+
+/// The table `require "ngx.re"` returns.
+pub(super) fn module(lua: &Lua) -> mlua::Result<Value> {
+    lua.named_registry_value::<Value>(MODULE_KEY)
 }

@@ -1,0 +1,262 @@
+//! A light static scan of Lua source at apply time: the modules it `require`s by string
+//! literal, and the LuaJIT-only constructs Luau cannot run (`goto`/labels, the `ffi`
+//! module), so they are refused with the line instead of failing at run time.
+//!
+//! It is a tokenizer, not a parser: comments and strings are skipped properly, then
+//! short token patterns are matched (`require "x"`, `require("x")`, `require, "x"` as in
+//! `pcall(require, "x")`, `goto name`, `::name::`). A require through a variable is not
+//! seen; the docs say so.
+
+/// What the scan found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Module names required by string literal, with their lines, in source order.
+    pub requires: Vec<(String, u32)>,
+    /// The first LuaJIT-only construct: (line, what).
+    pub incompatible: Option<(u32, &'static str)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Name(String),
+    Str(String),
+    Punct(&'static str),
+    Other,
+}
+
+/// Scans `source`; never fails (text it cannot tokenize is skipped).
+pub fn scan(source: &str) -> ScanReport {
+    let toks = tokens(source.as_bytes());
+    let mut report = ScanReport::default();
+    for (i, (tok, line)) in toks.iter().enumerate() {
+        let next = |k: usize| toks.get(i + k).map(|(t, l)| (t, *l));
+        match tok {
+            Tok::Name(n) if n == "require" => {
+                let name = match (next(1), next(2), next(3)) {
+                    (Some((Tok::Str(s), _)), _, _) => Some(s.clone()),
+                    (
+                        Some((Tok::Punct("("), _)),
+                        Some((Tok::Str(s), _)),
+                        Some((Tok::Punct(")"), _)),
+                    ) => Some(s.clone()),
+                    (Some((Tok::Punct(","), _)), Some((Tok::Str(s), _)), _) => Some(s.clone()),
+                    _ => None,
+                };
+                if let Some(name) = name {
+                    if name == "ffi" && report.incompatible.is_none() {
+                        report.incompatible = Some((
+                            *line,
+                            "the LuaJIT FFI (`require \"ffi\"`) is not available in Luau",
+                        ));
+                    }
+                    report.requires.push((name, *line));
+                }
+            }
+            Tok::Name(n) if n == "goto" => {
+                // `goto` is no keyword in Luau; `goto name` on one line is LuaJIT's goto.
+                if let Some((Tok::Name(_), l)) = next(1) {
+                    if l == *line && report.incompatible.is_none() {
+                        report.incompatible = Some((*line, "`goto` is not available in Luau (use `continue`, a flag or a function)"));
+                    }
+                }
+            }
+            Tok::Punct("::") => {
+                // `::name::` is a goto label; Luau's `::` type assertion never has this shape.
+                if let (Some((Tok::Name(_), _)), Some((Tok::Punct("::"), _))) = (next(1), next(2)) {
+                    if report.incompatible.is_none() {
+                        report.incompatible = Some((*line, "goto labels (`::name::`) are not available in Luau (use `continue`, a flag or a function)"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    report
+}
+
+/// `Err` names the label and line of the first LuaJIT-only construct of `source`.
+pub fn check_luau_compatible(label: &str, source: &str) -> Result<ScanReport, String> {
+    let report = scan(source);
+    match report.incompatible {
+        Some((line, what)) => Err(format!(
+            "{label}: line {line}: {what}; Portico runs Lua code on Luau, see docs/lua-api.md"
+        )),
+        None => Ok(report),
+    }
+}
+
+/// Tokens with their lines.
+fn tokens(s: &[u8]) -> Vec<(Tok, u32)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut line = 1u32;
+    while i < s.len() {
+        let c = s[i];
+        match c {
+            b'\n' => {
+                line += 1;
+                i += 1;
+            }
+            b' ' | b'\t' | b'\r' => i += 1,
+            b'-' if s.get(i + 1) == Some(&b'-') => {
+                i += 2;
+                if let Some(level) = long_bracket(s, i) {
+                    let (end, lines) = skip_long(s, i + level + 2, level);
+                    line += lines;
+                    i = end;
+                } else {
+                    while i < s.len() && s[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+            }
+            b'[' if long_bracket(s, i).is_some() => {
+                let level = long_bracket(s, i).unwrap_or(0);
+                let start = i + level + 2;
+                let (end, lines) = skip_long(s, start, level);
+                let body_end = end.saturating_sub(level + 2).max(start);
+                let mut body = &s[start..body_end.min(s.len())];
+                if body.first() == Some(&b'\n') {
+                    body = &body[1..];
+                }
+                out.push((Tok::Str(String::from_utf8_lossy(body).into_owned()), line));
+                line += lines;
+                i = end;
+            }
+            b'"' | b'\'' | b'`' => {
+                let start_line = line;
+                let mut text = Vec::new();
+                i += 1;
+                while i < s.len() && s[i] != c {
+                    if s[i] == b'\\' && i + 1 < s.len() {
+                        if s[i + 1] == b'\n' {
+                            line += 1;
+                        }
+                        text.push(s[i + 1]);
+                        i += 2;
+                        continue;
+                    }
+                    if s[i] == b'\n' {
+                        line += 1;
+                    }
+                    text.push(s[i]);
+                    i += 1;
+                }
+                i += 1;
+                out.push((
+                    Tok::Str(String::from_utf8_lossy(&text).into_owned()),
+                    start_line,
+                ));
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                let start = i;
+                while i < s.len() && (s[i].is_ascii_alphanumeric() || s[i] == b'_') {
+                    i += 1;
+                }
+                let name = String::from_utf8_lossy(&s[start..i]).into_owned();
+                out.push((Tok::Name(name), line));
+            }
+            b':' if s.get(i + 1) == Some(&b':') => {
+                out.push((Tok::Punct("::"), line));
+                i += 2;
+            }
+            b'(' => {
+                out.push((Tok::Punct("("), line));
+                i += 1;
+            }
+            b')' => {
+                out.push((Tok::Punct(")"), line));
+                i += 1;
+            }
+            b',' => {
+                out.push((Tok::Punct(","), line));
+                i += 1;
+            }
+            _ => {
+                out.push((Tok::Other, line));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// At `[` of `[[` or `[==[`: the number of `=`.
+fn long_bracket(s: &[u8], i: usize) -> Option<usize> {
+    if s.get(i) != Some(&b'[') {
+        return None;
+    }
+    let mut j = i + 1;
+    while s.get(j) == Some(&b'=') {
+        j += 1;
+    }
+    (s.get(j) == Some(&b'[')).then_some(j - i - 1)
+}
+
+/// From the content start of a long bracket of `level`: (index after the closing
+/// bracket, newlines inside).
+fn skip_long(s: &[u8], mut i: usize, level: usize) -> (usize, u32) {
+    let mut lines = 0;
+    while i < s.len() {
+        if s[i] == b']' {
+            let mut j = i + 1;
+            while s.get(j) == Some(&b'=') {
+                j += 1;
+            }
+            if j - i - 1 == level && s.get(j) == Some(&b']') {
+                return (j + 1, lines);
+            }
+        }
+        if s[i] == b'\n' {
+            lines += 1;
+        }
+        i += 1;
+    }
+    (s.len(), lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requires_by_literal_in_every_shape() {
+        let src = "local a = require \"resty.a\"\nlocal b = require('b.c')\nlocal ok, n = pcall(require, \"table.new\")\n-- require 'commented'\nlocal s = [[ require 'in.string' ]]\nlocal d = require [[long.name]]\n";
+        let r = scan(src);
+        let names: Vec<_> = r.requires.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("resty.a", 1),
+                ("b.c", 2),
+                ("table.new", 3),
+                ("long.name", 6)
+            ]
+        );
+        assert_eq!(r.incompatible, None);
+    }
+
+    #[test]
+    fn goto_labels_and_ffi_are_reported_with_their_line() {
+        let r = scan(
+            "local x = 1\nfor i = 1, 3 do\n  if i == 2 then goto continue end\n  ::continue::\nend",
+        );
+        assert_eq!(r.incompatible.map(|(l, _)| l), Some(3));
+        let r = scan("local x = 1\n\n::top::\n");
+        assert_eq!(r.incompatible.map(|(l, _)| l), Some(3));
+        let r = scan("--[==[ multi\nline ]==]\nlocal ffi = require(\"ffi\")");
+        assert_eq!(r.incompatible.map(|(l, _)| l), Some(3));
+        let e = check_luau_compatible("lua_modules.m", "\n goto done").unwrap_err();
+        assert!(
+            e.contains("lua_modules.m: line 2") && e.contains("goto"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn luau_constructs_are_not_mistaken_for_luajit_ones() {
+        // `goto` as a plain name, type assertions, `continue`: all fine.
+        let src = "local goto = 1\nlocal y = (goto :: number)\nfor i = 1, 2 do if i then continue end end\nlocal s = 'goto x'";
+        assert_eq!(scan(src).incompatible, None);
+    }
+}
