@@ -307,3 +307,58 @@ fn timers_run_on_the_vm_and_pending_timers_are_bounded() {
         );
     });
 }
+
+#[test]
+fn light_threads_run_first_and_the_handler_waits_for_them() {
+    rt().block_on(async {
+        let vm = vm();
+        let f = compile(
+            "test",
+            r#"local log = {}
+            return function()
+                if #log > 0 then return 200, table.concat(log, ",") end
+                ngx.thread.spawn(function()
+                    log[#log + 1] = "child"
+                    ngx.sleep(0.02)
+                    log[#log + 1] = "child-late"
+                end)
+                log[#log + 1] = "parent"
+            end"#,
+            None,
+        )
+        .expect("compiles");
+        assert_eq!(
+            vm.call(&f, &req(Phase::Access)).await,
+            Ok(CallOutcome::Continue)
+        );
+        assert_eq!(
+            vm.call(&f, &req(Phase::Access)).await,
+            Ok(CallOutcome::Respond {
+                status: 200,
+                body: Some(b"child,parent,child-late".to_vec())
+            }),
+            "the child ran first, and the handler ended only after it"
+        );
+    });
+}
+
+#[test]
+fn a_runaway_light_thread_is_stopped_by_the_budget() {
+    rt().block_on(async {
+        let limits = LuaLimits {
+            max_slice: Duration::from_millis(50),
+            max_memory: 32 * 1024 * 1024,
+            max_pending_timers: 4,
+        };
+        let vm = LuaVm::new(limits, (0, 1), &SharedDicts::default()).expect("vm");
+        let out = run(
+            &vm,
+            r#"local t = ngx.thread.spawn(function() ngx.sleep(0) while true do end end)
+            local ok, err = ngx.thread.wait(t)
+            return 200, tostring(ok) .. " " .. tostring(err):match("max_slice_ms")"#,
+            &req(Phase::Content),
+        )
+        .await;
+        assert_eq!(out, "false max_slice_ms");
+    });
+}
