@@ -6,6 +6,7 @@
 # - promtool (Debian's prometheus): the metrics tests validate the exposition with it;
 # - python3-grpcio: the gRPC e2e tests run a real gRPC server and client in Python.
 # - etcd (Debian's etcd-server): the cluster-mode e2e tests start a real one.
+# - mariadb-server: the Lua MySQL-client e2e test (lua_db_clients) starts a real mariadbd.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
@@ -17,6 +18,7 @@ debian_python=/usr/bin/python3
 [ -x "$debian_python" ] || debian_python=python3
 "$debian_python" -c 'import grpc' >/dev/null 2>&1 || missing+=(python3-grpcio)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "portico: installing ${missing[*]}" >&2
 sudo_cmd=""
@@ -35,6 +37,7 @@ if command -v apt-get >/dev/null 2>&1; then
   if command -v systemctl >/dev/null 2>&1; then
     $sudo_cmd systemctl disable --now redis-server >/dev/null 2>&1 || true
     $sudo_cmd systemctl disable --now etcd >/dev/null 2>&1 || true
+    $sudo_cmd systemctl disable --now mariadb >/dev/null 2>&1 || true
   fi
 elif command -v dnf >/dev/null 2>&1; then
   $sudo_cmd dnf install -y "${missing[@]}"

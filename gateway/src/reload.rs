@@ -3,8 +3,8 @@
 //!
 //! Applied live: `log.level` (unless `PORTICO_LOG` is set), `log.access.format` and
 //! `log.access.json`, `admin.keys` (and the
-//! `PORTICO_ADMIN_KEY` override, re-read), `history.keep`, `lua.max_slice_ms` and
-//! `lua.max_memory_mb` (each worker's next request gets a VM with the new limits). A
+//! `PORTICO_ADMIN_KEY` override, re-read), `history.keep`, `lua.max_slice_ms`,
+//! `lua.max_memory_mb` and `lua.max_pending_timers` (each worker's next request gets a VM with the new limits). A
 //! file that does not parse or check changes nothing. Everything else (listeners,
 //! `threads`, `data_dir`, the provider, `lua.shared_dicts`, `dynacode`, `proxy` limits,
 //! `shutdown_grace_seconds`, `log.json`, `log.access.path`, `status`, `server_header`) is
@@ -127,14 +127,16 @@ impl Reloader {
 
         if next.lua.max_slice_ms != running.lua.max_slice_ms
             || next.lua.max_memory_mb != running.lua.max_memory_mb
+            || next.lua.max_pending_timers != running.lua.max_pending_timers
         {
             self.lua.set_limits(next.lua.limits());
             applied.push(format!(
-                "lua.max_slice_ms {}, lua.max_memory_mb {}",
-                next.lua.max_slice_ms, next.lua.max_memory_mb
+                "lua.max_slice_ms {}, lua.max_memory_mb {}, lua.max_pending_timers {}",
+                next.lua.max_slice_ms, next.lua.max_memory_mb, next.lua.max_pending_timers
             ));
             running.lua.max_slice_ms = next.lua.max_slice_ms;
             running.lua.max_memory_mb = next.lua.max_memory_mb;
+            running.lua.max_pending_timers = next.lua.max_pending_timers;
         }
 
         for name in needs_restart(&running, &next) {

@@ -227,6 +227,8 @@ impl ShutdownSignalWatch for GracefulSignals {
         self.readiness.mark_draining();
         // Responses say `Connection: close` from now on (crate::drain).
         crate::drain::begin();
+        // Pending Lua timers run now with `premature` = true (nginx's worker exit).
+        portico_plugins::lua::begin_shutdown();
         // Pingora hands the sockets over on SIGQUIT and keeps accepting for 5 s so the new
         // process can start; only then does this one stop accepting.
         let start_after = match signal {

@@ -157,6 +157,9 @@ pub struct LuaSettings {
     pub max_memory_mb: usize,
     /// `ngx.shared` dictionaries: name → size (`10m`, `512k`, bytes), shared by all workers.
     pub shared_dicts: std::collections::BTreeMap<String, String>,
+    /// Timers (`ngx.timer.at`/`every`) waiting to run per worker VM; beyond it
+    /// `ngx.timer.at` returns `nil, "too many pending timers"` (`lua_max_pending_timers`).
+    pub max_pending_timers: usize,
 }
 
 impl Default for LuaSettings {
@@ -165,6 +168,7 @@ impl Default for LuaSettings {
             max_slice_ms: 100,
             max_memory_mb: 128,
             shared_dicts: Default::default(),
+            max_pending_timers: 1024,
         }
     }
 }
@@ -174,6 +178,7 @@ impl LuaSettings {
         portico_plugins::lua::LuaLimits {
             max_slice: std::time::Duration::from_millis(self.max_slice_ms),
             max_memory: self.max_memory_mb.saturating_mul(1024 * 1024),
+            max_pending_timers: self.max_pending_timers,
         }
     }
 }

@@ -22,6 +22,7 @@ fn one_worker(max_slice_ms: u64, max_memory_mb: u64, dicts: &[(&str, &str)]) -> 
                 .iter()
                 .map(|(n, s)| (n.to_string(), s.to_string()))
                 .collect(),
+            ..Default::default()
         },
     )
 }

@@ -39,6 +39,8 @@ mod limits_redis;
 mod lua_async;
 mod lua_common;
 mod lua_content_balancer;
+mod lua_cosocket;
+mod lua_db_clients;
 mod lua_hot_swap;
 mod lua_limits;
 mod lua_modules;

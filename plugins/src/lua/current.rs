@@ -1,24 +1,68 @@
-//! The request whose Lua runs on a VM right now, as the `ngx` API functions reach it.
+//! What runs Lua on a VM right now (a request's phase function or a timer), as the `ngx`
+//! API functions reach it.
+
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::owned::Owned;
 use super::request::SharedRequest;
 
-/// The request whose Lua is running on this VM right now.
+/// The owner of the running slice: a request, or a timer (`ngx.timer.at`), which has no
+/// request but owns sockets and light threads of its own.
+#[derive(Clone)]
+pub enum Running {
+    Request(SharedRequest),
+    Timer(Arc<Owned>),
+}
+
+impl Running {
+    /// The sockets and light threads of the run, closed or stopped when it ends.
+    pub fn owned(&self) -> Arc<Owned> {
+        match self {
+            Running::Request(r) => Arc::clone(&r.lock().owned),
+            Running::Timer(o) => Arc::clone(o),
+        }
+    }
+
+    /// The context name of OpenResty's "API disabled in the context of ..." errors.
+    pub fn context(&self) -> &'static str {
+        match self {
+            Running::Request(r) => r.lock().phase.name(),
+            Running::Timer(_) => "timer",
+        }
+    }
+}
+
+/// The request (or timer) whose Lua is running on this VM right now.
 #[derive(Default)]
-pub struct CurrentRequest(Mutex<Option<SharedRequest>>);
+pub struct CurrentRequest(Mutex<Option<Running>>);
 
 impl CurrentRequest {
     pub fn set(&self, req: Option<SharedRequest>) {
-        *self.0.lock() = req;
+        *self.0.lock() = req.map(Running::Request);
+    }
+
+    pub fn set_running(&self, running: Option<Running>) {
+        *self.0.lock() = running;
+    }
+
+    pub fn running(&self) -> Option<Running> {
+        self.0.lock().clone()
     }
 
     /// The running request, or a Lua error when called outside a request (in the outer
-    /// chunk of a plugin, which runs when the code is loaded).
+    /// chunk of a plugin, which runs when the code is loaded, or in a timer).
     pub fn get(&self) -> mlua::Result<SharedRequest> {
-        self.0.lock().clone().ok_or_else(|| {
-            mlua::Error::runtime("API disabled in the context of this code: no request is running")
-        })
+        match &*self.0.lock() {
+            Some(Running::Request(r)) => Ok(Arc::clone(r)),
+            Some(Running::Timer(_)) => Err(mlua::Error::runtime(
+                "API disabled in the context of ngx.timer",
+            )),
+            None => Err(mlua::Error::runtime(
+                "API disabled in the context of this code: no request is running",
+            )),
+        }
     }
 }
 

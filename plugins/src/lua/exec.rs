@@ -74,6 +74,11 @@ impl LuaVm {
         // The coroutine goes back to mlua's pool (its stack cleared) before the
         // collection, so nothing of this call stays reachable.
         drop(fut);
+        // OpenResty's handler ends when its light threads do; an error or `ngx.exit`
+        // in the entry function kills them.
+        let owned = std::sync::Arc::clone(&req.lock().owned);
+        let kill = result.is_err() || req.lock().exit_code.is_some();
+        owned.finish_threads(kill).await;
         let result = self.finish(result, req);
         self.relieve_memory(&result);
         result

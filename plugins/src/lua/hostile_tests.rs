@@ -21,6 +21,7 @@ fn limits(max_slice_ms: u64, max_memory_mb: usize) -> LuaLimits {
     LuaLimits {
         max_slice: Duration::from_millis(max_slice_ms),
         max_memory: max_memory_mb * 1024 * 1024,
+        max_pending_timers: 1024,
     }
 }
 

@@ -5,18 +5,7 @@
 use mlua::{Lua, MultiValue, Table, Value};
 
 /// Namespaces of `ngx` that do not exist in Portico.
-const MISSING_NAMESPACES: [&str; 10] = [
-    "location",
-    "socket",
-    "timer",
-    "thread",
-    "pipe",
-    "semaphore",
-    "ssl",
-    "ocsp",
-    "process",
-    "errlog",
-];
+const MISSING_NAMESPACES: [&str; 6] = ["location", "pipe", "ssl", "ocsp", "process", "errlog"];
 
 /// Functions of `ngx.req` that do not exist in Portico.
 const MISSING_REQ: [&str; 5] = [

@@ -12,6 +12,7 @@ fn vm() -> LuaVm {
     let limits = LuaLimits {
         max_slice: Duration::from_secs(2),
         max_memory: 32 * 1024 * 1024,
+        max_pending_timers: 1024,
     };
     LuaVm::new(limits, (0, 1), &SharedDicts::default()).unwrap()
 }

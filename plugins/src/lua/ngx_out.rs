@@ -142,9 +142,7 @@ pub(super) fn install(
     let cur = Arc::clone(&current);
     ngx.raw_set(
         "get_phase",
-        lua.create_function(move |_, ()| {
-            Ok(cur.get().map(|r| r.lock().phase.name()).unwrap_or("init"))
-        })?,
+        lua.create_function(move |_, ()| Ok(cur.running().map_or("init", |r| r.context())))?,
     )?;
     let cur = Arc::clone(&current);
     ngx.raw_set(
@@ -176,7 +174,10 @@ pub(super) fn install(
     w.raw_set("id", lua.create_function(move |_, ()| Ok(worker.0))?)?;
     w.raw_set("count", lua.create_function(move |_, ()| Ok(worker.1))?)?;
     w.raw_set("pid", lua.create_function(|_, ()| Ok(std::process::id()))?)?;
-    w.raw_set("exiting", lua.create_function(|_, ()| Ok(false))?)?;
+    w.raw_set(
+        "exiting",
+        lua.create_function(|_, ()| Ok(super::timer::exiting()))?,
+    )?;
     ngx.raw_set("worker", w)?;
     Ok(())
 }

@@ -87,6 +87,8 @@ pub struct LuaRequest {
     pub body_wanted: Arc<tokio::sync::Notify>,
     /// Gateway → Lua: the body is in `body`.
     pub body_ready: Arc<tokio::sync::Notify>,
+    /// Cosockets and light threads of the request: closed and stopped when it ends.
+    pub owned: Arc<super::owned::Owned>,
 
     /// The library modules (`lua_modules`) of the configuration serving the request.
     pub libraries: Arc<super::LuaLibraries>,
@@ -146,6 +148,7 @@ impl LuaRequest {
             body: BodyState::NotRead,
             body_wanted: Arc::new(tokio::sync::Notify::new()),
             body_ready: Arc::new(tokio::sync::Notify::new()),
+            owned: Arc::default(),
             libraries: Arc::default(),
         }
     }

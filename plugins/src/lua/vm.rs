@@ -27,6 +27,8 @@ pub struct LuaLimits {
     pub max_slice: Duration,
     /// Memory cap of one VM.
     pub max_memory: usize,
+    /// Timers (`ngx.timer.at`/`every`) waiting to run on one VM (`lua.max_pending_timers`).
+    pub max_pending_timers: usize,
 }
 
 impl Default for LuaLimits {
@@ -34,6 +36,7 @@ impl Default for LuaLimits {
         LuaLimits {
             max_slice: Duration::from_millis(100),
             max_memory: 128 * 1024 * 1024,
+            max_pending_timers: 1024,
         }
     }
 }
@@ -122,6 +125,10 @@ impl LuaVm {
         ngx_req::install(&lua, &ngx, Arc::clone(&current))?;
         super::ngx_out::install(&lua, &ngx, Arc::clone(&current), worker)?;
         ngx.raw_set("shared", dicts.table(&lua)?)?;
+        super::cosocket::install(&lua, &ngx)?;
+        super::timer::install(&lua, &ngx)?;
+        super::light_thread::install(&lua, &ngx)?;
+        ngx.raw_set("semaphore", super::semaphore::module(&lua)?)?;
         super::missing::install(&lua, &ngx)?;
         let (get, set) = ngx_req::dynamic_fields(&lua, Arc::clone(&current))?;
         let dynamic = lua.create_table()?;
@@ -152,6 +159,7 @@ impl LuaVm {
             match name.as_str() {
                 "ngx" => Ok(Value::Table(proxy.clone())),
                 "ngx.balancer" => Ok(Value::Table(balancer.clone())),
+                "ngx.semaphore" => Ok(Value::Table(super::semaphore::module(lua)?)),
                 "resty.http" => Ok(Value::Table(super::resty_http::module(lua)?)),
                 _ if name.starts_with("resty.limit.") => {
                     match super::resty_limit::module(lua, &name)? {
@@ -192,6 +200,13 @@ impl LuaVm {
             max_memory: limits.max_memory,
         };
         lua.set_app_data(budget.clone());
+        lua.set_app_data(super::slice::Slicer {
+            current: Arc::clone(&current),
+            budget: budget.clone(),
+            max_slice: limits.max_slice,
+        });
+        lua.set_app_data(super::cosocket::Pool::default());
+        lua.set_app_data(super::timer::Timers::new(limits.max_pending_timers));
         lua.set_interrupt(move |_| {
             if budget.expired() {
                 return Err(budget.timeout_error());
@@ -388,6 +403,6 @@ impl LuaVm {
 /// `require` of a module the sandbox does not have.
 fn not_found(name: &str) -> mlua::Error {
     mlua::Error::runtime(format!(
-        "module '{name}' not found: it is no uploaded library module (lua_modules) and Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx, ngx.balancer, ngx.re, table.new, table.clear, table.nkeys, resty.http, resty.limit.req, resty.limit.count, resty.limit.conn, resty.limit.traffic, resty.md5, resty.sha1, resty.sha256, resty.sha384, resty.sha512, resty.string and resty.random"
+        "module '{name}' not found: it is no uploaded library module (lua_modules) and Portico's Lua sandbox provides cjson, cjson.safe, bit, ngx, ngx.balancer, ngx.re, ngx.semaphore, table.new, table.clear, table.nkeys, resty.http, resty.limit.req, resty.limit.count, resty.limit.conn, resty.limit.traffic, resty.md5, resty.sha1, resty.sha256, resty.sha384, resty.sha512, resty.string and resty.random"
     ))
 }

@@ -24,6 +24,7 @@ pub struct WorkerVms {
     /// bytes); [`WorkerVms::set_limits`] changes them for new requests.
     max_slice_ns: AtomicU64,
     max_memory: AtomicUsize,
+    max_pending_timers: AtomicUsize,
     dicts: Arc<SharedDicts>,
     workers: usize,
     next_id: AtomicUsize,
@@ -35,6 +36,7 @@ impl WorkerVms {
         WorkerVms {
             max_slice_ns: AtomicU64::new(limits.max_slice.as_nanos() as u64),
             max_memory: AtomicUsize::new(limits.max_memory),
+            max_pending_timers: AtomicUsize::new(limits.max_pending_timers),
             dicts,
             workers,
             next_id: AtomicUsize::new(0),
@@ -46,6 +48,7 @@ impl WorkerVms {
         LuaLimits {
             max_slice: Duration::from_nanos(self.max_slice_ns.load(Ordering::Relaxed)),
             max_memory: self.max_memory.load(Ordering::Relaxed),
+            max_pending_timers: self.max_pending_timers.load(Ordering::Relaxed),
         }
     }
 
@@ -56,6 +59,14 @@ impl WorkerVms {
         self.max_slice_ns
             .store(limits.max_slice.as_nanos() as u64, Ordering::Relaxed);
         self.max_memory.store(limits.max_memory, Ordering::Relaxed);
+        self.max_pending_timers
+            .store(limits.max_pending_timers, Ordering::Relaxed);
+    }
+
+    /// The process is shutting down: pending timers run now with `premature` = true and
+    /// `ngx.worker.exiting()` turns true (nginx's worker shutdown).
+    pub fn shutdown(&self) {
+        super::timer::shutdown();
     }
 
     /// This thread's VM, created on first use.
@@ -68,7 +79,8 @@ impl WorkerVms {
             let mut reuse_id = None;
             if let Some(vm) = slot.borrow().as_ref() {
                 let same_limits = vm.limits.max_slice == limits.max_slice
-                    && vm.limits.max_memory == limits.max_memory;
+                    && vm.limits.max_memory == limits.max_memory
+                    && vm.limits.max_pending_timers == limits.max_pending_timers;
                 if !vm.is_retired() && same_limits {
                     return Ok(Arc::clone(vm));
                 }

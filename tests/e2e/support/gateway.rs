@@ -93,6 +93,8 @@ pub struct LuaOpts {
     pub max_memory_mb: Option<u64>,
     /// `lua.shared_dicts: {name: size}`, e.g. `("counters", "1m")`.
     pub shared_dicts: Vec<(String, String)>,
+    /// `lua.max_pending_timers`.
+    pub max_pending_timers: Option<u64>,
 }
 
 /// The CPU budget of tests that are not about it. The budget is wall-clock time, and a
@@ -109,6 +111,9 @@ impl LuaOpts {
         );
         if let Some(mb) = self.max_memory_mb {
             s += &format!("  max_memory_mb: {mb}\n");
+        }
+        if let Some(n) = self.max_pending_timers {
+            s += &format!("  max_pending_timers: {n}\n");
         }
         if !self.shared_dicts.is_empty() {
             s += "  shared_dicts:\n";

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod health;
 pub mod http;
+pub mod mariadb;
 pub mod prom;
 pub mod redis;
 pub mod tls;
@@ -25,6 +26,7 @@ pub use cms::MockCms;
 pub use etcd::EtcdServer;
 pub use gateway::{Gateway, GatewayOpts, LuaOpts};
 pub use http::{Conn, Request, Response};
+pub use mariadb::MariaDb;
 pub use redis::RedisServer;
 pub use serde_json::{json, Value};
 

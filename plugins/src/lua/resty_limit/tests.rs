@@ -9,6 +9,7 @@ fn vm() -> LuaVm {
     let limits = LuaLimits {
         max_slice: Duration::from_secs(2),
         max_memory: 32 * 1024 * 1024,
+        max_pending_timers: 1024,
     };
     let sizes: BTreeMap<String, String> = [("store", "1m"), ("other", "1m")]
         .into_iter()
