@@ -96,7 +96,10 @@ fn upload_errors_name_the_line() {
             "local _M = {}\nfor i = 1, 3 do\n  if i == 2 then goto continue end\n  ::continue::\nend\nreturn _M",
             "line 3",
         ),
-        ("local ffi = require \"ffi\"\nreturn {}", "line 1"),
+        (
+            "local ffi = require \"ffi\"\nffi.cdef[[int getpid(void);]]\nreturn {}",
+            "line 2",
+        ),
     ];
     for (code, line) in cases {
         let (status, _, body) = gw.admin("PUT", "/lua_modules/bad", Some(json!({"code": code})));

@@ -1,6 +1,6 @@
 //! A light static scan of Lua source at apply time: the modules it `require`s by string
-//! literal, and the LuaJIT-only constructs Luau cannot run (`goto`/labels, the `ffi`
-//! module), so they are refused with the line instead of failing at run time.
+//! literal, and the LuaJIT-only constructs Luau cannot run (`goto`/labels, the FFI's C
+//! bindings), so they are refused with the line instead of failing at run time.
 //!
 //! It is a tokenizer, not a parser: comments and strings are skipped properly, then
 //! short token patterns are matched (`require "x"`, `require("x")`, `require, "x"` as in
@@ -43,13 +43,23 @@ pub fn scan(source: &str) -> ScanReport {
                     _ => None,
                 };
                 if let Some(name) = name {
-                    if name == "ffi" && report.incompatible.is_none() {
+                    report.requires.push((name, *line));
+                }
+            }
+            // The FFI's C bindings: `ffi.cdef`, `ffi.load`, `ffi.C`. Code that only
+            // requires `ffi` and keeps references to its functions for an optional path
+            // (lua-resty-http's `ffi.gc`/`ffi.cast` for mTLS) loads, and that path
+            // raises a clear error if it runs; code that binds C cannot work at all and
+            // is refused here with its line.
+            Tok::Name(n) if n == "ffi" => {
+                if let (Some((Tok::Punct("."), _)), Some((Tok::Name(f), l))) = (next(1), next(2)) {
+                    if matches!(f.as_str(), "cdef" | "load" | "C") && report.incompatible.is_none()
+                    {
                         report.incompatible = Some((
-                            *line,
-                            "the LuaJIT FFI (`require \"ffi\"`) is not available in Luau",
+                            l,
+                            "the LuaJIT FFI's C bindings (`ffi.cdef`, `ffi.load`, `ffi.C`) are not available in Luau",
                         ));
                     }
-                    report.requires.push((name, *line));
                 }
             }
             Tok::Name(n) if n == "goto" => {
@@ -172,6 +182,11 @@ fn tokens(s: &[u8]) -> Vec<(Tok, u32)> {
                 out.push((Tok::Punct(","), line));
                 i += 1;
             }
+            // A field access (`ffi.cdef`); `..` and `...` are other tokens.
+            b'.' if s.get(i + 1) != Some(&b'.') && (i == 0 || s[i - 1] != b'.') => {
+                out.push((Tok::Punct("."), line));
+                i += 1;
+            }
             _ => {
                 out.push((Tok::Other, line));
                 i += 1;
@@ -244,8 +259,15 @@ mod tests {
         assert_eq!(r.incompatible.map(|(l, _)| l), Some(3));
         let r = scan("local x = 1\n\n::top::\n");
         assert_eq!(r.incompatible.map(|(l, _)| l), Some(3));
-        let r = scan("--[==[ multi\nline ]==]\nlocal ffi = require(\"ffi\")");
-        assert_eq!(r.incompatible.map(|(l, _)| l), Some(3));
+        let r =
+            scan("--[==[ multi\nline ]==]\nlocal ffi = require(\"ffi\")\nffi.cdef[[int f(void);]]");
+        assert_eq!(r.incompatible.map(|(l, _)| l), Some(4));
+        let r = scan("local ffi = require \"ffi\"\nlocal C = ffi.C\n");
+        assert_eq!(r.incompatible.map(|(l, _)| l), Some(2));
+        // Requiring the FFI and keeping references to its helpers is allowed.
+        let r = scan("local ffi = require \"ffi\"\nlocal ffi_gc, ffi_cast = ffi.gc, ffi.cast\n");
+        assert_eq!(r.incompatible, None);
+        assert_eq!(r.requires, vec![("ffi".to_string(), 1)]);
         let e = check_luau_compatible("lua_modules.m", "\n goto done").unwrap_err();
         assert!(
             e.contains("lua_modules.m: line 2") && e.contains("goto"),

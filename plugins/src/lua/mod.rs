@@ -1,6 +1,7 @@
 //! The Lua runtime: Luau VMs (one per proxy worker thread), the `ngx` API, phase
 //! execution with a CPU budget per slice and a memory cap per VM.
 
+mod base_compat;
 mod budget;
 mod compile;
 mod convert;

@@ -34,6 +34,9 @@ fn render(
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Nil => out.extend_from_slice(b"nil"),
         Value::LightUserData(p) if p.0.is_null() => out.extend_from_slice(b"null"),
+        // An error raised by Portico's Rust side is a userdata to Lua; in OpenResty the
+        // same error would be a string, which libraries pass to `ngx.log` as it is.
+        Value::Error(e) => out.extend_from_slice(e.to_string().as_bytes()),
         Value::Table(t) => {
             if depth >= MAX_RENDER_DEPTH {
                 return Err(err(format!(

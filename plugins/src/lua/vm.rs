@@ -110,6 +110,7 @@ impl LuaVm {
         if let Ok(Value::Table(d)) = globals.raw_get::<Value>("debug") {
             debug.raw_set("traceback", d.raw_get::<Value>("traceback")?)?;
         }
+        super::base_compat::install(&lua, &globals, &debug)?;
         globals.raw_set("debug", debug)?;
         for name in ["getfenv", "setfenv", "newproxy"] {
             globals.raw_set(name, Value::Nil)?;

@@ -362,3 +362,39 @@ fn a_runaway_light_thread_is_stopped_by_the_budget() {
         assert_eq!(out, "false max_slice_ms");
     });
 }
+
+#[test]
+fn user_coroutines_wait_on_cosockets_as_in_ngx_lua() {
+    // lua-resty-http's body reader is a `coroutine.wrap` around socket reads: the
+    // request waits with it, and the coroutine continues where it waited.
+    rt().block_on(async {
+        let port = serve(b"hello\r\n", true).await;
+        let vm = vm();
+        let out = run(
+            &vm,
+            &format!(
+                r#"local sock = ngx.socket.tcp()
+                assert(sock:connect("127.0.0.1", {port}))
+                local reader = coroutine.wrap(function()
+                    ngx.sleep(0.01)
+                    local line = sock:receive("*l")
+                    coroutine.yield(line)
+                    ngx.sleep(0.01)
+                    coroutine.yield("second")
+                    return "done"
+                end)
+                local a, b, c = reader(), reader(), reader()
+                local co = coroutine.create(function() ngx.sleep(0.005) return "r" end)
+                local ok, v = coroutine.resume(co)
+                local okx, e = xpcall(function() error({{code = 7}}) end, debug.traceback)
+                local oky, tb = xpcall(function() require("no.such.module") end, debug.traceback)
+                ngx.log(ngx.WARN, "logged as text: ", select(2, pcall(require, "no.such.module")))
+                return 200, table.concat({{a, b, c, tostring(ok), v, coroutine.status(co),
+                    tostring(okx), tostring(e.code), tostring(oky), tostring(tb:find("no.such.module", 1, true) ~= nil)}}, ",")"#
+            ),
+            &req(Phase::Access),
+        )
+        .await;
+        assert_eq!(out, "hello,second,done,true,r,dead,false,7,false,true");
+    });
+}

@@ -48,6 +48,7 @@ pub fn builtin_module(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
     let key = match name {
         "cjson" | "cjson.safe" | "bit" => format!("portico.ngx_lib.module.{name}"),
         "ngx.re" => return re::module(lua).map(Some),
+        "ffi" => return ffi_stub(lua).map(|t| Some(Value::Table(t))),
         _ if name.starts_with("table.") => {
             return Ok(table_ext::module(lua, name)?.map(Value::Function))
         }
@@ -69,6 +70,33 @@ pub fn builtin_module(lua: &Lua, name: &str) -> mlua::Result<Option<Value>> {
     module.set_readonly(true);
     lua.set_named_registry_value(&key, &module)?;
     Ok(Some(Value::Table(module)))
+}
+
+/// `require "ffi"`: Luau has no FFI. Libraries that keep references to FFI helpers for
+/// an optional path still load (the scan refuses code that binds C at apply time);
+/// calling any of them raises an error that says why.
+fn ffi_stub(lua: &Lua) -> mlua::Result<Table> {
+    const KEY: &str = "portico.ngx_lib.module.ffi";
+    if let Value::Table(t) = lua.named_registry_value::<Value>(KEY)? {
+        return Ok(t);
+    }
+    let t = lua.create_table()?;
+    let mt = lua.create_table()?;
+    mt.raw_set(
+        "__index",
+        lua.create_function(|lua, (_t, k): (Value, String)| {
+            lua.create_function(move |_, _: mlua::MultiValue| -> mlua::Result<()> {
+                Err(mlua::Error::runtime(format!(
+                    "ffi.{k} is not available: Portico runs Lua on Luau, which has no FFI (see docs/lua-api.md)"
+                )))
+            })
+        })?,
+    )?;
+    mt.raw_set("__metatable", "ffi")?;
+    t.set_metatable(Some(mt))?;
+    t.set_readonly(true);
+    lua.set_named_registry_value(KEY, &t)?;
+    Ok(t)
 }
 
 /// Globals LuaJIT code expects besides `ngx`: `bit`, and `table.new`/`clear`/`nkeys`
