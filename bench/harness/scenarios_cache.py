@@ -24,7 +24,10 @@ def portico_cached(strategy, zone):
 def expect_hit(peer, header):
     """Stores the object (first request) and checks the next one is a hit."""
     peers.http_get(peer.url("/"))
-    status = peers.http_get(peer.url("/"))[1].get(header)
+    headers = peers.http_get(peer.url("/"))[1]
+    # Header names as sent: nginx's in its case, Portico's in lower case (HTTP/1.1 names
+    # are case-insensitive).
+    status = {k.lower(): v for k, v in headers.items()}.get(header.lower())
     if status != "HIT":
         raise RuntimeError(f"{peer.name}: second GET / was not a cache hit ({header}: {status})")
 
