@@ -6,6 +6,8 @@
 # get an llvm-profdata matching rustc's LLVM.
 #
 #   scripts/build-pgo.sh [TRAINING_SECONDS]      # default 20 per load
+#   CARGO_PROFILE_PROFILING_LTO=thin CARGO_PROFILE_PROFILING_CODEGEN_UNITS=4 scripts/build-pgo.sh
+#                                                # the same on the quicker thin-LTO build
 #   BENCH_PORTICO_BIN=target/pgo/profiling/portico BENCH_BASELINE_BIN=target/profiling/portico bench/run.sh S1 S2
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +40,6 @@ echo "build-pgo: training (${seconds}s per load)"
 (cd bench && python3 -m harness.pgo_train "$PWD/../target/pgo-gen/profiling/portico" "$seconds")
 "$profdata" merge -o "$work/portico.profdata" "$work/raw"
 echo "build-pgo: optimised build"
-RUSTFLAGS="-Cprofile-use=$work/portico.profdata -Cllvm-args=-pgo-warn-mismatch=false" \
+RUSTFLAGS="-Cprofile-use=$work/portico.profdata -Cllvm-args=-no-pgo-warn-mismatch" \
     cargo build -q --profile profiling -p portico --target-dir target/pgo
 echo "build-pgo: target/pgo/profiling/portico"
