@@ -32,8 +32,11 @@ for tool in nginx wrk; do
     command -v "$tool" >/dev/null || sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null
 done
 
-work=$(mktemp -d /tmp/portico-pgo.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# A fixed place for the raw profiles: the path is part of RUSTFLAGS, so a random one
+# would rebuild every dependency on each run.
+work="$PWD/target/pgo-data"
+rm -rf "$work"
+mkdir -p "$work"
 echo "build-pgo: instrumented build"
 RUSTFLAGS="-Cprofile-generate=$work/raw" cargo build -q --profile profiling -p portico --target-dir target/pgo-gen
 echo "build-pgo: training (${seconds}s per load)"

@@ -342,6 +342,11 @@ fn etcd_three_gateways_converge_on_a_thousand_changes() {
         gateway_on(&etcd, ""),
     ];
     gws[0].put("/upstreams/u", json!({"nodes": {b.node(): 1}}));
+    // Every writer validates its routes against its own copy: wait until each has `u`
+    // (a write racing the watch would be a correct 400, not what this test measures).
+    for gw in &gws {
+        assert!(wait_until(WAIT, || gw.admin("GET", "/upstreams/u", None).0 == 200));
+    }
     const ROUTES_PER_GATEWAY: usize = 167;
     let mut lags: Vec<Duration> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..3)
