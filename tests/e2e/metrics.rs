@@ -217,6 +217,20 @@ fn apisix_naming_exposes_apisix_families_that_promtool_accepts() {
     for _ in 0..3 {
         assert_eq!(gw.proxy_get("/p/x").status, 200);
     }
+    // the log phase records after the response went out: wait for all three
+    assert!(
+        wait_until(WAIT, || {
+            let (_, s) = scrape(&gw);
+            prom::sum(&s, "apisix_http_status", &[("route", "r1")]) >= 3.0
+                && prom::sum(
+                    &s,
+                    "apisix_http_latency_count",
+                    &[("type", "request"), ("route", "r1")],
+                ) >= 3.0
+        }),
+        "three requests recorded\n{}",
+        gw.metrics_text()
+    );
     let (text, s) = scrape(&gw);
     let ok = [
         ("code", "200"),
