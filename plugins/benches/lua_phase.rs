@@ -1,6 +1,7 @@
 //! Per-phase overhead of one trivial Lua plugin: what a request pays for running a
 //! function the way each phase runs it (synchronously in header/body filters and the
-//! balancer, as a coroutine in rewrite/access/log), plus a realistic access snippet and
+//! balancer; in rewrite/access/log as a plain call, or as a coroutine when the code
+//! names a yielding API), plus a realistic access snippet and
 //! the fixed cost of building the request's Lua view.
 //!
 //! `cargo bench -p portico-plugins --bench lua_phase`
@@ -34,6 +35,13 @@ fn bench(c: &mut Criterion) {
         .expect("tokio runtime");
     let trivial =
         compile("bench.trivial", "return function(conf, ctx) end", None).expect("compile");
+    // Naming a yielding API (never called) makes the call a coroutine.
+    let yielding = compile(
+        "bench.yielding",
+        "return function(conf, ctx) if conf == 1 then ngx.sleep(0) end end",
+        None,
+    )
+    .expect("compile");
     let access = compile(
         "bench.access",
         r#"return function(conf, ctx)
@@ -55,9 +63,14 @@ fn bench(c: &mut Criterion) {
         |b| b.iter(|| black_box(vm.call_sync(&trivial, &req).expect("call"))),
     );
     req.lock().phase = Phase::Access;
-    c.bench_function("trivial function, coroutine (rewrite/access/log)", |b| {
-        b.iter(|| black_box(rt.block_on(vm.call(&trivial, &req)).expect("call")))
-    });
+    c.bench_function(
+        "trivial function, plain call (rewrite/access/log, no yielding API named)",
+        |b| b.iter(|| black_box(rt.block_on(vm.call(&trivial, &req)).expect("call"))),
+    );
+    c.bench_function(
+        "trivial function, coroutine (rewrite/access/log, names ngx.sleep)",
+        |b| b.iter(|| black_box(rt.block_on(vm.call(&yielding, &req)).expect("call"))),
+    );
     c.bench_function("access: read a header, set a header", |b| {
         b.iter(|| black_box(rt.block_on(vm.call(&access, &req)).expect("call")))
     });

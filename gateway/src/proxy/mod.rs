@@ -175,7 +175,7 @@ impl ProxyHttp for Gateway {
             }
             phases::PhaseResult::Continue => {}
         }
-        rewrite::apply_request_changes(ctx, &session.req_header().headers, upstream_request)?;
+        rewrite::apply_request_changes(ctx, upstream_request)?;
         if self.access_log.enabled() {
             log::note_upstream_target(ctx, upstream_request);
         }

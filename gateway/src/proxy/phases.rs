@@ -119,14 +119,14 @@ fn lua_request(session: &Session, ctx: &RequestCtx) -> LuaRequest {
     let server = session.server_addr().and_then(|a| a.as_inet());
     let host = super::view::request_host(session).into_owned();
     let conn = ConnVars {
-        hostname: hostname().to_string(),
+        hostname: hostname(),
         host,
         scheme: super::view::scheme(session),
         ssl_server_name: super::view::ssl_server_name(session).unwrap_or_default(),
-        remote_addr: client.map(|a| a.ip().to_string()).unwrap_or_default(),
-        remote_port: client.map(|a| a.port().to_string()).unwrap_or_default(),
-        server_addr: server.map(|a| a.ip().to_string()).unwrap_or_default(),
-        server_port: server.map(|a| a.port().to_string()).unwrap_or_default(),
+        client_ip: client.map(|a| a.ip()),
+        client_port: client.map(|a| a.port()),
+        server_ip: server.map(|a| a.ip()),
+        server_port: server.map(|a| a.port()),
     };
     LuaRequest::new(
         req.method.as_str().to_string(),
@@ -184,11 +184,10 @@ pub(super) fn ensure<'c>(
         // A client address set after the Lua state was made (`real-ip` after a Lua
         // global rule) reaches `ngx.var.remote_addr` too.
         if let Some(client) = ctx.client_override {
-            let ip = client.ip.to_string();
-            if r.conn.remote_addr != ip {
-                r.conn.remote_addr = ip;
-                if let Some(port) = client.port {
-                    r.conn.remote_port = port.to_string();
+            if r.conn.client_ip != Some(client.ip) {
+                r.conn.client_ip = Some(client.ip);
+                if client.port.is_some() {
+                    r.conn.client_port = client.port;
                 }
             }
         }

@@ -5,6 +5,8 @@
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use portico_plugins::lua::LuaRequest;
+
 use super::ctx::RequestCtx;
 
 /// Writes what Lua changed in the request so far into the session's request header, so
@@ -16,9 +18,11 @@ pub fn flush_request_changes(session: &mut Session, ctx: &RequestCtx) -> Result<
     if !lua.req.lock().request_changed {
         return Ok(());
     }
-    let original = session.req_header().headers.clone();
-    apply_request_changes(ctx, &original, session.req_header_mut())?;
-    lua.req.lock().request_changed = false;
+    apply_request_changes(ctx, session.req_header_mut())?;
+    let mut r = lua.req.lock();
+    r.request_changed = false;
+    r.line_changed = false;
+    r.changed_headers.clear();
     Ok(())
 }
 
@@ -30,12 +34,9 @@ pub fn reload_request_headers(session: &Session, ctx: &RequestCtx) {
 }
 
 /// Applies what Lua changed in the request (method, uri, args, headers) to the request
-/// that goes upstream.
-pub fn apply_request_changes(
-    ctx: &RequestCtx,
-    original: &http::HeaderMap,
-    upstream: &mut RequestHeader,
-) -> Result<()> {
+/// that goes upstream: the request line when Lua changed it, and only the headers Lua
+/// set or cleared (headers it never touched keep what native steps made of them).
+pub fn apply_request_changes(ctx: &RequestCtx, upstream: &mut RequestHeader) -> Result<()> {
     let Some(lua) = &ctx.lua else {
         return Ok(());
     };
@@ -43,6 +44,24 @@ pub fn apply_request_changes(
     if !r.request_changed {
         return Ok(());
     }
+    if r.line_changed {
+        apply_request_line(&r, upstream)?;
+    }
+    for name in &r.changed_headers {
+        // Values already what Lua left are not rewritten (the same result, cheaper).
+        if same_values(&upstream.headers, &r.headers, name) {
+            continue;
+        }
+        upstream.remove_header(name);
+        for v in r.headers.get_all(name) {
+            upstream.append_header(name.clone(), v.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// The method and the path with its query, as Lua left them.
+fn apply_request_line(r: &LuaRequest, upstream: &mut RequestHeader) -> Result<()> {
     if r.method != upstream.method.as_str() {
         let method = http::Method::from_bytes(r.method.as_bytes())
             .or_err(InternalError, "Lua set an invalid method")?;
@@ -58,22 +77,6 @@ pub fn apply_request_changes(
             .build()
             .or_err(InternalError, "Lua set an invalid uri")?;
         upstream.set_uri(uri);
-    }
-    for name in original.keys() {
-        if !r.headers.contains_key(name) {
-            upstream.remove_header(name);
-        }
-    }
-    // Headers whose values are already what Lua left are not rewritten (the result is
-    // the same; rewriting all of them was most of the cost).
-    for name in r.headers.keys() {
-        if same_values(&upstream.headers, &r.headers, name) {
-            continue;
-        }
-        upstream.remove_header(name);
-        for v in r.headers.get_all(name) {
-            upstream.append_header(name.clone(), v.clone())?;
-        }
     }
     Ok(())
 }

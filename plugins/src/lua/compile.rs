@@ -34,6 +34,11 @@ pub struct CompiledFunction {
     pub bytecode: Arc<[u8]>,
     /// The plugin configuration passed as the function's first argument.
     pub conf: Option<Arc<serde_json::Value>>,
+    /// The code names an API that may yield (`lua_scan.rs`): calls in rewrite, access,
+    /// content and log run it as a coroutine. Otherwise they run it as a plain call, and
+    /// a yielding API reached anyway (through a value another plugin stored) fails with
+    /// OpenResty's "API disabled" error naming why.
+    pub may_yield: bool,
 }
 
 /// Compiles `source`, a chunk that returns a function; the error is Luau's message with
@@ -73,6 +78,7 @@ impl CompiledFunction {
             label: format!("{owner}.{}", phase.name()),
             bytecode: Arc::clone(&self.bytecode),
             conf: Some(conf),
+            may_yield: self.may_yield,
         }
     }
 }
@@ -90,7 +96,7 @@ fn compile_kind(
 ) -> Result<CompiledFunction, String> {
     // LuaJIT-only constructs (`goto`, the FFI) are named with their line first: Luau
     // would report `goto` as a confusing syntax error, and the FFI only at run time.
-    super::lua_scan::check_luau_compatible(label, source)?;
+    let scan = super::lua_scan::check_luau_compatible(label, source)?;
     let bytecode = mlua::chunk::Compiler::new()
         .set_optimization_level(1)
         .set_debug_level(1)
@@ -110,6 +116,7 @@ fn compile_kind(
         label: label.to_string(),
         bytecode: Arc::from(bytecode),
         conf,
+        may_yield: scan.may_yield,
     })
 }
 

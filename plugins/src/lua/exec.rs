@@ -1,6 +1,7 @@
 //! Running a compiled function for a request.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use mlua::{MultiValue, Table, Value};
 use parking_lot::Mutex;
@@ -10,7 +11,7 @@ use super::convert::{lua_to_json, lua_to_json_bounded};
 use super::request::SharedRequest;
 use super::shared_dict_registry::SharedDicts;
 use super::signal::{self, Exit};
-use super::vm::{LuaLimits, LuaVm};
+use super::vm::{LoadedCode, LuaLimits, LuaVm};
 use super::LuaFailure;
 
 /// What a function asked for.
@@ -25,45 +26,50 @@ pub enum CallOutcome {
 
 impl LuaVm {
     /// The request's `ngx.ctx` table (created on first use), passed as `ctx`.
-    fn ctx_table(&self, req: &SharedRequest) -> Result<Table, LuaFailure> {
+    fn ctx_table(&self, req: &SharedRequest) -> Result<Arc<Table>, LuaFailure> {
         let mut r = req.lock();
         if let Some(t) = &r.ctx {
-            return Ok(t.clone());
+            return Ok(Arc::clone(t));
         }
-        let t = self
-            .lua
-            .create_table()
-            .map_err(|e| LuaFailure::from_error(&e))?;
-        r.ctx = Some(t.clone());
+        let t = Arc::new(
+            self.lua
+                .create_table()
+                .map_err(|e| LuaFailure::from_error(&e))?,
+        );
+        r.ctx = Some(Arc::clone(&t));
         Ok(t)
     }
 
-    /// The function, its conf and the request's `ngx.ctx`, with the cached time updated
-    /// (nginx refreshes it once per event-loop pass; here once per call).
+    /// The function with its conf, and the request's `ngx.ctx`.
     fn prepare(
         &self,
         f: &CompiledFunction,
         req: &SharedRequest,
-    ) -> Result<(mlua::Function, Value, Table), LuaFailure> {
+    ) -> Result<(Arc<LoadedCode>, Arc<Table>), LuaFailure> {
         // `require` resolves to the library modules of the request's configuration.
         self.libs.set_current(&req.lock().libraries);
-        let (func, conf) = self.function(f).inspect_err(|e| {
+        let code = self.function(f).inspect_err(|e| {
             self.relieve_memory::<()>(&Err(e.clone()));
         })?;
         let ctx = self.ctx_table(req)?;
-        super::ngx_lib::refresh_time(&self.lua);
-        Ok((func, conf, ctx))
+        Ok((code, ctx))
     }
 
-    /// Runs `f(conf, ngx.ctx)` as a coroutine that may yield. Every resume is one slice:
-    /// the VM knows which request it serves and the CPU budget runs only while Lua does.
+    /// Runs `f(conf, ngx.ctx)` for a phase that may yield (rewrite, access, content,
+    /// log). Code that names a yielding API runs as a coroutine and every resume is one
+    /// slice: the VM knows which request it serves and the CPU budget runs only while
+    /// Lua does. Other code runs as a plain call in one slice, without a coroutine's
+    /// setup (`CompiledFunction::may_yield`).
     pub async fn call(
         &self,
         f: &CompiledFunction,
         req: &SharedRequest,
     ) -> Result<CallOutcome, LuaFailure> {
-        let (func, conf, ctx) = self.prepare(f, req)?;
-        let mut fut = Box::pin(func.call_async::<MultiValue>((conf, ctx)));
+        let (code, ctx) = self.prepare(f, req)?;
+        if !f.may_yield {
+            return self.call_plain(&code, &ctx, req, true);
+        }
+        let mut fut = Box::pin(code.func.call_async::<MultiValue>((&code.conf, &*ctx)));
         let result = std::future::poll_fn(|cx| {
             self.enter(Some(req));
             let r = fut.as_mut().poll(cx);
@@ -79,7 +85,9 @@ impl LuaVm {
         let owned = std::sync::Arc::clone(&req.lock().owned);
         let kill = result.is_err() || req.lock().exit_code.is_some();
         owned.finish_threads(kill).await;
+        self.enter(Some(req));
         let result = self.finish(result, req);
+        self.leave();
         self.relieve_memory(&result);
         result
     }
@@ -90,30 +98,46 @@ impl LuaVm {
         f: &CompiledFunction,
         req: &SharedRequest,
     ) -> Result<CallOutcome, LuaFailure> {
-        let (func, conf, ctx) = self.prepare(f, req)?;
+        let (code, ctx) = self.prepare(f, req)?;
+        self.call_plain(&code, &ctx, req, false)
+    }
+
+    /// One plain call and its outcome in a single slice. `instead_of_coroutine`: the
+    /// phase allows yielding but the code names no yielding API, so a yielding API
+    /// reached anyway gets an error saying so.
+    fn call_plain(
+        &self,
+        code: &LoadedCode,
+        ctx: &Table,
+        req: &SharedRequest,
+        instead_of_coroutine: bool,
+    ) -> Result<CallOutcome, LuaFailure> {
+        if instead_of_coroutine {
+            req.lock().plain_call = true;
+        }
         self.enter(Some(req));
-        let result = func.call::<MultiValue>((conf, ctx));
-        self.leave();
+        let result = code.func.call::<MultiValue>((&code.conf, ctx));
         let result = self.finish(result, req);
+        self.leave();
+        if instead_of_coroutine {
+            req.lock().plain_call = false;
+        }
         self.relieve_memory(&result);
         result
     }
 }
 
 impl LuaVm {
-    /// The call's outcome. Encoding a returned body table is Lua work done in Rust, so
-    /// it gets a slice budget of its own and is bounded by the memory cap.
+    /// The call's outcome, inside the call's slice: encoding a returned body table is
+    /// Lua work done in Rust, so the slice budget and the memory cap bound it.
     fn finish(
         &self,
         result: mlua::Result<MultiValue>,
         req: &SharedRequest,
     ) -> Result<CallOutcome, LuaFailure> {
-        self.enter(Some(req));
-        let r = outcome(result, req, self.limits.max_memory, &|| {
+        outcome(result, req, self.limits.max_memory, &|| {
             self.slice_expired()
-        });
-        self.leave();
-        r
+        })
     }
 }
 

@@ -14,7 +14,54 @@ pub struct ScanReport {
     pub requires: Vec<(String, u32)>,
     /// The first LuaJIT-only construct: (line, what).
     pub incompatible: Option<(u32, &'static str)>,
+    /// The code names an API that may yield (a cosocket, `ngx.sleep`, a light thread, a
+    /// semaphore, `read_body`, a coroutine) or requires a module that may: its functions
+    /// run as coroutines. Code that names none runs as a plain call, which costs less.
+    pub may_yield: bool,
 }
+
+/// Names that reach a yielding API. Cosocket and semaphore methods are listed too, for
+/// objects handed over in `ngx.ctx` by code that created them.
+const YIELDING_NAMES: &[&str] = &[
+    "sleep",
+    "socket",
+    "thread",
+    "semaphore",
+    "read_body",
+    "coroutine",
+    "connect",
+    "sslhandshake",
+    "send",
+    "receive",
+    "receiveany",
+    "receiveuntil",
+    "setkeepalive",
+    "wait",
+    "request_uri",
+    "loadstring",
+    "load",
+];
+
+/// Built-in modules whose functions never yield: requiring them keeps code plain.
+const PLAIN_MODULES: &[&str] = &[
+    "ngx",
+    "cjson",
+    "cjson.safe",
+    "ngx.re",
+    "ngx.base64",
+    "resty.string",
+    "resty.md5",
+    "resty.sha1",
+    "resty.sha224",
+    "resty.sha256",
+    "resty.sha384",
+    "resty.sha512",
+    "resty.random",
+    "table.new",
+    "table.clear",
+    "table.nkeys",
+    "bit",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -31,6 +78,7 @@ pub fn scan(source: &str) -> ScanReport {
     for (i, (tok, line)) in toks.iter().enumerate() {
         let next = |k: usize| toks.get(i + k).map(|(t, l)| (t, *l));
         match tok {
+            Tok::Name(n) if YIELDING_NAMES.contains(&n.as_str()) => report.may_yield = true,
             Tok::Name(n) if n == "require" => {
                 let name = match (next(1), next(2), next(3)) {
                     (Some((Tok::Str(s), _)), _, _) => Some(s.clone()),
@@ -42,8 +90,13 @@ pub fn scan(source: &str) -> ScanReport {
                     (Some((Tok::Punct(","), _)), Some((Tok::Str(s), _)), _) => Some(s.clone()),
                     _ => None,
                 };
-                if let Some(name) = name {
-                    report.requires.push((name, *line));
+                match name {
+                    Some(name) => {
+                        report.may_yield |= !PLAIN_MODULES.contains(&name.as_str());
+                        report.requires.push((name, *line));
+                    }
+                    // `require` through a variable: anything may come back.
+                    None => report.may_yield = true,
                 }
             }
             // The FFI's C bindings: `ffi.cdef`, `ffi.load`, `ffi.C`. Code that only
@@ -233,6 +286,30 @@ fn skip_long(s: &[u8], mut i: usize, level: usize) -> (usize, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_that_names_a_yielding_api_or_an_unknown_module_may_yield() {
+        let plain = [
+            "return function(conf, ctx) if ngx.var.http_x == '1' then return ngx.exit(403) end end",
+            "local cjson = require('cjson.safe') return function() return cjson.encode({}) end",
+            "local s = 'ngx.sleep(1)' -- ngx.sleep in a comment\nreturn function() return s end",
+        ];
+        for src in plain {
+            assert!(!scan(src).may_yield, "{src}");
+        }
+        let yielding = [
+            "return function() ngx.sleep(0.1) end",
+            "return function() local s = ngx.socket.tcp() end",
+            "return function() ngx.req.read_body() end",
+            "local redis = require 'resty.redis' return function() end",
+            "local name = 'x' local m = require(name) return function() end",
+            "return function(conf, ctx) local co = coroutine.wrap(function() end) end",
+            "return function(conf, ctx) ctx.sock:receive('*l') end",
+        ];
+        for src in yielding {
+            assert!(scan(src).may_yield, "{src}");
+        }
+    }
 
     #[test]
     fn requires_by_literal_in_every_shape() {

@@ -98,24 +98,12 @@ pub(super) fn install(
     ngx.raw_set("flush", lua.create_function(|_, _: MultiValue| Ok(1))?)?;
     // Yields: other requests on this worker run while this one sleeps. In header and
     // body filters (run without a coroutine) it fails, as in OpenResty.
+    let cur = Arc::clone(&current);
     ngx.raw_set(
         "sleep",
-        lua.create_async_function(|_, secs: f64| async move {
-            if !(secs >= 0.0 && secs.is_finite()) {
-                return Err(err(format!(
-                    "bad argument #1 to 'sleep': invalid sleeping time {secs}"
-                )));
-            }
-            if secs == 0.0 {
-                tokio::task::yield_now().await;
-            } else {
-                // A huge finite time sleeps "forever" (tokio clamps far deadlines);
-                // `from_secs_f64` would panic above u64::MAX seconds.
-                let d = std::time::Duration::try_from_secs_f64(secs)
-                    .unwrap_or(std::time::Duration::MAX);
-                tokio::time::sleep(d).await;
-            }
-            Ok(())
+        lua.create_async_function(move |_, secs: f64| {
+            let plain = cur.get().is_ok_and(|r| r.lock().plain_call);
+            sleep(plain, secs)
         })?,
     )?;
     ngx.raw_set("eof", lua.create_function(|_, ()| Ok(1))?)?;
@@ -182,5 +170,26 @@ pub(super) fn install(
         lua.create_function(|_, ()| Ok(super::timer::exiting()))?,
     )?;
     ngx.raw_set("worker", w)?;
+    Ok(())
+}
+
+/// `ngx.sleep(secs)`: other requests on this worker run meanwhile.
+async fn sleep(plain_call: bool, secs: f64) -> mlua::Result<()> {
+    if plain_call {
+        return Err(super::slice::plain_call_error("ngx.sleep"));
+    }
+    if !(secs >= 0.0 && secs.is_finite()) {
+        return Err(err(format!(
+            "bad argument #1 to 'sleep': invalid sleeping time {secs}"
+        )));
+    }
+    if secs == 0.0 {
+        tokio::task::yield_now().await;
+    } else {
+        // A huge finite time sleeps "forever" (tokio clamps far deadlines);
+        // `from_secs_f64` would panic above u64::MAX seconds.
+        let d = std::time::Duration::try_from_secs_f64(secs).unwrap_or(std::time::Duration::MAX);
+        tokio::time::sleep(d).await;
+    }
     Ok(())
 }

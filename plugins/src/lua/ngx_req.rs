@@ -135,6 +135,7 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
                 other => return Err(err(format!("bad method: {}", other.type_name()))),
             };
             r.request_changed = true;
+            r.line_changed = true;
             Ok(())
         })?,
     )?;
@@ -187,6 +188,7 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
             let mut r = r.lock();
             r.uri = uri;
             r.request_changed = true;
+            r.line_changed = true;
             Ok(())
         })?,
     )?;
@@ -210,6 +212,7 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
             let mut r = r.lock();
             r.args = (!query.is_empty()).then_some(query);
             r.request_changed = true;
+            r.line_changed = true;
             Ok(())
         })?,
     )?;
@@ -223,6 +226,9 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
                 let r = r?;
                 let (wanted, ready) = {
                     let mut g = r.lock();
+                    if g.plain_call {
+                        return Err(super::slice::plain_call_error("ngx.req.read_body"));
+                    }
                     if !matches!(g.phase, Phase::Rewrite | Phase::Access | Phase::Content) {
                         return Err(err(format!(
                             "ngx.req.read_body is not allowed in the {} phase",
@@ -393,9 +399,13 @@ pub fn dynamic_fields(
                     let r = cur.get()?;
                     let mut r = r.lock();
                     if r.ctx.is_none() {
-                        r.ctx = Some(lua.create_table()?);
+                        r.ctx = Some(Arc::new(lua.create_table()?));
                     }
-                    Ok(r.ctx.clone().map(Value::Table).unwrap_or(Value::Nil))
+                    Ok(r.ctx
+                        .as_deref()
+                        .cloned()
+                        .map(Value::Table)
+                        .unwrap_or(Value::Nil))
                 }
                 b"status" => {
                     let r = cur.get()?;
@@ -412,7 +422,7 @@ pub fn dynamic_fields(
             match key.as_str() {
                 "ctx" => match value {
                     Value::Table(t) => {
-                        cur.get()?.lock().ctx = Some(t);
+                        cur.get()?.lock().ctx = Some(Arc::new(t));
                         Ok(())
                     }
                     _ => Err(err("ngx.ctx must be a table")),

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,17 +18,38 @@ use crate::phase::Phase;
 pub type SharedRequest = Arc<Mutex<LuaRequest>>;
 
 /// Variables the gateway provides (`ngx.var.*` beyond the request line and headers).
+/// Addresses stay addresses: `ngx.var.remote_addr` and friends are formatted when Lua
+/// reads them, so a request whose Lua never asks pays nothing for them.
 #[derive(Debug, Clone, Default)]
 pub struct ConnVars {
     pub host: String,
-    pub hostname: String,
+    /// This machine's host name (`ngx.var.hostname`), read once per process.
+    pub hostname: &'static str,
     pub scheme: &'static str,
-    pub remote_addr: String,
-    pub remote_port: String,
-    pub server_addr: String,
-    pub server_port: String,
+    /// The client (after `real-ip`).
+    pub client_ip: Option<IpAddr>,
+    pub client_port: Option<u16>,
+    pub server_ip: Option<IpAddr>,
+    pub server_port: Option<u16>,
     /// The SNI of a TLS connection (empty on plain HTTP or without SNI).
     pub ssl_server_name: String,
+}
+
+/// Shared placeholders for a new request (the gateway fills in the real ones), so making
+/// one allocates neither.
+fn no_plugin() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(|| Arc::from("")))
+}
+
+fn no_libraries() -> Arc<super::LuaLibraries> {
+    static EMPTY: std::sync::OnceLock<Arc<super::LuaLibraries>> = std::sync::OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(Arc::default))
+}
+
+/// `ngx.var` of an optional address part: empty when unknown, as nginx gives it.
+fn shown<T: ToString>(v: Option<T>) -> Cow<'static, str> {
+    v.map_or(Cow::Borrowed(""), |v| Cow::Owned(v.to_string()))
 }
 
 /// Everything Lua can read or change about one request.
@@ -55,6 +77,11 @@ pub struct LuaRequest {
     pub consumer_name: Option<Arc<str>>,
     /// Set when Lua changed the method, uri, args or headers.
     pub request_changed: bool,
+    /// Lua changed the method, uri or args (`request_changed` covers these too).
+    pub line_changed: bool,
+    /// The request headers Lua set or cleared since the gateway last applied them: only
+    /// these are rewritten upstream.
+    pub changed_headers: Vec<HeaderName>,
 
     /// `ngx.status`: the response status (0 = not set yet).
     pub status: u16,
@@ -68,6 +95,9 @@ pub struct LuaRequest {
     /// `ngx.exit(code)` was called: it ends the request even if `pcall` caught the
     /// unwinding error, as in OpenResty (where `ngx.exit` cannot be caught).
     pub exit_code: Option<i64>,
+    /// The running function is a plain call in a phase that may yield (its code names
+    /// no yielding API): yielding APIs fail with a clear error.
+    pub plain_call: bool,
 
     /// `ngx.arg[1]`/`ngx.arg[2]` in `body_filter`.
     pub chunk: Option<Bytes>,
@@ -79,7 +109,7 @@ pub struct LuaRequest {
     pub balancer_more_tries: Option<u32>,
 
     /// The `ngx.ctx` table, created on first use and kept for every phase.
-    pub ctx: Option<mlua::Table>,
+    pub ctx: Option<Arc<mlua::Table>>,
 
     /// The request body, once `ngx.req.read_body()` had it read.
     pub body: BodyState,
@@ -123,7 +153,7 @@ impl LuaRequest {
         };
         LuaRequest {
             phase: Phase::Rewrite,
-            plugin: Arc::from(""),
+            plugin: no_plugin(),
             method,
             uri,
             args,
@@ -135,11 +165,14 @@ impl LuaRequest {
             upstream_addr: None,
             consumer_name: None,
             request_changed: false,
+            line_changed: false,
+            changed_headers: Vec::new(),
             status: 0,
             response_headers: HeaderMap::new(),
             response_changed: false,
             output: Vec::new(),
             exit_code: None,
+            plain_call: false,
             chunk: None,
             eof: false,
             balancer_peer: None,
@@ -149,7 +182,7 @@ impl LuaRequest {
             body_wanted: Arc::new(tokio::sync::Notify::new()),
             body_ready: Arc::new(tokio::sync::Notify::new()),
             owned: Arc::default(),
-            libraries: Arc::default(),
+            libraries: no_libraries(),
         }
     }
 
@@ -173,12 +206,12 @@ impl LuaRequest {
             }
             "request_method" => &self.method,
             "host" => &self.conn.host,
-            "hostname" => &self.conn.hostname,
+            "hostname" => self.conn.hostname,
             "scheme" => self.conn.scheme,
-            "remote_addr" => &self.conn.remote_addr,
-            "remote_port" => &self.conn.remote_port,
-            "server_addr" => &self.conn.server_addr,
-            "server_port" => &self.conn.server_port,
+            "remote_addr" => return Some(shown(self.conn.client_ip)),
+            "remote_port" => return Some(shown(self.conn.client_port)),
+            "server_addr" => return Some(shown(self.conn.server_ip)),
+            "server_port" => return Some(shown(self.conn.server_port)),
             "ssl_server_name" if !self.conn.ssl_server_name.is_empty() => {
                 &self.conn.ssl_server_name
             }
@@ -220,13 +253,11 @@ impl LuaRequest {
     /// bytes, as nginx gives it) and everything `var_ref` knows.
     pub fn var_bytes(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         if name == "binary_remote_addr" {
-            return Some(Cow::Owned(
-                match self.conn.remote_addr.parse::<std::net::IpAddr>() {
-                    Ok(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
-                    Ok(std::net::IpAddr::V6(ip)) => ip.octets().to_vec(),
-                    Err(_) => Vec::new(),
-                },
-            ));
+            return Some(Cow::Owned(match self.conn.client_ip {
+                Some(IpAddr::V4(ip)) => ip.octets().to_vec(),
+                Some(IpAddr::V6(ip)) => ip.octets().to_vec(),
+                None => Vec::new(),
+            }));
         }
         Some(match self.var_ref(name)? {
             Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
@@ -241,6 +272,7 @@ impl LuaRequest {
             "args" | "query_string" => {
                 self.args = value.filter(|v| !v.is_empty());
                 self.request_changed = true;
+                self.line_changed = true;
                 Ok(())
             }
             "uri" | "request_uri" | "request_method" | "host" | "hostname" | "scheme"
@@ -295,6 +327,9 @@ impl LuaRequest {
         self.headers.remove(&name);
         for v in values {
             self.headers.append(name.clone(), header_value(v)?);
+        }
+        if !self.changed_headers.contains(&name) {
+            self.changed_headers.push(name);
         }
         self.request_changed = true;
         Ok(())
@@ -359,12 +394,12 @@ mod tests {
     #[test]
     fn binary_remote_addr_is_the_raw_address() {
         let mut r = req();
-        r.conn.remote_addr = "10.1.2.3".into();
+        r.conn.client_ip = "10.1.2.3".parse().ok();
         assert_eq!(
             r.var_bytes("binary_remote_addr").as_deref(),
             Some(&[10u8, 1, 2, 3][..])
         );
-        r.conn.remote_addr = "2001:db8::1".into();
+        r.conn.client_ip = "2001:db8::1".parse().ok();
         let v6 = r.var_bytes("binary_remote_addr").unwrap();
         assert_eq!(v6.len(), 16);
         assert_eq!((v6[0], v6[1], v6[15]), (0x20, 0x01, 1));

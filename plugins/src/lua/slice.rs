@@ -64,6 +64,11 @@ pub(crate) fn yieldable_context(lua: &Lua, api: &str) -> mlua::Result<Running> {
             "{api}: API disabled in the context of this code: no request is running"
         ))
     })?;
+    if let Running::Request(r) = &running {
+        if r.lock().plain_call {
+            return Err(plain_call_error(api));
+        }
+    }
     match running.context() {
         "rewrite" | "access" | "content" | "timer" => Ok(running),
         other => {
@@ -77,4 +82,14 @@ pub(crate) fn yieldable_context(lua: &Lua, api: &str) -> mlua::Result<Running> {
             )))
         }
     }
+}
+
+/// A yielding API reached from code that runs as a plain call: the code does not name
+/// it, so Portico did not give it a coroutine (`CompiledFunction::may_yield`).
+pub(crate) fn plain_call_error(api: &str) -> mlua::Error {
+    mlua::Error::runtime(format!(
+        "{api}: API disabled in the context of this code: it names no yielding API \
+         (cosocket, ngx.sleep, ngx.thread, semaphore, read_body, coroutine, require), so \
+         it runs without a coroutine; name the API in the function's own code"
+    ))
 }

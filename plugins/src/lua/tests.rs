@@ -344,3 +344,42 @@ fn missing_apis_name_themselves() {
         }
     );
 }
+
+#[test]
+fn code_naming_no_yielding_api_runs_as_a_plain_call_and_says_so_if_it_yields() {
+    let vm = vm();
+    let r = req();
+    r.lock().phase = Phase::Access;
+    let counts = func("return function(conf, ctx) ctx.n = (ctx.n or 0) + 1 return 200 + ctx.n end");
+    assert!(!counts.may_yield);
+    futures_block(vm.call(&counts, &r)).unwrap();
+    assert_eq!(
+        futures_block(vm.call(&counts, &r)).unwrap(),
+        CallOutcome::Respond {
+            status: 202,
+            body: None
+        },
+        "ngx.ctx is kept across plain calls"
+    );
+    // A yielding function reached through a value another function stored: the plain
+    // call cannot yield, and the error says why.
+    let stores = func("return function(conf, ctx) ctx.nap = function() ngx.sleep(0.001) end end");
+    assert!(stores.may_yield);
+    futures_block(vm.call(&stores, &r)).unwrap();
+    let calls = func("return function(conf, ctx) ctx.nap() end");
+    assert!(!calls.may_yield);
+    let e = futures_block(vm.call(&calls, &r)).unwrap_err();
+    assert!(
+        format!("{e:?}").contains("runs without a coroutine"),
+        "{e:?}"
+    );
+    // The flag does not stick: the next yielding call sleeps as before.
+    let sleeps = func("return function() ngx.sleep(0.001) return 201 end");
+    assert_eq!(
+        futures_block(vm.call(&sleeps, &r)).unwrap(),
+        CallOutcome::Respond {
+            status: 201,
+            body: None
+        }
+    );
+}

@@ -1,6 +1,7 @@
 //! One Luau VM per proxy worker thread: sandboxed, CPU-budgeted, memory-capped.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,11 +46,40 @@ impl Default for LuaLimits {
 /// its upvalues, so state a plugin keeps in locals of its outer chunk persists across
 /// the requests this worker serves (APISIX serverless semantics).
 struct Loaded {
-    func: Function,
-    conf: Value,
+    code: Arc<LoadedCode>,
     last_used: u64,
     /// Library versions its loading required: a new version of one reloads it.
     deps: LibDeps,
+}
+
+/// A loaded function and its conf, shared with the calls running it: an `Arc` clone
+/// is one atomic add, a Lua handle clone costs a trip through mlua's reference stack.
+pub(super) struct LoadedCode {
+    pub(super) func: Function,
+    pub(super) conf: Value,
+}
+
+/// Maps keyed by compiled-code ids, which are hashes already: SipHash over them again
+/// was a visible share of a plain Lua call.
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// Bound on cached functions per VM; least recently used ones go first.
@@ -75,10 +105,12 @@ pub struct LuaVm {
     pub(super) gc_floor: AtomicUsize,
     /// The read-only globals every plugin environment falls back to.
     globals: Table,
-    loaded: Mutex<(u64, HashMap<u64, Loaded>)>,
+    loaded: Mutex<(u64, IdMap<Loaded>)>,
     /// Plugin module tables by module id: loaded once, shared by their phase functions
     /// (with the library versions their loading required).
-    modules: Mutex<HashMap<u64, (Table, LibDeps)>>,
+    modules: Mutex<IdMap<(Table, LibDeps)>>,
+    /// `ngx.now()`'s cached clock, marked stale at every slice.
+    clock: Option<super::ngx_lib::TimeCache>,
     /// Uploaded library modules (`lua_modules`) and what this VM loaded of them.
     pub(super) libs: Arc<LibraryState>,
 }
@@ -215,6 +247,7 @@ impl LuaVm {
             Ok(VmState::Continue)
         });
         lua.set_memory_limit(limits.max_memory)?;
+        let clock = super::ngx_lib::TimeCache::of(&lua);
         Ok(LuaVm {
             lua,
             current,
@@ -225,8 +258,9 @@ impl LuaVm {
             retired: AtomicBool::new(false),
             gc_floor: AtomicUsize::new(0),
             globals,
-            loaded: Mutex::new((0, HashMap::new())),
-            modules: Mutex::new(HashMap::new()),
+            loaded: Mutex::new((0, IdMap::default())),
+            modules: Mutex::new(IdMap::default()),
+            clock,
             libs,
         })
     }
@@ -235,6 +269,9 @@ impl LuaVm {
     /// now belong to it, and the CPU budget runs.
     pub(super) fn enter(&self, req: Option<&SharedRequest>) {
         self.current.set(req.cloned());
+        if let Some(c) = &self.clock {
+            c.mark_stale();
+        }
         let limit = self.epoch.elapsed() + self.limits.max_slice;
         self.deadline
             .store(limit.as_nanos().max(1) as u64, Ordering::Relaxed);
@@ -257,7 +294,7 @@ impl LuaVm {
     pub(super) fn function(
         &self,
         compiled: &CompiledFunction,
-    ) -> Result<(Function, Value), LuaFailure> {
+    ) -> Result<Arc<LoadedCode>, LuaFailure> {
         {
             let mut guard = self.loaded.lock();
             let (clock, map) = &mut *guard;
@@ -267,13 +304,14 @@ impl LuaVm {
                 .filter(|l| self.libs.deps_current(&l.deps))
             {
                 l.last_used = *clock;
-                return Ok((l.func.clone(), l.conf.clone()));
+                return Ok(Arc::clone(&l.code));
             }
         }
         self.enter(None);
         let (loaded, deps) = self.libs.collect(|| self.load(compiled));
         self.leave();
         let (func, conf) = loaded.map_err(|e| LuaFailure::from_error(&e))?;
+        let code = Arc::new(LoadedCode { func, conf });
         let mut guard = self.loaded.lock();
         let (clock, map) = &mut *guard;
         if map.len() >= MAX_LOADED {
@@ -284,13 +322,12 @@ impl LuaVm {
         map.insert(
             compiled.id,
             Loaded {
-                func: func.clone(),
-                conf: conf.clone(),
+                code: Arc::clone(&code),
                 last_used: *clock,
                 deps,
             },
         );
-        Ok((func, conf))
+        Ok(code)
     }
 
     /// Runs the outer chunk in its own environment and returns the function it returns.

@@ -23,6 +23,7 @@ mod tests_ext;
 use mlua::{Lua, Table, Value};
 
 pub use time::refresh_time;
+pub(crate) use time::TimeCache;
 
 /// Adds the pure functions and constants to an existing `ngx` table.
 pub fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {

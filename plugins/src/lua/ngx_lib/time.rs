@@ -10,9 +10,34 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mlua::{Lua, Table, Value};
 
-/// The VM's cached clock, in milliseconds since the epoch.
+/// The VM's cached clock, in milliseconds since the epoch; 0 = stale, read the clock at
+/// the next use. nginx refreshes its cached time once per event-loop pass; here every
+/// slice of Lua marks it stale, so the clock is read only by code that asks for the time.
 #[derive(Clone)]
-struct TimeCache(Arc<AtomicU64>);
+pub(crate) struct TimeCache(Arc<AtomicU64>);
+
+impl TimeCache {
+    fn ms(&self) -> u64 {
+        match self.0.load(Ordering::Relaxed) {
+            0 => {
+                let now = wall_ms();
+                self.0.store(now, Ordering::Relaxed);
+                now
+            }
+            ms => ms,
+        }
+    }
+
+    /// The next read takes the time afresh.
+    pub(crate) fn mark_stale(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// The VM's cache (installed with `ngx`).
+    pub(crate) fn of(lua: &Lua) -> Option<TimeCache> {
+        lua.app_data_ref::<TimeCache>().map(|c| c.clone())
+    }
+}
 
 fn wall_ms() -> u64 {
     SystemTime::now()
@@ -21,13 +46,11 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Refreshes the VM's cached time (what `ngx.update_time()` does). nginx
-/// refreshes its cached time on every event-loop iteration; the runtime should
-/// call this when it starts running Lua for a request, or `ngx.now()` stays at
-/// the last `ngx.update_time()`.
+/// Refreshes the VM's cached time (what `ngx.update_time()` does), for runs that do not
+/// go through a request slice (timers).
 pub fn refresh_time(lua: &Lua) {
     if let Some(c) = lua.app_data_ref::<TimeCache>() {
-        c.0.store(wall_ms(), Ordering::Relaxed);
+        c.mark_stale();
     }
 }
 
@@ -150,12 +173,12 @@ pub(super) fn install(lua: &Lua, ngx: &Table) -> mlua::Result<()> {
     };
     let secs = {
         let c = cache.clone();
-        move || (c.0.load(Ordering::Relaxed) / 1000) as i64
+        move || (c.ms() / 1000) as i64
     };
     let c = cache.clone();
     ngx.raw_set(
         "now",
-        lua.create_function(move |_, ()| Ok(c.0.load(Ordering::Relaxed) as f64 / 1000.0))?,
+        lua.create_function(move |_, ()| Ok(c.ms() as f64 / 1000.0))?,
     )?;
     let c = cache;
     ngx.raw_set(

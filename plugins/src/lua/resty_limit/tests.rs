@@ -22,7 +22,7 @@ fn vm() -> LuaVm {
 /// (a string) is the output.
 fn run(vm: &LuaVm, src: &str) -> String {
     let conn = ConnVars {
-        remote_addr: "192.0.2.7".into(),
+        client_ip: "192.0.2.7".parse().ok(),
         ..Default::default()
     };
     let r = LuaRequest::new("GET".into(), "/".into(), None, HeaderMap::new(), conn).shared();
