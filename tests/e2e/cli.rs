@@ -339,8 +339,9 @@ fn sighup_applies_log_settings_admin_keys_lua_limits_and_names_what_needs_a_rest
         "the access log line uses the new format: {}",
         gw.logs()
     );
+    // The access log is written after the response went out: wait for the line.
     assert!(
-        gw.logs().contains("before /big"),
+        wait_until(WAIT, || gw.logs().contains("before /big")),
         "the old format was in force before"
     );
     // The new Lua memory limit is in force for new requests.
