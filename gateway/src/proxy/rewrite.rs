@@ -15,12 +15,11 @@ pub fn flush_request_changes(session: &mut Session, ctx: &RequestCtx) -> Result<
     let Some(lua) = &ctx.lua else {
         return Ok(());
     };
-    if !lua.req.lock().request_changed {
+    if !lua.req.lock().request_changed() {
         return Ok(());
     }
     apply_request_changes(ctx, session.req_header_mut())?;
     let mut r = lua.req.lock();
-    r.request_changed = false;
     r.line_changed = false;
     r.changed_headers.clear();
     Ok(())
@@ -41,7 +40,7 @@ pub fn apply_request_changes(ctx: &RequestCtx, upstream: &mut RequestHeader) -> 
         return Ok(());
     };
     let r = lua.req.lock();
-    if !r.request_changed {
+    if !r.request_changed() {
         return Ok(());
     }
     if r.line_changed {

@@ -134,7 +134,6 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
                 Value::Number(n) => method_name(n as i64)?,
                 other => return Err(err(format!("bad method: {}", other.type_name()))),
             };
-            r.request_changed = true;
             r.line_changed = true;
             Ok(())
         })?,
@@ -187,7 +186,6 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
             let r = cur.get()?;
             let mut r = r.lock();
             r.uri = uri;
-            r.request_changed = true;
             r.line_changed = true;
             Ok(())
         })?,
@@ -211,7 +209,6 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
             let r = cur.get()?;
             let mut r = r.lock();
             r.args = (!query.is_empty()).then_some(query);
-            r.request_changed = true;
             r.line_changed = true;
             Ok(())
         })?,

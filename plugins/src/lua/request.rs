@@ -75,9 +75,7 @@ pub struct LuaRequest {
     pub upstream_addr: Option<String>,
     /// `ngx.var.consumer_name`, once an auth plugin authenticated the request.
     pub consumer_name: Option<Arc<str>>,
-    /// Set when Lua changed the method, uri, args or headers.
-    pub request_changed: bool,
-    /// Lua changed the method, uri or args (`request_changed` covers these too).
+    /// Lua changed the method, uri or args.
     pub line_changed: bool,
     /// The request headers Lua set or cleared since the gateway last applied them: only
     /// these are rewritten upstream.
@@ -164,7 +162,6 @@ impl LuaRequest {
             started: Instant::now(),
             upstream_addr: None,
             consumer_name: None,
-            request_changed: false,
             line_changed: false,
             changed_headers: Vec::new(),
             status: 0,
@@ -184,6 +181,11 @@ impl LuaRequest {
             owned: Arc::default(),
             libraries: no_libraries(),
         }
+    }
+
+    /// Lua changed the method, uri, args or headers since the gateway last applied them.
+    pub fn request_changed(&self) -> bool {
+        self.line_changed || !self.changed_headers.is_empty()
     }
 
     pub fn shared(self) -> SharedRequest {
@@ -271,7 +273,6 @@ impl LuaRequest {
         match name {
             "args" | "query_string" => {
                 self.args = value.filter(|v| !v.is_empty());
-                self.request_changed = true;
                 self.line_changed = true;
                 Ok(())
             }
@@ -331,7 +332,6 @@ impl LuaRequest {
         if !self.changed_headers.contains(&name) {
             self.changed_headers.push(name);
         }
-        self.request_changed = true;
         Ok(())
     }
 

@@ -106,7 +106,7 @@ fn request_api_reads_and_changes_the_request() {
     assert_eq!(String::from_utf8_lossy(&r.output), "/p two 1 GET 5\n");
     assert_eq!(r.headers.get("x-added").unwrap(), "yes");
     assert!(r.headers.get("x-user").is_none());
-    assert!(r.request_changed && r.response_changed);
+    assert!(r.request_changed() && r.response_changed);
     assert_eq!(r.status, 201);
     assert_eq!(r.response_headers.get("x-resp").unwrap(), "r");
 }
