@@ -18,6 +18,8 @@ sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 profdata=$(command -v "llvm-profdata-$major" || true)
 if [ -z "$profdata" ] && command -v apt-get >/dev/null; then
+    # A fresh machine's package index may be empty: without an update, llvm-N looks absent.
+    apt-cache show "llvm-$major" >/dev/null 2>&1 || sudo_ apt-get update -qq >/dev/null 2>&1 || true
     if apt-cache show "llvm-$major" >/dev/null 2>&1; then
         sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "llvm-$major" >/dev/null
         profdata=$(command -v "llvm-profdata-$major" || true)
@@ -27,6 +29,8 @@ if [ -z "$profdata" ]; then
     echo "build-pgo: no llvm-profdata for LLVM $major (rustc's); the plain build stays the default" >&2
     exit 0
 fi
+# The build's own tools (cmake for zlib-ng), as for every other build of the project.
+scripts/setup.sh >/dev/null
 # The training load needs the benchmark's tools (nginx for the origin, wrk).
 for tool in nginx wrk; do
     command -v "$tool" >/dev/null || sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null

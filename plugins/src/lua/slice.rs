@@ -12,12 +12,16 @@ use mlua::Lua;
 
 use super::budget::Budget;
 use super::current::{CurrentRequest, Running};
+use super::ngx_lib::TimeCache;
 
 #[derive(Clone)]
 pub(crate) struct Slicer {
     pub(crate) current: Arc<CurrentRequest>,
     pub(crate) budget: Budget,
     pub(crate) max_slice: Duration,
+    /// `ngx.now()`'s cache, marked stale per slice as `LuaVm::enter` does: a timer or a
+    /// light thread resumed after `ngx.sleep` must not see the time from before it.
+    pub(crate) clock: Option<TimeCache>,
 }
 
 impl Slicer {
@@ -32,6 +36,9 @@ impl Slicer {
     /// budget runs.
     pub(crate) fn enter(&self, running: Option<Running>) {
         self.current.set_running(running);
+        if let Some(c) = &self.clock {
+            c.mark_stale();
+        }
         let limit = self.budget.epoch.elapsed() + self.max_slice;
         self.budget
             .deadline

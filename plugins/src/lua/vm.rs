@@ -233,10 +233,12 @@ impl LuaVm {
             max_memory: limits.max_memory,
         };
         lua.set_app_data(budget.clone());
+        let clock = super::ngx_lib::TimeCache::of(&lua);
         lua.set_app_data(super::slice::Slicer {
             current: Arc::clone(&current),
             budget: budget.clone(),
             max_slice: limits.max_slice,
+            clock: clock.clone(),
         });
         lua.set_app_data(super::cosocket::Pool::default());
         lua.set_app_data(super::timer::Timers::new(limits.max_pending_timers));
@@ -247,7 +249,6 @@ impl LuaVm {
             Ok(VmState::Continue)
         });
         lua.set_memory_limit(limits.max_memory)?;
-        let clock = super::ngx_lib::TimeCache::of(&lua);
         Ok(LuaVm {
             lua,
             current,

@@ -308,6 +308,62 @@ fn timers_run_on_the_vm_and_pending_timers_are_bounded() {
     });
 }
 
+/// `ngx.now()` is cached per slice: a timer and a light thread resumed after
+/// `ngx.sleep` get a fresh time, as in OpenResty (where the sleep's event-loop pass
+/// updates the cache).
+#[test]
+fn ngx_now_advances_across_a_sleep_in_timers_and_light_threads() {
+    rt().block_on(async {
+        let vm = vm();
+        let f = compile(
+            "test",
+            r#"local slept = {}
+            local function measure(kind)
+                local t0 = ngx.now()
+                ngx.sleep(0.05)
+                slept[kind] = ngx.now() - t0
+            end
+            return function()
+                if slept.timer and slept.thread then
+                    return 200, string.format("%.3f,%.3f", slept.timer, slept.thread)
+                end
+                if not slept.started then
+                    slept.started = true
+                    ngx.timer.at(0, function() measure("timer") end)
+                    ngx.thread.spawn(measure, "thread")
+                end
+                return 200, "waiting"
+            end"#,
+            None,
+        )
+        .expect("compiles");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let body = loop {
+            let b = match vm.call(&f, &req(Phase::Access)).await {
+                Ok(CallOutcome::Respond { body: Some(b), .. }) => {
+                    String::from_utf8_lossy(&b).into_owned()
+                }
+                other => panic!("{other:?}"),
+            };
+            if b != "waiting" {
+                break b;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the timer never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        for (kind, slept) in ["timer", "thread"].iter().zip(body.split(',')) {
+            let slept: f64 = slept.parse().expect("a number");
+            assert!(
+                slept >= 0.04,
+                "{kind}: ngx.now() moved {slept}s over a 0.05s sleep"
+            );
+        }
+    });
+}
+
 #[test]
 fn light_threads_run_first_and_the_handler_waits_for_them() {
     rt().block_on(async {
