@@ -50,8 +50,8 @@ pub fn diff(store: &ConfigStore, revision: &str) -> Response<Vec<u8>> {
             json!({
                 "key": c.key,
                 "action": c.action(),
-                "before": c.before.as_ref().map(history::redacted),
-                "after": c.after.as_ref().map(history::redacted),
+                "before": c.before.as_deref().map(history::redacted),
+                "after": c.after.as_deref().map(history::redacted),
             })
         })
         .collect();

@@ -36,12 +36,16 @@ pub struct HistoryEntry {
 }
 
 /// One object's value before and after a change (`None`: absent).
+///
+/// The values are the configuration's own `Arc`s: an entry's `after` is the next entry's
+/// `before` and the running object's value, held once. Deep copies made the kept
+/// history of three 10,000-route `PUT /configs` cost about 70 MB of RSS (S5).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ObjectChange {
     /// `/apisix/routes/1`, or the dynacode document's key.
     pub key: String,
-    pub before: Option<Value>,
-    pub after: Option<Value>,
+    pub before: Option<Arc<Value>>,
+    pub after: Option<Arc<Value>>,
 }
 
 impl ObjectChange {
@@ -101,8 +105,8 @@ fn differs(a: &StoredView, b: &StoredView) -> bool {
 fn change(key: String, before: Option<&StoredView>, after: Option<&StoredView>) -> ObjectChange {
     ObjectChange {
         key,
-        before: before.map(|v| (*v.value).clone()),
-        after: after.map(|v| (*v.value).clone()),
+        before: before.map(|v| Arc::clone(&v.value)),
+        after: after.map(|v| Arc::clone(&v.value)),
     }
 }
 
@@ -176,7 +180,7 @@ pub fn config_at(
             };
             let objects = config.entry(kind).or_default();
             match &c.before {
-                Some(v) => objects.insert(id.to_string(), v.clone()),
+                Some(v) => objects.insert(id.to_string(), (**v).clone()),
                 None => objects.remove(id),
             };
         }
@@ -259,8 +263,8 @@ mod tests {
     fn set_change(key: &str, before: Option<Value>, after: Option<Value>) -> ObjectChange {
         ObjectChange {
             key: key.into(),
-            before,
-            after,
+            before: before.map(Arc::new),
+            after: after.map(Arc::new),
         }
     }
 
@@ -311,6 +315,34 @@ mod tests {
             history[1].summary,
             "2 objects: 1 created, 1 updated, 0 deleted (routes 2)"
         );
+    }
+
+    /// A change holds the configuration's own values, not copies (S5: deep copies of
+    /// three 10,000-route applies kept 70 MB).
+    #[test]
+    fn changes_share_the_configuration_values() {
+        let plugins = portico_plugins::PluginRegistry::new(Default::default(), &Default::default())
+            .expect("registry");
+        let set = |uri: &str, index| {
+            let mut s = ResourceSet::default();
+            s.insert(
+                ResourceKind::Routes,
+                "a",
+                json!({"uri": uri, "plugins": {}}),
+                1,
+                index,
+                &plugins,
+            )
+            .expect("insert");
+            s
+        };
+        let (v1, v2) = (set("/v1", 1), set("/v2", 2));
+        let c = changes(&v1, &v2);
+        assert_eq!(c.len(), 1);
+        let value = |s: &ResourceSet| s.get(ResourceKind::Routes, "a").expect("route").value;
+        let (before, after) = (c[0].before.as_ref(), c[0].after.as_ref());
+        assert!(Arc::ptr_eq(before.expect("before"), &value(&v1)));
+        assert!(Arc::ptr_eq(after.expect("after"), &value(&v2)));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! and opened on load, so the rest of the store, the snapshot and the admin API only
 //! ever see PEM.
 
+use std::sync::Arc;
+
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use base64::Engine;
 use serde_json::Value;
@@ -170,7 +172,10 @@ impl<B: StoreBackend> StoreBackend for SealedBackend<B> {
                         .into_iter()
                         .flatten()
                     {
-                        map_keys(v, |k| k.starts_with("---").then(|| self.keyring.seal(k)));
+                        // Copy-on-write: only SSL objects' values are copied to seal.
+                        map_keys(Arc::make_mut(v), |k| {
+                            k.starts_with("---").then(|| self.keyring.seal(k))
+                        });
                     }
                 }
             }
