@@ -385,16 +385,37 @@ fn connections_sending_headers_are_capped() {
     for h in &mut holders {
         h.get_mut().write_all(b"GET / HTTP/1.1\r\n").expect("write");
     }
-    // Give the gateway time to count them: a connection beyond the cap is closed at once,
-    // so wait until one is.
-    let refused = wait_until(WAIT, || {
-        let mut c = connect(&gw);
-        c.get_mut()
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .is_err()
-            || read_one(&mut c).is_err()
-    });
-    assert!(refused, "a third connection sending a header is closed");
+    // Wait until the gateway counts both as reading a header (each took its slot at
+    // accept, before it counts as reading). Probing before that raced: the accept loop
+    // spawns each connection's task, the scheduler may run a later probe's task first,
+    // and a probe whose head had not arrived yet held a slot while a holder was refused;
+    // then one holder was left and every probe was served (CI of 16bba4d).
+    let reading = || {
+        let text = gw.metrics_text();
+        let samples = prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        prom::sum(
+            &samples,
+            "portico_http_connections",
+            &[("state", "reading")],
+        )
+    };
+    assert!(
+        wait_until(WAIT, || reading() >= 2.0),
+        "both holders are counted:\n{}",
+        gw.metrics_text()
+    );
+    // With both slots held, a third connection is closed at once, without an answer.
+    let mut c = connect(&gw);
+    let refused = c
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .is_err()
+        || read_one(&mut c).is_err();
+    assert!(
+        refused,
+        "a third connection sending a header is closed\n{}",
+        gw.metrics_text()
+    );
 
     // Finishing the headers frees the slots; new clients are served again.
     for h in &mut holders {
