@@ -100,6 +100,7 @@ fn lua_header_filter(
         r.status = header.status.as_u16();
         r.response_headers = header.headers.clone();
         r.response_changed = false;
+        r.changed_response_headers.clear();
     }
     let _ = run_sync_entries(session, ctx, Phase::HeaderFilter, env, entries);
     let Some(lua) = &ctx.lua else {
@@ -112,18 +113,10 @@ fn lua_header_filter(
     if r.status != header.status.as_u16() {
         header.set_status(r.status)?;
     }
-    let gone: Vec<http::HeaderName> = header
-        .headers
-        .keys()
-        .filter(|name| !r.response_headers.contains_key(*name))
-        .cloned()
-        .collect();
-    for name in gone {
-        header.remove_header(&name);
-    }
-    // Only the headers whose values differ are rewritten: rewriting every header costs
-    // more than the Lua that changed one.
-    for name in r.response_headers.keys() {
+    // Only the headers Lua set or cleared, and of those only the ones whose values
+    // differ, are rewritten: comparing or rewriting every header costs more than the
+    // Lua that changed one.
+    for name in &r.changed_response_headers {
         if same_values(&header.headers, &r.response_headers, name) {
             continue;
         }

@@ -88,6 +88,9 @@ pub struct LuaRequest {
     pub response_headers: HeaderMap,
     /// Set when Lua changed `ngx.status` or `ngx.header`.
     pub response_changed: bool,
+    /// The response headers Lua set or cleared since the gateway last applied them:
+    /// only these are compared and rewritten after `header_filter`.
+    pub changed_response_headers: Vec<HeaderName>,
     /// `ngx.say`/`ngx.print` output not yet sent.
     pub output: Vec<u8>,
     /// `ngx.exit(code)` was called: it ends the request even if `pcall` caught the
@@ -167,6 +170,7 @@ impl LuaRequest {
             status: 0,
             response_headers: HeaderMap::new(),
             response_changed: false,
+            changed_response_headers: Vec::new(),
             output: Vec::new(),
             exit_code: None,
             plain_call: false,
@@ -341,6 +345,9 @@ impl LuaRequest {
         self.response_headers.remove(&name);
         for v in values {
             self.response_headers.append(name.clone(), header_value(v)?);
+        }
+        if !self.changed_response_headers.contains(&name) {
+            self.changed_response_headers.push(name);
         }
         self.response_changed = true;
         Ok(())

@@ -96,6 +96,8 @@ fn request_api_reads_and_changes_the_request() {
             local args = ngx.req.get_uri_args()
             ngx.say(ngx.var.uri, " ", ngx.var.arg_b, " ", args.a, " ", ngx.req.get_method(), " ", 10/2)
             ngx.header["X-Resp"] = "r"
+            ngx.header["x_resp"] = {"r", "s"}
+            ngx.header["X-Gone"] = nil
             ngx.status = 201
         end"#,
         &r,
@@ -108,7 +110,15 @@ fn request_api_reads_and_changes_the_request() {
     assert!(r.headers.get("x-user").is_none());
     assert!(r.request_changed() && r.response_changed);
     assert_eq!(r.status, 201);
-    assert_eq!(r.response_headers.get("x-resp").unwrap(), "r");
+    let values: Vec<_> = r.response_headers.get_all("x-resp").iter().collect();
+    assert_eq!(values, ["r", "s"]);
+    // Each name Lua set or cleared is listed once: the gateway rewrites only these.
+    let changed: Vec<&str> = r
+        .changed_response_headers
+        .iter()
+        .map(|n| n.as_str())
+        .collect();
+    assert_eq!(changed, ["x-resp", "x-gone"]);
 }
 
 #[test]
