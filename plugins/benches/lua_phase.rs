@@ -52,6 +52,17 @@ fn bench(c: &mut Criterion) {
         None,
     )
     .expect("compile");
+    // S3's CORS plugin: three response headers set through `ngx.header`.
+    let cors = compile(
+        "bench.cors",
+        r#"return function(conf, ctx)
+            ngx.header["Access-Control-Allow-Origin"] = "*"
+            ngx.header["Access-Control-Allow-Methods"] = "GET,POST,PUT,DELETE"
+            ngx.header["Access-Control-Max-Age"] = "3600"
+        end"#,
+        None,
+    )
+    .expect("compile");
 
     c.bench_function("request view (headers copied once per request)", |b| {
         b.iter(|| black_box(request().shared()))
@@ -61,6 +72,10 @@ fn bench(c: &mut Criterion) {
     c.bench_function(
         "trivial function, sync (header_filter/body_filter/balancer)",
         |b| b.iter(|| black_box(vm.call_sync(&trivial, &req).expect("call"))),
+    );
+    c.bench_function(
+        "header_filter: set three response headers (S3's CORS)",
+        |b| b.iter(|| black_box(vm.call_sync(&cors, &req).expect("call"))),
     );
     req.lock().phase = Phase::Access;
     c.bench_function(

@@ -480,13 +480,14 @@ fn upstream_addr(ctx: &RequestCtx) -> Option<String> {
     if ctx.tried.is_empty() {
         return None;
     }
-    let addrs: Vec<String> = ctx
-        .tried
-        .iter()
-        .filter_map(|i| upstream.nodes.get(*i))
-        .map(|n| n.addr.to_string())
-        .collect();
-    Some(addrs.join(", "))
+    let mut out = String::new();
+    for node in ctx.tried.iter().filter_map(|i| upstream.nodes.get(*i)) {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(&node.addr_text);
+    }
+    Some(out)
 }
 
 /// A dynacode snippet's runtime error is logged and the request goes on (dynacode runs

@@ -476,6 +476,7 @@ pub fn compile_upstream(
                 };
                 nodes.push(NodeRuntime {
                     addr,
+                    addr_text: addr.to_string(),
                     label: format!("{}:{}", n.host, n.port),
                     host_header,
                     sni: n.host.clone(),

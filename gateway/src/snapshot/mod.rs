@@ -170,6 +170,8 @@ impl UpstreamRuntime {
 /// One node of an upstream.
 pub struct NodeRuntime {
     pub addr: SocketAddr,
+    /// `addr` as text (`ngx.var.upstream_addr`), formatted once per snapshot.
+    pub addr_text: String,
     /// The node as configured (`host:port`), used as a metric label and for logs.
     pub label: String,
     /// The Host header for `pass_host: node`.

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use mlua::Lua;
 use parking_lot::Mutex;
 
 use super::owned::Owned;
@@ -64,6 +65,29 @@ impl CurrentRequest {
             )),
         }
     }
+}
+
+/// Runs `load` (loading a chunk, which resolves its global imports) with no request or
+/// timer current on this VM, and puts the current one back afterwards.
+///
+/// Chunk environments are "safe" (see `env::new_env`): Luau resolves each import path
+/// such as `ngx.var.uri` or `ngx.ctx` once, while loading, and the function then uses that
+/// value on every call. The request-bound fields answer only when a request is current,
+/// so loading without one leaves them unresolved (looked up on every call); loading
+/// during a request (`require`, `loadstring`) would freeze one request's values into
+/// the function.
+pub(crate) fn without_request<R>(lua: &Lua, load: impl FnOnce() -> R) -> R {
+    // The app data borrow must end before `load` runs (it may reach app data itself).
+    let current = lua
+        .app_data_ref::<Arc<CurrentRequest>>()
+        .map(|c| Arc::clone(&c));
+    let Some(current) = current else {
+        return load();
+    };
+    let previous = current.0.lock().take();
+    let out = load();
+    current.set_running(previous);
+    out
 }
 
 pub(crate) fn err(msg: impl Into<String>) -> mlua::Error {

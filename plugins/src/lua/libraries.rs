@@ -227,12 +227,15 @@ impl LibraryState {
     /// goes in locals, not globals), with the module name as `...`.
     fn run_chunk(&self, lua: &Lua, lib: &LuaLibrary) -> mlua::Result<Value> {
         let (env, env_mt) = new_env(lua, &self.globals)?;
-        let value = lua
-            .load(&lib.compiled.bytecode[..])
-            .set_mode(ChunkMode::Binary)
-            .set_name(lib.compiled.label.as_str())
-            .set_environment(env)
-            .call::<Value>(lib.name.as_str())?;
+        // Loaded with no request current; the chunk itself then runs in the caller's.
+        let chunk = super::current::without_request(lua, || {
+            lua.load(&lib.compiled.bytecode[..])
+                .set_mode(ChunkMode::Binary)
+                .set_name(lib.compiled.label.as_str())
+                .set_environment(env)
+                .into_function()
+        })?;
+        let value = chunk.call::<Value>(lib.name.as_str())?;
         seal(lua, &env_mt, &lib.compiled.label)?;
         Ok(value)
     }

@@ -157,3 +157,46 @@ fn compile_refuses_reserved_names_goto_and_ffi() {
     .unwrap();
     assert_eq!(lib.requires, vec!["x.y".to_string(), "z".to_string()]);
 }
+
+/// Chunk environments are "safe": Luau resolves import paths once, when a chunk loads.
+/// A module required during a request must not keep that request's `ngx.var` or
+/// `ngx.ctx`, nor a function `loadstring` compiled during one.
+#[test]
+fn code_loaded_during_a_request_reads_later_requests_own_fields() {
+    let l = libs(&[(
+        "m",
+        "return { get = function() return ngx.var.uri .. ' ' .. tostring(ngx.ctx.tag) .. ' ' .. ngx.status end }",
+    )]);
+    let vm = vm();
+    let f = compile(
+        "f",
+        "local g\nreturn function()\n\
+         g = g or loadstring(\"return ngx.var.uri .. ' ' .. tostring(ngx.ctx.tag) .. ' ' .. ngx.status\")\n\
+         ngx.ctx.tag = ngx.var.arg_t\n\
+         ngx.status = tonumber(ngx.var.arg_t)\n\
+         return 200, require('m').get() .. '|' .. g() end",
+        None,
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (uri, t) in [("/a", "201"), ("/b", "202")] {
+        let mut r = LuaRequest::new(
+            "GET".into(),
+            uri.into(),
+            Some(format!("t={t}")),
+            HeaderMap::new(),
+            ConnVars::default(),
+        );
+        r.libraries = Arc::clone(&l);
+        let got = match rt.block_on(vm.call(&f, &r.shared())) {
+            Ok(CallOutcome::Respond { body: Some(b), .. }) => {
+                String::from_utf8_lossy(&b).into_owned()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, format!("{uri} {t} {t}|{uri} {t} {t}"));
+    }
+}

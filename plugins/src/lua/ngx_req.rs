@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use mlua::{Lua, Table, Value};
+use mlua::{Either, Lua, Table, Value};
 
 use super::budget::WorkGuard;
 use super::convert::format_number;
@@ -14,6 +14,13 @@ use super::request::BodyState;
 use crate::phase::Phase;
 
 fn lua_string_list(lua: &Lua, v: Value) -> mlua::Result<Vec<String>> {
+    // The common case, one string, without the list of byte vectors.
+    if let Value::String(s) = &v {
+        return match std::str::from_utf8(&s.as_bytes()) {
+            Ok(s) => Ok(vec![s.to_owned()]),
+            Err(_) => Err(err("bad value: invalid utf-8")),
+        };
+    }
     lua_bytes_list(lua, v)?
         .into_iter()
         .map(|b| String::from_utf8(b).map_err(|_| err("bad value: invalid utf-8")))
@@ -59,6 +66,21 @@ fn string_list(
     };
     *len += out.iter().map(Vec::len).sum::<usize>();
     Ok(out)
+}
+
+/// The table a `__index`/`__newindex` function is called with (`ngx.var`, `ngx.header`,
+/// `ngx`). It is never used: reading it as a boolean (always true) spares mlua a reference
+/// on its auxiliary stack, which `Value` or `Table` take and release on every call.
+/// String arguments are read as Rust `String`s for the same reason.
+type ProxySelf = bool;
+
+/// A value returned to Lua as a string. Valid UTF-8 is pushed straight onto Lua's stack;
+/// other bytes (a binary variable) go through a Lua string handle.
+fn pushed_bytes(lua: &Lua, v: &[u8]) -> mlua::Result<Either<Option<String>, Value>> {
+    Ok(match std::str::from_utf8(v) {
+        Ok(s) => Either::Left(Some(s.to_owned())),
+        Err(_) => Either::Right(Value::String(lua.create_string(v)?)),
+    })
 }
 
 /// Deepest nesting of a table given as a header, variable or body-chunk value.
@@ -158,21 +180,21 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
     let cur = Arc::clone(&current);
     req.raw_set(
         "set_header",
-        lua.create_function(move |lua, (name, value): (mlua::LuaString, Value)| {
+        lua.create_function(move |lua, (name, value): (String, Value)| {
             let values = lua_string_list(lua, value)?;
             cur.get()?
                 .lock()
-                .set_request_header(&name.to_str()?, &values)
+                .set_request_header(&name, &values)
                 .map_err(err)
         })?,
     )?;
     let cur = Arc::clone(&current);
     req.raw_set(
         "clear_header",
-        lua.create_function(move |_, name: mlua::LuaString| {
+        lua.create_function(move |_, name: String| {
             cur.get()?
                 .lock()
-                .set_request_header(&name.to_str()?, &[])
+                .set_request_header(&name, &[])
                 .map_err(err)
         })?,
     )?;
@@ -295,64 +317,55 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
 
     // ngx.var
     let cur = Arc::clone(&current);
-    let get = lua.create_function(move |lua, (_t, name): (Value, mlua::LuaString)| {
-        let name = name.to_str()?;
+    let get = lua.create_function(move |lua, (_t, name): (ProxySelf, String)| {
         let r = cur.get()?;
         let r = r.lock();
         match r.var_bytes(&name) {
-            Some(v) => Ok(Value::String(lua.create_string(&*v)?)),
-            None => Ok(Value::Nil),
+            Some(v) => pushed_bytes(lua, &v),
+            None => Ok(Either::Left(None)),
         }
     })?;
     let cur = Arc::clone(&current);
-    let set = lua.create_function(
-        move |lua, (_t, name, value): (Value, mlua::LuaString, Value)| {
-            let value = match value {
-                Value::Nil => None,
-                v => Some(lua_string_list(lua, v)?.join("")),
-            };
-            cur.get()?
-                .lock()
-                .set_var(&name.to_str()?, value)
-                .map_err(err)
-        },
-    )?;
+    let set = lua.create_function(move |lua, (_t, name, value): (ProxySelf, String, Value)| {
+        let value = match value {
+            Value::Nil => None,
+            v => Some(lua_string_list(lua, v)?.join("")),
+        };
+        cur.get()?.lock().set_var(&name, value).map_err(err)
+    })?;
     ngx.raw_set("var", proxy_table(lua, get, set, "ngx.var")?)?;
 
     // ngx.header
     let cur = Arc::clone(&current);
-    let get = lua.create_function(move |lua, (_t, name): (Value, mlua::LuaString)| {
+    let get = lua.create_function(move |lua, (_t, name): (ProxySelf, String)| {
         let r = cur.get()?;
         let r = r.lock();
-        let Ok(name) = super::request::header_name(&name.to_str()?) else {
-            return Ok(Value::Nil);
+        let Ok(name) = super::request::header_name(&name) else {
+            return Ok(Either::Left(None));
         };
-        let values: Vec<String> = r
+        let mut values: Vec<String> = r
             .response_headers
             .get_all(&name)
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
         Ok(match values.len() {
-            0 => Value::Nil,
-            1 => Value::String(lua.create_string(&values[0])?),
-            _ => Value::Table(lua.create_sequence_from(values)?),
+            0 | 1 => Either::Left(values.pop()),
+            _ => Either::Right(lua.create_sequence_from(values)?),
         })
     })?;
     let cur = Arc::clone(&current);
-    let set = lua.create_function(
-        move |lua, (_t, name, value): (Value, mlua::LuaString, Value)| {
-            let values = lua_string_list(lua, value)?;
-            let r = cur.get()?;
-            let mut r = r.lock();
-            if matches!(r.phase, Phase::BodyFilter | Phase::Log) {
-                return Err(err(
-                    "attempt to set ngx.header.HEADER after sending out response headers",
-                ));
-            }
-            r.set_response_header(&name.to_str()?, &values).map_err(err)
-        },
-    )?;
+    let set = lua.create_function(move |lua, (_t, name, value): (ProxySelf, String, Value)| {
+        let values = lua_string_list(lua, value)?;
+        let r = cur.get()?;
+        let mut r = r.lock();
+        if matches!(r.phase, Phase::BodyFilter | Phase::Log) {
+            return Err(err(
+                "attempt to set ngx.header.HEADER after sending out response headers",
+            ));
+        }
+        r.set_response_header(&name, &values).map_err(err)
+    })?;
     ngx.raw_set("header", proxy_table(lua, get, set, "ngx.header")?)?;
 
     // ngx.arg (body_filter)
@@ -390,9 +403,9 @@ pub fn dynamic_fields(
 ) -> mlua::Result<(mlua::Function, mlua::Function)> {
     let cur = Arc::clone(&current);
     let get = lua.create_function(
-        move |lua, (_t, key): (Value, mlua::LuaString)| -> mlua::Result<Value> {
-            match &*key.as_bytes() {
-                b"ctx" => {
+        move |lua, (_t, key): (ProxySelf, String)| -> mlua::Result<Value> {
+            match key.as_str() {
+                "ctx" => {
                     let r = cur.get()?;
                     let mut r = r.lock();
                     if r.ctx.is_none() {
@@ -404,7 +417,7 @@ pub fn dynamic_fields(
                         .map(Value::Table)
                         .unwrap_or(Value::Nil))
                 }
-                b"status" => {
+                "status" => {
                     let r = cur.get()?;
                     let status = r.lock().status;
                     Ok(Value::Integer(status.into()))
@@ -415,7 +428,7 @@ pub fn dynamic_fields(
     )?;
     let cur = current;
     let set = lua.create_function(
-        move |_, (_t, key, value): (Value, String, Value)| -> mlua::Result<()> {
+        move |_, (_t, key, value): (ProxySelf, String, Value)| -> mlua::Result<()> {
             match key.as_str() {
                 "ctx" => match value {
                     Value::Table(t) => {

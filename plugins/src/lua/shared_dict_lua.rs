@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use mlua::{Lua, LuaString, MultiValue, UserData, UserDataMethods, Value};
+use mlua::{BString, Lua, MultiValue, UserData, UserDataMethods, Value};
 
 use super::shared_dict::{Room, SetResult, SharedDict, Stored};
 
@@ -47,19 +47,19 @@ fn set_result(lua: &Lua, (ok, err, forcible): SetResult) -> mlua::Result<MultiVa
     ]))
 }
 
-type SetArgs = (LuaString, Value, Option<f64>, Option<u32>);
+// Keys are `BString`s: mlua copies them straight off Lua's stack, where a `LuaString`
+// takes and releases a reference on its auxiliary stack on every call.
+type SetArgs = (BString, Value, Option<f64>, Option<u32>);
 
 impl UserData for DictHandle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("get", |lua, d, key: LuaString| {
-            match d.0.get(&key.as_bytes()) {
-                Some((v, 0)) => Ok(MultiValue::from_vec(vec![to_lua(lua, v)?])),
-                Some((v, flags)) => Ok(MultiValue::from_vec(vec![
-                    to_lua(lua, v)?,
-                    Value::Integer(flags.into()),
-                ])),
-                None => Ok(MultiValue::from_vec(vec![Value::Nil])),
-            }
+        methods.add_method("get", |lua, d, key: BString| match d.0.get(&key) {
+            Some((v, 0)) => Ok(MultiValue::from_vec(vec![to_lua(lua, v)?])),
+            Some((v, flags)) => Ok(MultiValue::from_vec(vec![
+                to_lua(lua, v)?,
+                Value::Integer(flags.into()),
+            ])),
+            None => Ok(MultiValue::from_vec(vec![Value::Nil])),
         });
         let setter = |only_if: Option<bool>, room: Room| {
             move |lua: &Lua, d: &DictHandle, (key, value, exptime, flags): SetArgs| {
@@ -70,7 +70,7 @@ impl UserData for DictHandle {
                 set_result(
                     lua,
                     d.0.store(
-                        &key.as_bytes(),
+                        &key,
                         value,
                         exptime.unwrap_or(0.0),
                         flags.unwrap_or(0),
@@ -85,16 +85,13 @@ impl UserData for DictHandle {
         methods.add_method("add", setter(Some(false), Room::Evict));
         methods.add_method("safe_add", setter(Some(false), Room::Fail));
         methods.add_method("replace", setter(Some(true), Room::Evict));
-        methods.add_method("delete", |lua, d, key: LuaString| {
-            set_result(
-                lua,
-                d.0.store(&key.as_bytes(), None, 0.0, 0, None, Room::Evict),
-            )
+        methods.add_method("delete", |lua, d, key: BString| {
+            set_result(lua, d.0.store(&key, None, 0.0, 0, None, Room::Evict))
         });
         methods.add_method(
             "incr",
-            |lua, d, (key, by, init, init_ttl): (LuaString, f64, Option<f64>, Option<f64>)| {
-                match d.0.incr(&key.as_bytes(), by, init, init_ttl.unwrap_or(0.0)) {
+            |lua, d, (key, by, init, init_ttl): (BString, f64, Option<f64>, Option<f64>)| {
+                match d.0.incr(&key, by, init, init_ttl.unwrap_or(0.0)) {
                     // lua-resty-core: `forcible` comes back only when an `init` was given.
                     Ok((n, forcible)) if init.is_some() => Ok(MultiValue::from_vec(vec![
                         Value::Number(n),
@@ -121,17 +118,15 @@ impl UserData for DictHandle {
             Ok(())
         });
         methods.add_method("flush_expired", |_, _d, _max: Option<usize>| Ok(0));
-        methods.add_method("ttl", |lua, d, key: LuaString| {
-            match d.0.ttl(&key.as_bytes()) {
-                Some(t) => Ok(MultiValue::from_vec(vec![Value::Number(t)])),
-                None => Ok(MultiValue::from_vec(vec![
-                    Value::Nil,
-                    Value::String(lua.create_string("not found")?),
-                ])),
-            }
+        methods.add_method("ttl", |lua, d, key: BString| match d.0.ttl(&key) {
+            Some(t) => Ok(MultiValue::from_vec(vec![Value::Number(t)])),
+            None => Ok(MultiValue::from_vec(vec![
+                Value::Nil,
+                Value::String(lua.create_string("not found")?),
+            ])),
         });
-        methods.add_method("expire", |lua, d, (key, exptime): (LuaString, f64)| {
-            if d.0.expire(&key.as_bytes(), exptime) {
+        methods.add_method("expire", |lua, d, (key, exptime): (BString, f64)| {
+            if d.0.expire(&key, exptime) {
                 Ok(MultiValue::from_vec(vec![Value::Boolean(true)]))
             } else {
                 Ok(MultiValue::from_vec(vec![

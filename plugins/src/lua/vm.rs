@@ -233,6 +233,7 @@ impl LuaVm {
             max_memory: limits.max_memory,
         };
         lua.set_app_data(budget.clone());
+        lua.set_app_data(Arc::clone(&current));
         let clock = super::ngx_lib::TimeCache::of(&lua);
         lua.set_app_data(super::slice::Slicer {
             current: Arc::clone(&current),
