@@ -14,17 +14,12 @@ use super::request::BodyState;
 use crate::phase::Phase;
 
 fn lua_string_list(lua: &Lua, v: Value) -> mlua::Result<Vec<String>> {
+    let utf8 = |b: Vec<u8>| String::from_utf8(b).map_err(|_| err("bad value: invalid utf-8"));
     // The common case, one string, without the list of byte vectors.
     if let Value::String(s) = &v {
-        return match std::str::from_utf8(&s.as_bytes()) {
-            Ok(s) => Ok(vec![s.to_owned()]),
-            Err(_) => Err(err("bad value: invalid utf-8")),
-        };
+        return Ok(vec![utf8(s.as_bytes().to_vec())?]);
     }
-    lua_bytes_list(lua, v)?
-        .into_iter()
-        .map(|b| String::from_utf8(b).map_err(|_| err("bad value: invalid utf-8")))
-        .collect()
+    lua_bytes_list(lua, v)?.into_iter().map(utf8).collect()
 }
 
 /// Like [`lua_string_list`], for values that may be binary (body chunks).

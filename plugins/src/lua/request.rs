@@ -326,32 +326,41 @@ impl LuaRequest {
             })
     }
 
-    /// Sets (or with `None` removes) a request header.
+    /// Sets (or with an empty list removes) a request header.
     pub fn set_request_header(&mut self, name: &str, values: &[String]) -> Result<(), String> {
-        let name = header_name(name)?;
-        self.headers.remove(&name);
-        for v in values {
-            self.headers.append(name.clone(), header_value(v)?);
-        }
-        if !self.changed_headers.contains(&name) {
-            self.changed_headers.push(name);
-        }
-        Ok(())
+        replace_header(&mut self.headers, &mut self.changed_headers, name, values)
     }
 
     /// Sets (or with an empty list removes) a response header.
     pub fn set_response_header(&mut self, name: &str, values: &[String]) -> Result<(), String> {
-        let name = header_name(name)?;
-        self.response_headers.remove(&name);
-        for v in values {
-            self.response_headers.append(name.clone(), header_value(v)?);
-        }
-        if !self.changed_response_headers.contains(&name) {
-            self.changed_response_headers.push(name);
-        }
+        replace_header(
+            &mut self.response_headers,
+            &mut self.changed_response_headers,
+            name,
+            values,
+        )?;
         self.response_changed = true;
         Ok(())
     }
+}
+
+/// Replaces every value of `name` in `headers` with `values` and lists the name in
+/// `changed` (once): the gateway writes back only the listed headers.
+fn replace_header(
+    headers: &mut HeaderMap,
+    changed: &mut Vec<HeaderName>,
+    name: &str,
+    values: &[String],
+) -> Result<(), String> {
+    let name = header_name(name)?;
+    headers.remove(&name);
+    for v in values {
+        headers.append(name.clone(), header_value(v)?);
+    }
+    if !changed.contains(&name) {
+        changed.push(name);
+    }
+    Ok(())
 }
 
 /// OpenResty normalises header names given to `ngx.header`/`set_header`: `_` becomes `-`.
