@@ -89,6 +89,29 @@ fn bench(c: &mut Criterion) {
     c.bench_function("access: read a header, set a header", |b| {
         b.iter(|| black_box(rt.block_on(vm.call(&access, &req)).expect("call")))
     });
+    // A request's first call: its view, `ngx.ctx` when the function uses it, and
+    // dropping it all at the end.
+    let uses_ctx = compile(
+        "bench.uses_ctx",
+        "return function(conf, ctx) ctx.seen = true end",
+        None,
+    )
+    .expect("compile");
+    for (name, f) in [
+        ("new request, first call of a function using ctx", &uses_ctx),
+        (
+            "new request, first call of function(conf, ctx) not using ctx",
+            &trivial,
+        ),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let req = request().shared();
+                req.lock().phase = Phase::Access;
+                black_box(rt.block_on(vm.call(f, &req)).expect("call"))
+            })
+        });
+    }
 }
 
 criterion_group!(benches, bench);

@@ -277,12 +277,11 @@ async fn run_entries(
             break;
         };
         lua_time.get_or_insert_with(Instant::now);
-        let wanted = {
+        {
             let mut r = lua.req.lock();
             r.phase = phase;
             r.plugin = Arc::clone(&entry.plugin);
-            Arc::clone(&r.body_wanted)
-        };
+        }
         let call = lua.vm.call(function, &lua.req);
         tokio::pin!(call);
         // Most calls finish without yielding: try once before setting up the wait.
@@ -291,12 +290,18 @@ async fn run_entries(
             Poll::Ready(r) => r,
             // `ngx.req.read_body()` yields and asks for the body: read it here, where the
             // connection is, while the call waits.
-            Poll::Pending => loop {
-                tokio::select! {
-                    r = &mut call => break r,
-                    _ = wanted.notified() => read_body(session, &lua.req, env.max_read_body).await,
+            Poll::Pending => {
+                // A `notify_one` sent before this wait starts is kept as a permit.
+                let signals = lua.req.lock().body_signals();
+                loop {
+                    tokio::select! {
+                        r = &mut call => break r,
+                        _ = signals.wanted.notified() => {
+                            read_body(session, &lua.req, env.max_read_body).await
+                        }
+                    }
                 }
-            },
+            }
         };
         if lua.req.lock().body == BodyState::TooLarge {
             result = PhaseResult::Respond {
@@ -457,12 +462,12 @@ async fn read_body(session: &mut Session, req: &SharedRequest, max: usize) {
             }
         }
     };
-    let ready = {
+    let signals = {
         let mut r = req.lock();
         r.body = state;
-        Arc::clone(&r.body_ready)
+        r.body_signals()
     };
-    ready.notify_one();
+    signals.ready.notify_one();
 }
 
 /// Lua read a body larger than Pingora can send upstream after it was read (its 64 KiB

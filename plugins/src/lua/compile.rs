@@ -39,6 +39,12 @@ pub struct CompiledFunction {
     /// a yielding API reached anyway (through a value another plugin stored) fails with
     /// OpenResty's "API disabled" error naming why.
     pub may_yield: bool,
+    /// The source names `...` (`lua_scan.rs`): a vararg function may read `ngx.ctx`
+    /// from its arguments, so it is passed.
+    pub names_varargs: bool,
+    /// No function of the source names its second parameter (`lua_scan.rs`): a
+    /// `function(conf, ctx)` that never uses `ctx` is not handed `ngx.ctx`.
+    pub second_params_unused: bool,
 }
 
 /// Compiles `source`, a chunk that returns a function; the error is Luau's message with
@@ -79,6 +85,8 @@ impl CompiledFunction {
             bytecode: Arc::clone(&self.bytecode),
             conf: Some(conf),
             may_yield: self.may_yield,
+            names_varargs: self.names_varargs,
+            second_params_unused: self.second_params_unused,
         }
     }
 }
@@ -117,6 +125,8 @@ fn compile_kind(
         bytecode: Arc::from(bytecode),
         conf,
         may_yield: scan.may_yield,
+        names_varargs: scan.names_varargs,
+        second_params_unused: scan.second_params_unused,
     })
 }
 

@@ -21,7 +21,7 @@ impl Running {
     /// The sockets and light threads of the run, closed or stopped when it ends.
     pub fn owned(&self) -> Arc<Owned> {
         match self {
-            Running::Request(r) => Arc::clone(&r.lock().owned),
+            Running::Request(r) => r.lock().owned(),
             Running::Timer(o) => Arc::clone(o),
         }
     }

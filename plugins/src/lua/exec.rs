@@ -40,18 +40,22 @@ impl LuaVm {
         Ok(t)
     }
 
-    /// The function with its conf, and the request's `ngx.ctx`.
+    /// The function with its conf, and the request's `ngx.ctx` if the function can
+    /// reach its second argument (`LoadedCode::takes_ctx`).
     fn prepare(
         &self,
         f: &CompiledFunction,
         req: &SharedRequest,
-    ) -> Result<(Arc<LoadedCode>, Arc<Table>), LuaFailure> {
+    ) -> Result<(Arc<LoadedCode>, Option<Arc<Table>>), LuaFailure> {
         // `require` resolves to the library modules of the request's configuration.
         self.libs.set_current(&req.lock().libraries);
         let code = self.function(f).inspect_err(|e| {
             self.relieve_memory::<()>(&Err(e.clone()));
         })?;
-        let ctx = self.ctx_table(req)?;
+        let ctx = match code.takes_ctx {
+            true => Some(self.ctx_table(req)?),
+            false => None,
+        };
         Ok((code, ctx))
     }
 
@@ -67,9 +71,12 @@ impl LuaVm {
     ) -> Result<CallOutcome, LuaFailure> {
         let (code, ctx) = self.prepare(f, req)?;
         if !f.may_yield {
-            return self.call_plain(&code, &ctx, req, true);
+            return self.call_plain(&code, ctx.as_deref(), req, true);
         }
-        let mut fut = Box::pin(code.func.call_async::<MultiValue>((&code.conf, &*ctx)));
+        let mut fut = Box::pin(
+            code.func
+                .call_async::<MultiValue>((&code.conf, ctx.as_deref())),
+        );
         let result = std::future::poll_fn(|cx| {
             self.enter(Some(req));
             let r = fut.as_mut().poll(cx);
@@ -82,9 +89,11 @@ impl LuaVm {
         drop(fut);
         // OpenResty's handler ends when its light threads do; an error or `ngx.exit`
         // in the entry function kills them.
-        let owned = std::sync::Arc::clone(&req.lock().owned);
-        let kill = result.is_err() || req.lock().exit_code.is_some();
-        owned.finish_threads(kill).await;
+        let owned = req.lock().owned_if_any();
+        if let Some(owned) = owned {
+            let kill = result.is_err() || req.lock().exit_code.is_some();
+            owned.finish_threads(kill).await;
+        }
         self.enter(Some(req));
         let result = self.finish(result, req);
         self.leave();
@@ -99,7 +108,7 @@ impl LuaVm {
         req: &SharedRequest,
     ) -> Result<CallOutcome, LuaFailure> {
         let (code, ctx) = self.prepare(f, req)?;
-        self.call_plain(&code, &ctx, req, false)
+        self.call_plain(&code, ctx.as_deref(), req, false)
     }
 
     /// One plain call and its outcome in a single slice. `instead_of_coroutine`: the
@@ -108,7 +117,7 @@ impl LuaVm {
     fn call_plain(
         &self,
         code: &LoadedCode,
-        ctx: &Table,
+        ctx: Option<&Table>,
         req: &SharedRequest,
         instead_of_coroutine: bool,
     ) -> Result<CallOutcome, LuaFailure> {
@@ -116,7 +125,10 @@ impl LuaVm {
             req.lock().plain_call = true;
         }
         self.enter(Some(req));
-        let result = code.func.call::<MultiValue>((&code.conf, ctx));
+        let result = match ctx {
+            Some(ctx) => code.func.call::<MultiValue>((&code.conf, ctx)),
+            None => code.func.call::<MultiValue>(&code.conf),
+        };
         let result = self.finish(result, req);
         self.leave();
         if instead_of_coroutine {

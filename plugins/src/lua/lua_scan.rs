@@ -18,6 +18,16 @@ pub struct ScanReport {
     /// semaphore, `read_body`, a coroutine) or requires a module that may: its functions
     /// run as coroutines. Code that names none runs as a plain call, which costs less.
     pub may_yield: bool,
+    /// The code names `...` somewhere (conservatively: in any function). A vararg
+    /// function without it cannot reach the arguments past its parameters, so it is
+    /// not handed `ngx.ctx` (`vm.rs`, `LoadedCode::takes_ctx`).
+    pub names_varargs: bool,
+    /// Every function defined with two parameters or more never names its second
+    /// one (`function(conf, ctx)` whose body never says `ctx`), and every parameter
+    /// list was a plain one. Conservative: the name used anywhere else, a method
+    /// (`function m:f`) or a typed or generic parameter list makes this false. Such
+    /// a function is not handed `ngx.ctx` (`vm.rs`, `LoadedCode::takes_ctx`).
+    pub second_params_unused: bool,
 }
 
 /// Names that reach a yielding API. Cosocket and semaphore methods are listed too, for
@@ -74,11 +84,15 @@ enum Tok {
 /// Scans `source`; never fails (text it cannot tokenize is skipped).
 pub fn scan(source: &str) -> ScanReport {
     let toks = tokens(source.as_bytes());
-    let mut report = ScanReport::default();
+    let mut report = ScanReport {
+        second_params_unused: second_params_unused(&toks),
+        ..ScanReport::default()
+    };
     for (i, (tok, line)) in toks.iter().enumerate() {
         let next = |k: usize| toks.get(i + k).map(|(t, l)| (t, *l));
         match tok {
             Tok::Name(n) if YIELDING_NAMES.contains(&n.as_str()) => report.may_yield = true,
+            Tok::Punct("...") => report.names_varargs = true,
             Tok::Name(n) if n == "require" => {
                 let name = match (next(1), next(2), next(3)) {
                     (Some((Tok::Str(s), _)), _, _) => Some(s.clone()),
@@ -135,6 +149,50 @@ pub fn scan(source: &str) -> ScanReport {
         }
     }
     report
+}
+
+/// See `ScanReport::second_params_unused`.
+fn second_params_unused(toks: &[(Tok, u32)]) -> bool {
+    let tok = |j: usize| toks.get(j).map(|(t, _)| t);
+    let mut declared: Vec<&str> = Vec::new();
+    for (i, (t, _)) in toks.iter().enumerate() {
+        if !matches!(t, Tok::Name(n) if n == "function") {
+            continue;
+        }
+        // The name path (`_M.access`, `f`, none), then a plain parameter list:
+        // names and `...` separated by commas.
+        let mut j = i + 1;
+        while matches!(tok(j), Some(Tok::Name(_) | Tok::Punct("."))) {
+            j += 1;
+        }
+        if tok(j) != Some(&Tok::Punct("(")) {
+            return false;
+        }
+        let mut params = Vec::new();
+        j += 1;
+        if tok(j) != Some(&Tok::Punct(")")) {
+            loop {
+                match tok(j) {
+                    Some(Tok::Name(n)) => params.push(n.as_str()),
+                    Some(Tok::Punct("...")) => {}
+                    _ => return false,
+                }
+                match tok(j + 1) {
+                    Some(Tok::Punct(",")) => j += 2,
+                    Some(Tok::Punct(")")) => break,
+                    _ => return false,
+                }
+            }
+        }
+        if let Some(second) = params.get(1) {
+            declared.push(second);
+        }
+    }
+    declared.iter().all(|name| {
+        let named = |t: &Tok| matches!(t, Tok::Name(n) if n == name);
+        let uses = toks.iter().filter(|(t, _)| named(t)).count();
+        uses == declared.iter().filter(|d| *d == name).count()
+    })
 }
 
 /// `Err` names the label and line of the first LuaJIT-only construct of `source`.
@@ -223,6 +281,10 @@ fn tokens(s: &[u8]) -> Vec<(Tok, u32)> {
                 out.push((Tok::Punct("::"), line));
                 i += 2;
             }
+            b':' => {
+                out.push((Tok::Punct(":"), line));
+                i += 1;
+            }
             b'(' => {
                 out.push((Tok::Punct("("), line));
                 i += 1;
@@ -235,7 +297,11 @@ fn tokens(s: &[u8]) -> Vec<(Tok, u32)> {
                 out.push((Tok::Punct(","), line));
                 i += 1;
             }
-            // A field access (`ffi.cdef`); `..` and `...` are other tokens.
+            b'.' if s.get(i + 1) == Some(&b'.') && s.get(i + 2) == Some(&b'.') => {
+                out.push((Tok::Punct("..."), line));
+                i += 3;
+            }
+            // A field access (`ffi.cdef`); `..` is another token.
             b'.' if s.get(i + 1) != Some(&b'.') && (i == 0 || s[i - 1] != b'.') => {
                 out.push((Tok::Punct("."), line));
                 i += 1;
@@ -308,6 +374,49 @@ mod tests {
         ];
         for src in yielding {
             assert!(scan(src).may_yield, "{src}");
+        }
+    }
+
+    #[test]
+    fn varargs_are_seen_outside_strings_and_comments() {
+        for src in [
+            "local conf, ctx = ...",
+            "return function(...) return select(2, ...) end",
+            "local t = {...}",
+            "return 'a'...",
+        ] {
+            assert!(scan(src).names_varargs, "{src}");
+        }
+        for src in [
+            "ngx.say('a' .. 'b')",
+            "local s = '...' -- ... in a comment\nlocal l = [[...]]",
+            "--[[ ... ]] return function(conf) end",
+            "local x = a..b",
+        ] {
+            assert!(!scan(src).names_varargs, "{src}");
+        }
+    }
+
+    #[test]
+    fn an_unnamed_second_parameter_is_seen_conservatively() {
+        for src in [
+            "return function(conf, ctx) ngx.say(ngx.var.uri) end",
+            "return function(conf) end",
+            "local function f(a, b) return a end\nreturn function(conf, ctx) return f(1) end",
+            "local s = 'ctx' -- ctx\nreturn function(conf, ctx) return s end",
+            "return function() end",
+        ] {
+            assert!(scan(src).second_params_unused, "{src}");
+        }
+        for src in [
+            "return function(conf, ctx) ctx.n = 1 end",
+            "return function(conf, ctx) ngx.ctx.n = 1 end",
+            "local function f(ctx) return ctx end\nreturn function(conf, ctx) end",
+            "local _M = {}\nfunction _M:access(conf, ctx) end\nreturn _M",
+            "return function(conf: any, ctx: any) end",
+            "table.sort(t, function(a, b) return a < b end)\nreturn function(conf, ctx) end",
+        ] {
+            assert!(!scan(src).second_params_unused, "{src}");
         }
     }
 

@@ -238,7 +238,7 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
             let r = cur.get();
             async move {
                 let r = r?;
-                let (wanted, ready) = {
+                let signals = {
                     let mut g = r.lock();
                     if g.plain_call {
                         return Err(super::slice::plain_call_error("ngx.req.read_body"));
@@ -253,10 +253,10 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
                         return Ok(());
                     }
                     g.body = BodyState::Wanted;
-                    (Arc::clone(&g.body_wanted), Arc::clone(&g.body_ready))
+                    g.body_signals()
                 };
-                wanted.notify_one();
-                ready.notified().await;
+                signals.wanted.notify_one();
+                signals.ready.notified().await;
                 Ok(())
             }
         })?,

@@ -114,18 +114,28 @@ pub struct LuaRequest {
 
     /// The request body, once `ngx.req.read_body()` had it read.
     pub body: BodyState,
-    /// Lua → gateway: "read the body now" (the gateway holds the connection).
-    pub body_wanted: Arc<tokio::sync::Notify>,
-    /// Gateway → Lua: the body is in `body`.
-    pub body_ready: Arc<tokio::sync::Notify>,
-    /// Cosockets and light threads of the request: closed and stopped when it ends.
-    pub owned: Arc<super::owned::Owned>,
+    /// Between a Lua call that waits for the body and the gateway that reads it; made
+    /// by the first side that needs it (`body_signals()`), so a request whose Lua never
+    /// yields allocates none.
+    body_signals: Option<Arc<BodySignals>>,
+    /// Cosockets and light threads of the request, closed and stopped when it ends;
+    /// made at the first one (`owned()`).
+    owned: Option<Arc<super::owned::Owned>>,
 
     /// The library modules (`lua_modules`) of the configuration serving the request.
     pub libraries: Arc<super::LuaLibraries>,
 }
 
 /// Where the request body stands for Lua.
+/// `ngx.req.read_body()` and the gateway's body reader.
+#[derive(Debug, Default)]
+pub struct BodySignals {
+    /// Lua → gateway: "read the body now" (the gateway holds the connection).
+    pub wanted: tokio::sync::Notify,
+    /// Gateway → Lua: the body is in `body`.
+    pub ready: tokio::sync::Notify,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyState {
     NotRead,
@@ -180,11 +190,25 @@ impl LuaRequest {
             balancer_more_tries: None,
             ctx: None,
             body: BodyState::NotRead,
-            body_wanted: Arc::new(tokio::sync::Notify::new()),
-            body_ready: Arc::new(tokio::sync::Notify::new()),
-            owned: Arc::default(),
+            body_signals: None,
+            owned: None,
             libraries: no_libraries(),
         }
+    }
+
+    /// The request's body signals, made on first use.
+    pub fn body_signals(&mut self) -> Arc<BodySignals> {
+        Arc::clone(self.body_signals.get_or_insert_with(Arc::default))
+    }
+
+    /// The request's cosockets and light threads, the set made on first use.
+    pub fn owned(&mut self) -> Arc<super::owned::Owned> {
+        Arc::clone(self.owned.get_or_insert_with(Arc::default))
+    }
+
+    /// The set of cosockets and light threads, if the request ever had one.
+    pub fn owned_if_any(&self) -> Option<Arc<super::owned::Owned>> {
+        self.owned.clone()
     }
 
     /// Lua changed the method, uri, args or headers since the gateway last applied them.

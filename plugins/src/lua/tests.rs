@@ -180,6 +180,61 @@ fn ctx_lives_for_the_request_and_upvalues_for_the_worker() {
     );
 }
 
+/// `ngx.ctx` is made only for functions that can use their second argument; the
+/// others see the same table through `ngx.ctx` when they ask for it.
+#[test]
+fn ctx_is_made_only_for_functions_that_can_use_it() {
+    let vm = vm();
+    let r = req();
+    let unused = [
+        "return function(conf) ngx.say(conf == nil) end",
+        "return function() end",
+        "return function(conf, ctx) ngx.say(ngx.var.uri) end",
+    ];
+    for src in unused {
+        run(&vm, src, &r).unwrap();
+        assert!(r.lock().ctx.is_none(), "{src}");
+    }
+    let snippet = compile_statements("snippet", "ngx.say(ngx.var.uri)").unwrap();
+    futures_block(vm.call(&snippet, &r)).unwrap();
+    assert!(r.lock().ctx.is_none(), "a snippet without `...`");
+    // Asking for `ngx.ctx` makes it, and a later function using `ctx` gets it.
+    run(&vm, "return function() ngx.ctx.a = 1 end", &r).unwrap();
+    run(
+        &vm,
+        "return function(conf, ctx) ngx.say(ctx.a, rawequal(ctx, ngx.ctx)) end",
+        &r,
+    )
+    .unwrap();
+    let with_varargs = compile_statements(
+        "snippet",
+        "local conf, ctx = ...\nngx.say(ctx.a, select('#', ...))",
+    )
+    .unwrap();
+    futures_block(vm.call(&with_varargs, &r)).unwrap();
+    run(
+        &vm,
+        "return function(...) local _, ctx = ... ngx.say(ctx.a) end",
+        &r,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.lock().output),
+        "true\n/p\n/p\n1true\n12\n1\n"
+    );
+    for src in [
+        "return function(conf, ctx) ctx.b = 2 end",
+        // The scan saw only this chunk: a function made elsewhere gets `ctx`.
+        "return loadstring('return function(conf, c) end')()",
+        // A Rust function may print or keep its arguments.
+        "return print",
+    ] {
+        let r = req();
+        run(&vm, src, &r).unwrap();
+        assert!(r.lock().ctx.is_some(), "made for {src}");
+    }
+}
+
 #[test]
 fn globals_do_not_leak_and_libraries_are_read_only() {
     let vm = vm();

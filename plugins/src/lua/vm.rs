@@ -57,6 +57,30 @@ struct Loaded {
 pub(super) struct LoadedCode {
     pub(super) func: Function,
     pub(super) conf: Value,
+    /// The function may use a second argument, so `ngx.ctx` is made to be passed: it
+    /// is a Rust function, names `...`, or has two parameters or more, unless it is a
+    /// function of this very chunk whose second parameter the source never names
+    /// (`function(conf, ctx)` that ignores `ctx`). Creating the table was a tenth of
+    /// S2's Lua cost, and most serverless functions declare `ctx` without using it.
+    pub(super) takes_ctx: bool,
+}
+
+impl LoadedCode {
+    fn new(func: Function, conf: Value, compiled: &CompiledFunction) -> LoadedCode {
+        let info = func.info();
+        // A returned function may come from a library or `loadstring`: the scan covered
+        // only this chunk's source, which Luau records as the chunk's name.
+        let scanned = compiled.kind == ChunkKind::ReturnsFunction
+            && info.source.as_deref() == Some(compiled.label.as_str());
+        let takes_ctx = info.what == "C"
+            || (info.is_vararg && compiled.names_varargs)
+            || (info.num_params >= 2 && !(scanned && compiled.second_params_unused));
+        LoadedCode {
+            func,
+            conf,
+            takes_ctx,
+        }
+    }
 }
 
 /// Maps keyed by compiled-code ids, which are hashes already: SipHash over them again
@@ -313,7 +337,7 @@ impl LuaVm {
         let (loaded, deps) = self.libs.collect(|| self.load(compiled));
         self.leave();
         let (func, conf) = loaded.map_err(|e| LuaFailure::from_error(&e))?;
-        let code = Arc::new(LoadedCode { func, conf });
+        let code = Arc::new(LoadedCode::new(func, conf, compiled));
         let mut guard = self.loaded.lock();
         let (clock, map) = &mut *guard;
         if map.len() >= MAX_LOADED {
