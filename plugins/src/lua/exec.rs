@@ -41,7 +41,8 @@ impl LuaVm {
     }
 
     /// The function with its conf, and the request's `ngx.ctx` if the function can
-    /// reach its second argument (`LoadedCode::takes_ctx`).
+    /// reach its second argument (`LoadedCode::takes_ctx`); otherwise it is passed
+    /// nil there, which it cannot tell from the table it never reads.
     fn prepare(
         &self,
         f: &CompiledFunction,
@@ -52,9 +53,10 @@ impl LuaVm {
         let code = self.function(f).inspect_err(|e| {
             self.relieve_memory::<()>(&Err(e.clone()));
         })?;
-        let ctx = match code.takes_ctx {
-            true => Some(self.ctx_table(req)?),
-            false => None,
+        let ctx = if code.takes_ctx {
+            Some(self.ctx_table(req)?)
+        } else {
+            None
         };
         Ok((code, ctx))
     }
@@ -125,10 +127,7 @@ impl LuaVm {
             req.lock().plain_call = true;
         }
         self.enter(Some(req));
-        let result = match ctx {
-            Some(ctx) => code.func.call::<MultiValue>((&code.conf, ctx)),
-            None => code.func.call::<MultiValue>(&code.conf),
-        };
+        let result = code.func.call::<MultiValue>((&code.conf, ctx));
         let result = self.finish(result, req);
         self.leave();
         if instead_of_coroutine {

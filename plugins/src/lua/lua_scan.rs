@@ -281,10 +281,6 @@ fn tokens(s: &[u8]) -> Vec<(Tok, u32)> {
                 out.push((Tok::Punct("::"), line));
                 i += 2;
             }
-            b':' => {
-                out.push((Tok::Punct(":"), line));
-                i += 1;
-            }
             b'(' => {
                 out.push((Tok::Punct("("), line));
                 i += 1;

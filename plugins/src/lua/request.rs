@@ -126,8 +126,7 @@ pub struct LuaRequest {
     pub libraries: Arc<super::LuaLibraries>,
 }
 
-/// Where the request body stands for Lua.
-/// `ngx.req.read_body()` and the gateway's body reader.
+/// Between `ngx.req.read_body()` and the gateway's body reader.
 #[derive(Debug, Default)]
 pub struct BodySignals {
     /// Lua → gateway: "read the body now" (the gateway holds the connection).
@@ -136,6 +135,7 @@ pub struct BodySignals {
     pub ready: tokio::sync::Notify,
 }
 
+/// Where the request body stands for Lua.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyState {
     NotRead,
