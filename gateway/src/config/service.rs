@@ -12,8 +12,9 @@ use super::{CheckSpec, FieldError, Id, UpstreamSpec};
 pub struct ServiceSpec {
     #[serde(default)]
     pub id: Option<Id>,
+    /// Boxed, as in `RouteSpec`.
     #[serde(default)]
-    pub upstream: Option<UpstreamSpec>,
+    pub upstream: Option<Box<UpstreamSpec>>,
     #[serde(default)]
     pub upstream_id: Option<Id>,
     #[serde(default)]

@@ -103,7 +103,7 @@ pub fn build(
             (Some(inline), _) => compile(
                 &mut upstreams,
                 UpstreamKey::Service(id.clone()),
-                &Arc::new(inline.clone()),
+                &Arc::from(inline.clone()),
                 format!("services[id={id}].upstream"),
                 &mut errors,
             ),
@@ -180,7 +180,7 @@ pub fn build(
             (Some(inline), _) => compile(
                 &mut upstreams,
                 UpstreamKey::Route(id.clone()),
-                &Arc::new(inline.clone()),
+                &Arc::from(inline.clone()),
                 format!("routes[id={id}].upstream"),
                 &mut errors,
             ),
