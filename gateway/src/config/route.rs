@@ -33,8 +33,8 @@ pub struct RouteSpec {
     pub remote_addrs: Option<Vec<String>>,
     #[serde(default)]
     pub plugins: Option<Map<String, Value>>,
-    /// Boxed: an inline upstream is the exception, and inline it made every spec 640
-    /// bytes larger (6 MB held per 10,000 routes; the `spec_sizes` test).
+    /// Boxed: held inline, it made every spec 640 bytes larger, with an inline upstream
+    /// or without one (6 MB per 10,000 routes; the `spec_sizes` test).
     #[serde(default)]
     pub upstream: Option<Box<UpstreamSpec>>,
     #[serde(default)]
