@@ -287,6 +287,13 @@ fn sighup_applies_log_settings_admin_keys_lua_limits_and_names_what_needs_a_rest
         crate::lua_common::pre("access", "local s = string.rep('x', 24 * 1024 * 1024)"),
     );
     assert_eq!(gw.proxy_get("/big").status, 200);
+    // The access log line is written after the response went out, and formatted then:
+    // wait for it before the SIGHUP changes the format.
+    assert!(
+        wait_until(WAIT, || gw.logs().contains("before /big")),
+        "the old format is in force before the SIGHUP: {}",
+        gw.logs()
+    );
     let pid = gw.pid();
     assert!(
         wait_until(WAIT, || catches_sighup(pid)),
@@ -338,11 +345,6 @@ fn sighup_applies_log_settings_admin_keys_lua_limits_and_names_what_needs_a_rest
         }),
         "the access log line uses the new format: {}",
         gw.logs()
-    );
-    // The access log is written after the response went out: wait for the line.
-    assert!(
-        wait_until(WAIT, || gw.logs().contains("before /big")),
-        "the old format was in force before"
     );
     // The new Lua memory limit is in force for new requests.
     assert!(
