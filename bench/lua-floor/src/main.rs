@@ -116,21 +116,17 @@ fn run(interrupt: &str, limit: bool) -> mlua::Result<()> {
     }
 
     let g = lua.globals();
-    // ngx.var: a table whose __index is the callback.
-    let var = |f: mlua::Function| -> mlua::Result<mlua::Table> {
+    // An empty table whose metamethod is the callback: `__index` as `ngx.var`,
+    // `__newindex` as `ngx.header`.
+    let proxy = |metamethod: &str, f: mlua::Function| -> mlua::Result<mlua::Table> {
         let t = lua.create_table()?;
         let mt = lua.create_table()?;
-        mt.raw_set("__index", f)?;
+        mt.raw_set(metamethod, f)?;
         t.set_metatable(Some(mt))?;
         Ok(t)
     };
-    let header = |f: mlua::Function| -> mlua::Result<mlua::Table> {
-        let t = lua.create_table()?;
-        let mt = lua.create_table()?;
-        mt.raw_set("__newindex", f)?;
-        t.set_metatable(Some(mt))?;
-        Ok(t)
-    };
+    let var = |f| proxy("__index", f);
+    let header = |f| proxy("__newindex", f);
     g.set(
         "var_mlua",
         var(lua.create_function(|_, (_t, k): (bool, String)| Ok(Some(k)))?)?,

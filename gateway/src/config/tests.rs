@@ -162,7 +162,7 @@ fn set_tracks_references() {
 }
 
 /// A spec is kept per resource for the life of the configuration (10,000 routes keep
-/// 10,000 of them), so a large field that few resources set is boxed: an inline
+/// 10,000 of them), so a large optional field is boxed: an inline
 /// `upstream` made every route and service spec 640 bytes larger.
 #[test]
 fn spec_sizes() {
