@@ -45,6 +45,8 @@ cargo build --profile profiling -q -p portico
 cargo bench -q -p portico --bench core --no-run 2>/dev/null
 # The floor of S1 (issue 17): a tokio + httparse proxy with no Pingora, its own crate.
 (cd bench/floor-proxy && cargo build --release -q)
+# The Pingora floor of S1: a bare `ProxyHttp` on Portico's Pingora and build profile.
+(cd bench/pingora-floor && cargo build --release -q)
 
 cd bench
 exec python3 -m harness "$@"

@@ -24,6 +24,7 @@ PORTICO_BIN = os.environ.get("BENCH_PORTICO_BIN") or os.path.join(ROOT, "target"
 # effect is a ratio measured in one run: `BENCH_BASELINE_BIN=/path/to/old/portico`.
 BASELINE_BIN = os.environ.get("BENCH_BASELINE_BIN") or None
 FLOOR_BIN = os.path.join(BENCH, "floor-proxy", "target", "release", "floor-proxy")
+PINGORA_FLOOR_BIN = os.path.join(BENCH, "pingora-floor", "target", "release", "pingora-floor")
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 
 ORIGIN_PORTS = list(range(19001, 19011))
@@ -254,16 +255,26 @@ class Floor(Peer):
     """The floor (issue 17): bench/floor-proxy, a tokio + httparse keep-alive proxy with
     no Pingora, one thread, the same forwarding headers."""
 
+    bin = FLOOR_BIN
+
     def __init__(self, name, port, origin):
         super().__init__(name, port)
         self.origin = origin
 
     def start(self):
         self.prefix = prefix_dir(self.name)
-        self.proc = system.spawn([FLOOR_BIN, f"127.0.0.1:{self.port}", self.origin], self.core,
+        self.proc = system.spawn([self.bin, f"127.0.0.1:{self.port}", self.origin], self.core,
                                  os.path.join(self.prefix, "stdout.log"))
         self.wait_ready()
         return self
+
+
+class PingoraFloor(Floor):
+    """The Pingora floor (issue 17): bench/pingora-floor, a `ProxyHttp` with a fixed peer
+    and the same forwarding headers, on Portico's Pingora, allocator and build profile:
+    what Pingora costs before any of Portico's code runs."""
+
+    bin = PINGORA_FLOOR_BIN
 
 
 def _stderr_version(argv):

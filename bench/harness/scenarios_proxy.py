@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 from . import compare, measure, peers, system
-from .peers import BASELINE_BIN, LUA_DIR, ORIGIN_PORTS, Floor, Haproxy, Nginx, Portico
+from .peers import BASELINE_BIN, LUA_DIR, ORIGIN_PORTS, Floor, Haproxy, Nginx, PingoraFloor, Portico
 from .report import Scenario
 
 RATE = int(os.environ.get("BENCH_RATE", "5000"))
@@ -103,21 +103,27 @@ def s1_plain(run):
         Haproxy("haproxy", 18082, HAPROXY_FRONT, haproxy_backend([ORIGIN])),
         Portico("portico", 18080, portico_resources()),
         Floor("floor", 18084, ORIGIN),
+        PingoraFloor("pingora", 18085, ORIGIN),
         *base,
     )
     pt = ps[2]
     if base:
         s.note(f"`portico-base` is `{BASELINE_BIN}` (`{base[0].version()}`), run in the same rounds.")
     s.note("`floor` is bench/floor-proxy: tokio + httparse, no Pingora, one thread, one origin "
-           "connection per client connection: what a Rust async proxy costs here (issue 17).")
+           "connection per client connection: what a Rust async proxy costs here (issue 17). "
+           "`pingora` is bench/pingora-floor: a `ProxyHttp` with a fixed peer and the same "
+           "headers on Portico's Pingora, allocator and build: what Pingora costs before any "
+           "Portico code runs.")
     try:
         idle_rss = system.rss_kb(pt.pids()) / 1024
         targets = [measure.Target(p.name, p) for p in ps]
         tp = measure.throughput(targets)
         lat = measure.latency(targets, RATE)
         compare.peer_table(s, tp, lat)
-        compare.ratio_table(s, tp, lat, "portico", ["nginx", "haproxy", "floor"] + [p.name for p in base])
+        compare.ratio_table(s, tp, lat, "portico", ["nginx", "haproxy", "floor", "pingora"]
+                            + [p.name for p in base])
         compare.ratio_table(s, tp, lat, "floor", ["nginx", "haproxy"])
+        compare.ratio_table(s, tp, lat, "pingora", ["nginx", "floor"])
         r = compare.rps_ratio(tp, "portico", "nginx")
         s.check("S1 capped req/s ≥ 1.0× nginx", compare.fmt_ratio(r), r and r >= 1.0)
         cp, cn = compare.cpu_of(tp, "portico"), compare.cpu_of(tp, "nginx")

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the data path's pure parts (issue 6): router match with 1, 100
-//! and 10,000 routes, balancer picks, and building a 10,000-route snapshot.
+//! and 10,000 routes, balancer picks, building a 10,000-route snapshot, and the edge's
+//! request head check (every plain HTTP/1 request passes it before Pingora parses it).
 //!
 //! `cargo bench -p portico --bench core`
 
@@ -128,5 +129,35 @@ fn snapshot_build(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, router, balancer, snapshot_build);
+/// wrk's request (S1) and a browser's.
+const HEADS: [(&str, &str); 2] = [
+    ("wrk", "GET / HTTP/1.1\r\nHost: 127.0.0.1:18080\r\n\r\n"),
+    (
+        "browser",
+        "GET /api/v1/items?page=2 HTTP/1.1\r\nHost: api.example.com\r\n\
+         User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+         Accept: application/json, text/plain, */*\r\nAccept-Language: en-US,en;q=0.5\r\n\
+         Accept-Encoding: gzip, deflate, br\r\nReferer: https://app.example.com/items\r\n\
+         Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl\r\n\
+         Connection: keep-alive\r\nCookie: session=0123456789abcdef; theme=dark\r\n\
+         Cache-Control: no-cache\r\n\r\n",
+    ),
+];
+
+fn edge_head(c: &mut Criterion) {
+    use portico::edge::head;
+    for (kind, text) in HEADS {
+        c.bench_function(&format!("edge head, blank line search, {kind}"), |b| {
+            b.iter(|| {
+                let mut scanned = 0;
+                head::blank_line_seen(black_box(text.as_bytes()), &mut scanned)
+            })
+        });
+        c.bench_function(&format!("edge head, check, {kind}"), |b| {
+            b.iter(|| head::check(black_box(text.as_bytes()), 32 * 1024))
+        });
+    }
+}
+
+criterion_group!(benches, router, balancer, snapshot_build, edge_head);
 criterion_main!(benches);

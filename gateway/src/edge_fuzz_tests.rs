@@ -125,6 +125,32 @@ proptest! {
     }
 
     #[test]
+    fn blank_line_search_agrees_with_a_plain_scan_across_reads(
+        bytes in proptest::collection::vec(prop_oneof![
+            Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()
+        ], 0..200),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        // What the edge's search must find: `\n\n` or `\n\r\n` anywhere in the bytes
+        // so far, however they arrived.
+        let plain = |b: &[u8]| {
+            b.windows(2).any(|w| w == b"\n\n") || b.windows(3).any(|w| w == b"\n\r\n")
+        };
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+        ends.sort_unstable();
+        ends.push(bytes.len());
+        let mut scanned = 0;
+        for end in ends {
+            let seen = crate::edge::head::blank_line_seen(&bytes[..end], &mut scanned);
+            // Once found, the reader stops; only a first finding is checked.
+            prop_assert_eq!(seen, plain(&bytes[..end]));
+            if seen {
+                break;
+            }
+        }
+    }
+
+    #[test]
     fn chunked_end_is_found_wherever_the_body_is_split(
         chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..20), 0..5),
         split in any::<prop::sample::Index>(),

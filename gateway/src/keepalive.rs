@@ -124,7 +124,7 @@ impl<A> IdleLight<A> {
         // once, not once per read.
         let mut scanned = 0;
         loop {
-            if head_may_be_complete(&buf, &mut scanned) || buf.len() > max {
+            if head::blank_line_seen(&buf, &mut scanned) || buf.len() > max {
                 match head::check(&buf, max) {
                     Check::Complete(h) => return Ok((buf, h)),
                     Check::Reject(Reject::TooLarge) => {
@@ -157,15 +157,6 @@ impl<A> IdleLight<A> {
             }
         }
     }
-}
-
-/// True once `buf` contains the blank line that ends a head (`\n\n` or `\n\r\n`);
-/// `scanned` is where the previous search stopped.
-fn head_may_be_complete(buf: &[u8], scanned: &mut usize) -> bool {
-    let hay = &buf[scanned.saturating_sub(2).min(buf.len())..];
-    let found = hay.windows(2).any(|w| w == b"\n\n") || hay.windows(3).any(|w| w == b"\n\r\n");
-    *scanned = buf.len();
-    found
 }
 
 /// Splits a checked head (with whatever followed it in `buf`) into Pingora's prefix,
@@ -235,7 +226,7 @@ where
         }
         // A new connection is sending its first header from the accept on (nginx's
         // `client_header_timeout` also starts there).
-        let accepted = Instant::now();
+        let first_deadline = Instant::now() + self.limits.header_timeout;
         let Some(first_slot) = self
             .header_slots
             .acquire(self.limits.max_header_connections)
@@ -250,17 +241,12 @@ where
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
-            let deadline = if first {
-                accepted + self.limits.header_timeout
-            } else {
-                Instant::now() + self.limits.header_timeout
-            };
             let start = match gate.take_ahead() {
                 Some(pipelined) => pipelined,
                 None => {
                     let (wait, state) = if first {
                         (
-                            deadline.saturating_duration_since(Instant::now()),
+                            first_deadline.saturating_duration_since(Instant::now()),
                             crate::connections::State::Reading,
                         )
                     } else {
@@ -273,9 +259,10 @@ where
                     self.next_request_start(gate.inner_mut(), wait).await?
                 }
             };
-            // A kept-alive connection's head is timed from its first byte.
+            // A kept-alive connection's head is timed from its first byte (one clock
+            // read per request: the first head's deadline runs from the accept).
             let deadline = if first {
-                deadline
+                first_deadline
             } else {
                 Instant::now() + self.limits.header_timeout
             };
@@ -400,20 +387,5 @@ mod tests {
         assert!(prefix.ends_with(b"5\r\nhe"));
         assert!(rest.is_none());
         assert!(matches!(budget, Budget::Chunked(_)));
-    }
-
-    #[test]
-    fn blank_line_search_resumes() {
-        let mut scanned = 0;
-        assert!(!head_may_be_complete(
-            b"GET / HTTP/1.1\r\nHost: a\r",
-            &mut scanned
-        ));
-        assert!(head_may_be_complete(
-            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-            &mut scanned
-        ));
-        let mut scanned = 0;
-        assert!(head_may_be_complete(b"GET / HTTP/1.0\n\n", &mut scanned));
     }
 }

@@ -53,11 +53,28 @@ pub enum Check {
     Reject(Reject),
 }
 
+/// True once `buf` contains the blank line that ends a head (`\n\n` or `\n\r\n`);
+/// `scanned` is where the previous search stopped, so a trickled head is scanned once.
+///
+/// Only line ends are looked at (`memchr`, vectorized): comparing windows at every
+/// byte cost 0.8 µs on a 600-byte browser head, more than parsing it.
+pub fn blank_line_seen(buf: &[u8], scanned: &mut usize) -> bool {
+    // Two bytes back: the blank line may straddle the previous read.
+    let from = scanned.saturating_sub(2).min(buf.len());
+    *scanned = buf.len();
+    memchr::memchr_iter(b'\n', &buf[from..]).any(|i| {
+        let next = &buf[from + i + 1..];
+        next.first() == Some(&b'\n') || next.starts_with(b"\r\n")
+    })
+}
+
 /// Checks the request head at the start of `buf`; `max` caps its size in bytes.
 pub fn check(buf: &[u8], max: usize) -> Check {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Left uninitialized: httparse writes only the fields it finds, and zeroing 256
+    // entries (8 KB) cost more than parsing a short head.
+    let mut headers = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > max => return Check::Reject(Reject::TooLarge),
         Ok(httparse::Status::Partial) => return Check::Partial,
@@ -209,6 +226,37 @@ mod tests {
             "{head:?} -> {:?}",
             c(head)
         );
+    }
+
+    #[test]
+    fn blank_line_search_resumes() {
+        let mut scanned = 0;
+        assert!(!blank_line_seen(
+            b"GET / HTTP/1.1\r\nHost: a\r",
+            &mut scanned
+        ));
+        assert!(blank_line_seen(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            &mut scanned
+        ));
+        let mut scanned = 0;
+        assert!(blank_line_seen(b"GET / HTTP/1.0\n\n", &mut scanned));
+        // The blank line split across reads, at every point: found once it is whole.
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 1..head.len() {
+            let mut scanned = 0;
+            assert!(!blank_line_seen(&head[..cut], &mut scanned), "cut at {cut}");
+            assert!(blank_line_seen(head, &mut scanned), "cut at {cut}");
+        }
+        let mut scanned = 0;
+        assert!(!blank_line_seen(b"", &mut scanned));
+        assert!(!blank_line_seen(b"\r\n", &mut scanned));
+        assert!(blank_line_seen(b"\r\n\n", &mut scanned));
+        let mut scanned = 0;
+        assert!(!blank_line_seen(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: \n\r",
+            &mut scanned
+        ));
     }
 
     #[test]
