@@ -309,8 +309,11 @@ impl Gateway {
                 self.child = None;
                 return Err(format!("portico exited during startup: {status}"));
             }
+            // With keys, the answer must be an Admin API list envelope: a
+            // listener that took the port first (see `free_port`) would
+            // otherwise pass for a ready gateway.
             let admin_ok = match self.admin_raw("GET", "/routes", None, Some(&self.admin_key)) {
-                Ok(r) => !need_200 || r.status == 200,
+                Ok(r) => !need_200 || (r.status == 200 && r.json().get("list").is_some()),
                 Err(_) => false,
             };
             if admin_ok

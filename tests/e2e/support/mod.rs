@@ -16,9 +16,11 @@ pub mod redis;
 pub mod tls;
 pub mod ws;
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use backend::{dead_addr, Backend};
@@ -35,10 +37,60 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// Poll interval of every wait loop.
 pub const POLL: Duration = Duration::from_millis(20);
 
-/// A port that was free a moment ago (bind 127.0.0.1:0, read, drop).
+/// A port that was free a moment ago, handed out at most once per test run.
+///
+/// The port is released before the process under test binds it. A port from
+/// `bind(127.0.0.1:0)` lies in the kernel's ephemeral range, so in that gap
+/// the kernel may give the same number to a parallel test's `bind(:0)` or use
+/// it as a connection's source port (CI once saw another test's backend answer
+/// on a gateway's admin port). Ports below the ephemeral range are never
+/// assigned by the kernel, so they are picked from there when there is room;
+/// only another process picking ports the same way could still collide.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((low, high)) = ports_below_ephemeral_range() {
+        let span = u64::from(high - low);
+        for _ in 0..1000 {
+            let port = low + (random_u64() % span) as u16;
+            if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.insert(port);
+                return port;
+            }
+        }
+    }
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+}
+
+/// `[10000, low)` where `low` starts the kernel's ephemeral port range, if
+/// that leaves at least 4096 ports.
+pub(crate) fn ports_below_ephemeral_range() -> Option<(u16, u16)> {
+    const FLOOR: u16 = 10_000;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = range.split_whitespace().next()?.parse().ok()?;
+    (low >= FLOOR + 4096).then_some((FLOOR, low))
+}
+
+/// Not cryptographic: std's randomly keyed hasher over a counter and the clock.
+fn random_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
 }
 
 /// Polls `cond` every 20 ms until it holds; false after `timeout`.
@@ -69,21 +121,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 /// A random-enough alphanumeric string (no `rand` dev-dependency needed).
 pub fn random_string(len: usize) -> String {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut out = String::with_capacity(len);
     while out.len() < len {
-        let mut h = RandomState::new().build_hasher();
-        h.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        let mut x = h.finish();
+        let mut x = random_u64();
         for _ in 0..8 {
             if out.len() == len {
                 break;

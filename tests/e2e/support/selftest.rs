@@ -148,7 +148,14 @@ fn helpers() {
     assert_eq!(a.len(), 32);
     assert_ne!(a, b);
     assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
-    assert!(free_port() > 0);
+    // Ports are handed out once, and from below the kernel's ephemeral range
+    // when it leaves room, so the kernel cannot hand them to anyone else.
+    let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), ports.len());
+    if let Some((low, high)) = ports_below_ephemeral_range() {
+        assert!(ports.iter().all(|p| (low..high).contains(p)), "{ports:?}");
+    }
     let start = Instant::now();
     assert!(wait_until(Duration::from_secs(5), || start.elapsed()
         > Duration::from_millis(50)));
