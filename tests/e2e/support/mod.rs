@@ -42,7 +42,7 @@ pub const POLL: Duration = Duration::from_millis(20);
 /// The port is released before the process under test binds it. A port from
 /// `bind(127.0.0.1:0)` lies in the kernel's ephemeral range, so in that gap
 /// the kernel may give the same number to a parallel test's `bind(:0)` or use
-/// it as a connection's source port (CI once saw another test's backend answer
+/// it as a connection's source port (in CI another test's listener once answered
 /// on a gateway's admin port). Ports below the ephemeral range are never
 /// assigned by the kernel, so they are picked from there when there is room;
 /// only another process picking ports the same way could still collide.
