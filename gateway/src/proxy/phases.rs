@@ -10,7 +10,8 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use portico_plugins::lua::{
-    BodyState, CallOutcome, ConnVars, LuaRequest, SharedRequest, WorkerVms, MAX_READ_BODY,
+    method_name, BodyState, CallOutcome, ConnVars, LuaRequest, RequestLine, SharedRequest,
+    WorkerVms, MAX_READ_BODY,
 };
 use portico_plugins::{ChainEntry, NativeOutcome, Phase, PluginChain, Step};
 
@@ -128,12 +129,19 @@ fn lua_request(session: &Session, ctx: &RequestCtx) -> LuaRequest {
         server_ip: server.map(|a| a.ip()),
         server_port: server.map(|a| a.port()),
     };
-    LuaRequest::new(
-        req.method.as_str().to_string(),
-        req.uri.path().to_string(),
-        req.uri.query().map(str::to_string),
+    let line = RequestLine {
+        method: method_name(&req.method),
+        uri: req.uri.path().to_string(),
+        args: req.uri.query().map(str::to_string),
+    };
+    // `ngx.var.request_time` and `ngx.req.start_time()` count from the request's
+    // arrival, not from its first Lua phase.
+    LuaRequest::arrived(
+        line,
         req.headers.clone(),
         conn,
+        ctx.started,
+        Arc::clone(&ctx.snap.lua_libraries),
     )
 }
 
@@ -148,11 +156,7 @@ pub(super) fn ensure<'c>(
         let vm = env.workers.current().map_err(|e| {
             tracing::error!("{e}");
         })?;
-        let mut req = lua_request(session, ctx);
-        // `ngx.var.request_time` and `ngx.req.start_time()` count from the request's
-        // arrival, not from its first Lua phase.
-        req.started = ctx.started;
-        req.libraries = Arc::clone(&ctx.snap.lua_libraries);
+        let req = lua_request(session, ctx);
         ctx.lua = Some(LuaCtx {
             vm,
             req: req.shared(),

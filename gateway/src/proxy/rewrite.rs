@@ -61,14 +61,14 @@ pub fn apply_request_changes(ctx: &RequestCtx, upstream: &mut RequestHeader) -> 
 
 /// The method and the path with its query, as Lua left them.
 fn apply_request_line(r: &LuaRequest, upstream: &mut RequestHeader) -> Result<()> {
-    if r.method != upstream.method.as_str() {
-        let method = http::Method::from_bytes(r.method.as_bytes())
+    if r.method() != upstream.method.as_str() {
+        let method = http::Method::from_bytes(r.method().as_bytes())
             .or_err(InternalError, "Lua set an invalid method")?;
         upstream.set_method(method);
     }
-    let path_and_query = match &r.args {
-        Some(a) => format!("{}?{a}", r.uri),
-        None => r.uri.clone(),
+    let path_and_query = match r.args() {
+        Some(a) => format!("{}?{a}", r.uri()),
+        None => r.uri().to_string(),
     };
     if upstream.uri.path_and_query().map(|p| p.as_str()) != Some(path_and_query.as_str()) {
         let uri = http::Uri::builder()

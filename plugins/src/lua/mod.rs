@@ -38,7 +38,9 @@ pub use compile::{compile, compile_module, compile_statements, ChunkKind, Compil
 pub use exec::{CallOutcome, ModuleInfo, Validator};
 pub use libraries::{compile_library, required_modules, reserved_name, LuaLibraries, LuaLibrary};
 pub use owned::Owned;
-pub use request::{BodyState, ConnVars, LuaRequest, SharedRequest, MAX_READ_BODY};
+pub use request::{
+    method_name, BodyState, ConnVars, LuaRequest, RequestLine, SharedRequest, MAX_READ_BODY,
+};
 pub use shared_dict_registry::{checked_size, parse_size, SharedDicts};
 pub use timer::shutdown as begin_shutdown;
 pub use vm::{LuaLimits, LuaVm};

@@ -137,21 +137,19 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
     let cur = Arc::clone(&current);
     req.raw_set(
         "get_method",
-        lua.create_function(move |_, ()| Ok(cur.get()?.lock().method.clone()))?,
+        lua.create_function(move |_, ()| Ok(cur.get()?.lock().method().to_string()))?,
     )?;
     let cur = Arc::clone(&current);
     req.raw_set(
         "set_method",
         lua.create_function(move |_, m: Value| {
-            let r = cur.get()?;
-            let mut r = r.lock();
-            r.method = match m {
+            let method = match m {
                 Value::String(s) => s.to_str()?.to_ascii_uppercase(),
                 Value::Integer(i) => method_name(i)?,
                 Value::Number(n) => method_name(n as i64)?,
                 other => return Err(err(format!("bad method: {}", other.type_name()))),
             };
-            r.line_changed = true;
+            cur.get()?.lock().set_method(method);
             Ok(())
         })?,
     )?;
@@ -159,7 +157,7 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
     req.raw_set(
         "get_uri_args",
         lua.create_function(move |lua, max: Option<usize>| {
-            let args = cur.get()?.lock().args.clone();
+            let args = cur.get()?.lock().args().map(str::to_string);
             codec::decode_args(lua, args.unwrap_or_default().as_bytes(), max.unwrap_or(100))
         })?,
     )?;
@@ -200,10 +198,7 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
             if uri.is_empty() {
                 return Err(err("attempt to use zero-length uri"));
             }
-            let r = cur.get()?;
-            let mut r = r.lock();
-            r.uri = uri;
-            r.line_changed = true;
+            cur.get()?.lock().set_uri(uri);
             Ok(())
         })?,
     )?;
@@ -223,10 +218,7 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
                     )))
                 }
             };
-            let r = cur.get()?;
-            let mut r = r.lock();
-            r.args = (!query.is_empty()).then_some(query);
-            r.line_changed = true;
+            cur.get()?.lock().set_args(Some(query));
             Ok(())
         })?,
     )?;

@@ -47,6 +47,27 @@ fn no_libraries() -> Arc<super::LuaLibraries> {
     Arc::clone(EMPTY.get_or_init(Arc::default))
 }
 
+/// The request line a Lua view starts from.
+#[derive(Debug, Clone)]
+pub struct RequestLine {
+    pub method: Cow<'static, str>,
+    /// The path, without the query.
+    pub uri: String,
+    /// The raw query string, if the request has one.
+    pub args: Option<String>,
+}
+
+/// The name of a request method, without an allocation for the standard ones.
+pub fn method_name(method: &http::Method) -> Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    ];
+    match STANDARD.iter().find(|m| **m == method.as_str()) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(method.as_str().to_string()),
+    }
+}
+
 /// `ngx.var` of an optional address part: empty when unknown, as nginx gives it.
 fn shown<T: ToString>(v: Option<T>) -> Cow<'static, str> {
     v.map_or(Cow::Borrowed(""), |v| Cow::Owned(v.to_string()))
@@ -58,13 +79,15 @@ pub struct LuaRequest {
     pub phase: Phase,
     /// The plugin whose function is running (for `ngx.log` and error reports).
     pub plugin: Arc<str>,
-    pub method: String,
-    /// `ngx.var.uri`: the path, without the query.
-    pub uri: String,
-    /// `ngx.var.args`: the raw query string.
-    pub args: Option<String>,
-    /// `ngx.var.request_uri`: the original request line's uri; `set_uri` does not change it.
-    pub request_uri: String,
+    /// The request line as Lua sees it (`ngx.req.get_method`, `ngx.var.uri`, `ngx.var.args`),
+    /// changed through `set_method`, `set_uri` and `set_args`.
+    method: Cow<'static, str>,
+    uri: String,
+    args: Option<String>,
+    /// `ngx.var.request_uri`, once Lua changed the uri or the args: the original request
+    /// line's, kept at the first change. Until then it is `uri` and `args` themselves,
+    /// so a request whose Lua never changes them formats it only if Lua reads it.
+    original_request_uri: Option<String>,
     /// Request headers; `ngx.req.set_header` changes them (for the upstream request).
     pub headers: HeaderMap,
     pub conn: ConnVars,
@@ -151,6 +174,7 @@ pub enum BodyState {
 pub const MAX_READ_BODY: usize = 64 * 1024;
 
 impl LuaRequest {
+    /// A request that arrives now, with no library modules (tests, timers' fake requests).
     pub fn new(
         method: String,
         uri: String,
@@ -158,21 +182,40 @@ impl LuaRequest {
         headers: HeaderMap,
         conn: ConnVars,
     ) -> LuaRequest {
-        let request_uri = match &args {
-            Some(a) => format!("{uri}?{a}"),
-            None => uri.clone(),
-        };
+        LuaRequest::arrived(
+            RequestLine {
+                method: Cow::Owned(method),
+                uri,
+                args,
+            },
+            headers,
+            conn,
+            Instant::now(),
+            no_libraries(),
+        )
+    }
+
+    /// The Lua view of a request that arrived at `started`, served by a configuration
+    /// with `libraries`. The gateway makes one per request that runs Lua, so it takes
+    /// what the gateway already has instead of reading the clock again.
+    pub fn arrived(
+        line: RequestLine,
+        headers: HeaderMap,
+        conn: ConnVars,
+        started: Instant,
+        libraries: Arc<super::LuaLibraries>,
+    ) -> LuaRequest {
         LuaRequest {
             phase: Phase::Rewrite,
             plugin: no_plugin(),
-            method,
-            uri,
-            args,
-            request_uri,
+            method: line.method,
+            uri: line.uri,
+            args: line.args,
+            original_request_uri: None,
             headers,
             conn,
             user_vars: BTreeMap::new(),
-            started: Instant::now(),
+            started,
             upstream_addr: None,
             consumer_name: None,
             line_changed: false,
@@ -192,7 +235,61 @@ impl LuaRequest {
             body: BodyState::NotRead,
             body_signals: None,
             owned: None,
-            libraries: no_libraries(),
+            libraries,
+        }
+    }
+
+    /// `ngx.req.get_method()`.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// `ngx.var.uri`: the path, without the query.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// `ngx.var.args`: the raw query string.
+    pub fn args(&self) -> Option<&str> {
+        self.args.as_deref()
+    }
+
+    /// `ngx.var.request_uri`: the original request line's uri and query; changing the
+    /// uri or the args does not change it, as in nginx.
+    pub fn request_uri(&self) -> Cow<'_, str> {
+        if let Some(original) = &self.original_request_uri {
+            return Cow::Borrowed(original);
+        }
+        match &self.args {
+            Some(a) => Cow::Owned(format!("{}?{a}", self.uri)),
+            None => Cow::Borrowed(&self.uri),
+        }
+    }
+
+    /// `ngx.req.set_method`.
+    pub fn set_method(&mut self, method: String) {
+        self.method = Cow::Owned(method);
+        self.line_changed = true;
+    }
+
+    /// `ngx.req.set_uri`.
+    pub fn set_uri(&mut self, uri: String) {
+        self.keep_request_uri();
+        self.uri = uri;
+        self.line_changed = true;
+    }
+
+    /// `ngx.req.set_uri_args` and `ngx.var.args = ...`: an empty query is no query.
+    pub fn set_args(&mut self, args: Option<String>) {
+        self.keep_request_uri();
+        self.args = args.filter(|a| !a.is_empty());
+        self.line_changed = true;
+    }
+
+    /// Keeps `request_uri` before the first change of the uri or the args.
+    fn keep_request_uri(&mut self) {
+        if self.original_request_uri.is_none() {
+            self.original_request_uri = Some(self.request_uri().into_owned());
         }
     }
 
@@ -225,7 +322,7 @@ impl LuaRequest {
     pub fn var_ref(&self, name: &str) -> Option<Cow<'_, str>> {
         let v: &str = match name {
             "uri" => &self.uri,
-            "request_uri" => &self.request_uri,
+            "request_uri" => return Some(self.request_uri()),
             "args" | "query_string" => return self.args.as_deref().map(Cow::Borrowed),
             "is_args" => {
                 if self.args.is_some() {
@@ -300,8 +397,7 @@ impl LuaRequest {
     pub fn set_var(&mut self, name: &str, value: Option<String>) -> Result<(), String> {
         match name {
             "args" | "query_string" => {
-                self.args = value.filter(|v| !v.is_empty());
-                self.line_changed = true;
+                self.set_args(value);
                 Ok(())
             }
             "uri" | "request_uri" | "request_method" | "host" | "hostname" | "scheme"
@@ -445,6 +541,46 @@ mod tests {
         assert_eq!((v6[0], v6[1], v6[15]), (0x20, 0x01, 1));
         assert_eq!(r.var_bytes("uri").as_deref(), Some(&b"/p"[..]));
         assert!(r.set_var("binary_remote_addr", Some("x".into())).is_err());
+    }
+
+    #[test]
+    fn request_uri_stays_the_original_line() {
+        let mut r = req();
+        r.set_uri("/q".into());
+        r.set_args(Some("z=3".into()));
+        assert_eq!(r.var_ref("uri").as_deref(), Some("/q"));
+        assert_eq!(r.var_ref("args").as_deref(), Some("z=3"));
+        assert_eq!(r.var_ref("request_uri").as_deref(), Some("/p?x=1&y=2"));
+        r.set_args(Some(String::new()));
+        assert_eq!(r.args(), None);
+        assert_eq!(r.var_ref("request_uri").as_deref(), Some("/p?x=1&y=2"));
+        assert!(r.line_changed);
+
+        let mut r = LuaRequest::new(
+            "GET".into(),
+            "/a".into(),
+            None,
+            HeaderMap::new(),
+            ConnVars::default(),
+        );
+        assert_eq!(r.var_ref("request_uri").as_deref(), Some("/a"));
+        r.set_var("args", Some("k=v".into())).unwrap();
+        assert_eq!(r.var_ref("request_uri").as_deref(), Some("/a"));
+        assert_eq!(r.var_ref("is_args").as_deref(), Some("?"));
+    }
+
+    #[test]
+    fn method_names_are_borrowed_when_standard() {
+        assert!(matches!(
+            method_name(&http::Method::GET),
+            Cow::Borrowed("GET")
+        ));
+        assert!(matches!(
+            method_name(&http::Method::CONNECT),
+            Cow::Borrowed("CONNECT")
+        ));
+        let purge = http::Method::from_bytes(b"PURGE").unwrap();
+        assert!(matches!(method_name(&purge), Cow::Owned(m) if m == "PURGE"));
     }
 
     #[test]
