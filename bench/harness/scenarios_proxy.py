@@ -131,6 +131,10 @@ def s1_plain(run):
         lp, ln = compare.p99_of(lat, "portico"), compare.p99_of(lat, "nginx")
         s.check(f"S1 p99 at {RATE} req/s ≤ nginx's", f"{lp:.0f} µs vs {ln:.0f} µs", lp <= ln)
         s.check("idle RSS < 30 MB", f"{idle_rss:.1f} MB", idle_rss < 30)
+        # Issue 17's targets, as ratios within the same round.
+        c = measure.median(measure.ratios(tp, "portico", "nginx", "cpu_us"))
+        s.check("S1 CPU per request ≤ 1.6× nginx's (issue 17)", compare.fmt_ratio(c), c and c <= 1.6)
+        s.check("S1 capped req/s ≥ 0.62× nginx (issue 17)", compare.fmt_ratio(r), r and r >= 0.62)
         run["s1_p99"] = lp
     finally:
         stop_all(ps)
@@ -179,6 +183,8 @@ def s2_lua(run):
             rows.append(["Portico (baseline build)", measure.spread(extra_b, "{:.1f}")])
         s.table(["extra CPU of the plugin", "µs/req, per round"], rows)
         s.check("S2 extra CPU/req of one Lua plugin ≤ ngx_lua's", f"{mp:.1f} µs vs {mn:.1f} µs", mp <= mn)
+        s.check("S2 extra CPU/req of one Lua plugin ≤ 3 µs (issue 17)", f"{mp:.1f} µs", mp <= 3.0)
+        s.check("S2 capped req/s ≥ 0.6× nginx+ngx_lua (issue 17)", compare.fmt_ratio(r), r and r >= 0.6)
     finally:
         stop_all(ps)
     return s
@@ -225,6 +231,15 @@ def s3_five(run):
                 [["Portico", f"{deg_p:.0%}"], ["nginx + ngx_lua", f"{deg_n:.0%}"]])
         r = compare.rps_ratio(tp, "portico+5lua", "nginx+5lua")
         s.check("S3 capped req/s with 5 plugins vs nginx+ngx_lua", compare.fmt_ratio(r), None)
+        extra_p = [a["cpu_us"] - b["cpu_us"] for a, b in zip(tp["portico+5lua"], tp["portico"])]
+        extra_n = [a["cpu_us"] - b["cpu_us"] for a, b in zip(tp["nginx+5lua"], tp["nginx"])]
+        s.table(["extra CPU of the five plugins", "µs/req, per round"],
+                [["Portico", measure.spread(extra_p, "{:.1f}")],
+                 ["nginx + ngx_lua", measure.spread(extra_n, "{:.1f}")]])
+        # Issue 17 asks for this extra halved from the issue's code; only an A/B of both
+        # builds in the same rounds can show that (`bench/uncapped_ab.py S3`).
+        s.check("S3 extra CPU/req of five Lua plugins (issue 17: halve it; A/B in uncapped_ab.py)",
+                f"{measure.median(extra_p):.1f} µs vs ngx_lua's {measure.median(extra_n):.1f} µs", None)
     finally:
         stop_all(ps)
     return s
