@@ -510,11 +510,15 @@ fn etcd_objects_with_a_missing_plugin_fail_closed_with_503() {
         got["value"]["plugins"]["openid-connect"].is_object(),
         "{got}"
     );
-    assert!(gw.logs().contains("answers 503: plugin `openid-connect`"));
-    assert!(metric(
+    // The log line and the gauge follow the swap (after the local copy is written), so
+    // the route can answer 503 before either is there.
+    assert!(wait_until(WAIT, || gw
+        .logs()
+        .contains("answers 503: plugin `openid-connect`")));
+    assert!(wait_until(WAIT, || metric(
         &gw,
         r#"portico_etcd_skipped_objects{key="/apisix/routes/guarded"} 1"#
-    ));
+    )));
     // A global rule with a missing plugin closes every route rather than opening them.
     etcd.put(
         "/apisix/global_rules/1",
@@ -569,7 +573,9 @@ fn etcd_silent_watch_is_reopened_from_the_same_revision() {
         gw.metrics_text()
     );
     assert!(metric(&gw, "portico_etcd_connected 1"));
-    assert!(gw.logs().contains("re-opened from the same revision"));
+    assert!(wait_until(WAIT, || gw
+        .logs()
+        .contains("re-opened from the same revision")));
 }
 
 /// After a compaction past the revision the gateway watches from (writes outside the
