@@ -50,6 +50,10 @@ def rps_ratio(tp, a, b):
     return median(measure.ratios(tp, a, b))
 
 
+def cpu_ratio(tp, a, b):
+    return median(measure.ratios(tp, a, b, "cpu_us"))
+
+
 def cpu_of(tp, label):
     return median([r["cpu_us"] for r in tp[label]])
 

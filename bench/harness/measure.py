@@ -90,6 +90,11 @@ def ratios(results, a, b, key="rps"):
     return [ra[key] / rb[key] for ra, rb in zip(results[a], results[b]) if ra[key] and rb[key]]
 
 
+def extras(results, a, b, key="cpu_us"):
+    """Per-round difference a - b of `key`: what `a` adds to `b` (e.g. a plugin's CPU)."""
+    return [ra[key] - rb[key] for ra, rb in zip(results[a], results[b])]
+
+
 def timed(fn):
     t0 = time.monotonic()
     value = fn()

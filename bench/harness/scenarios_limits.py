@@ -48,7 +48,7 @@ def s10_limit(run):
         compare.ratio_table(s, tp, None, "portico+limit-count", ["nginx+limit_req", "nginx+lua"])
 
         def extra(a, b):
-            return measure.median([x["cpu_us"] - y["cpu_us"] for x, y in zip(tp[a], tp[b])])
+            return measure.median(measure.extras(tp, a, b))
 
         ep = extra("portico+limit-count", "portico")
         en = extra("nginx+limit_req", "nginx")
@@ -118,7 +118,7 @@ def s12_auth_limit_rewrite(run):
         compare.ratio_table(s, tp, lat, "portico+plugins", ["nginx+lua"])
 
         def extra(a, b):
-            return measure.median([x["cpu_us"] - y["cpu_us"] for x, y in zip(tp[a], tp[b])])
+            return measure.median(measure.extras(tp, a, b))
 
         ep = extra("portico+plugins", "portico")
         el = extra("nginx+lua", "nginx")

@@ -132,7 +132,7 @@ def s1_plain(run):
         s.check(f"S1 p99 at {RATE} req/s ≤ nginx's", f"{lp:.0f} µs vs {ln:.0f} µs", lp <= ln)
         s.check("idle RSS < 30 MB", f"{idle_rss:.1f} MB", idle_rss < 30)
         # Issue 17's targets, as ratios within the same round.
-        c = measure.median(measure.ratios(tp, "portico", "nginx", "cpu_us"))
+        c = compare.cpu_ratio(tp, "portico", "nginx")
         s.check("S1 CPU per request ≤ 1.6× nginx's (issue 17)", compare.fmt_ratio(c), c and c <= 1.6)
         s.check("S1 capped req/s ≥ 0.62× nginx (issue 17)", compare.fmt_ratio(r), r and r >= 0.62)
         run["s1_p99"] = lp
@@ -173,13 +173,13 @@ def s2_lua(run):
             compare.ratio_table(s, tp, lat, "portico", ["nginx", "portico-base"])
         r = compare.rps_ratio(tp, "portico+lua", "nginx+lua")
         s.check("S2 capped req/s ≥ 1.2× nginx+ngx_lua", compare.fmt_ratio(r), r and r >= 1.2)
-        extra_p = [a["cpu_us"] - b["cpu_us"] for a, b in zip(tp["portico+lua"], tp["portico"])]
-        extra_n = [a["cpu_us"] - b["cpu_us"] for a, b in zip(tp["nginx+lua"], tp["nginx"])]
+        extra_p = measure.extras(tp, "portico+lua", "portico")
+        extra_n = measure.extras(tp, "nginx+lua", "nginx")
         mp, mn = measure.median(extra_p), measure.median(extra_n)
         rows = [["Portico", measure.spread(extra_p, "{:.1f}")],
                 ["nginx + ngx_lua", measure.spread(extra_n, "{:.1f}")]]
         if BASELINE_BIN:
-            extra_b = [a["cpu_us"] - b["cpu_us"] for a, b in zip(tp["portico-base+lua"], tp["portico-base"])]
+            extra_b = measure.extras(tp, "portico-base+lua", "portico-base")
             rows.append(["Portico (baseline build)", measure.spread(extra_b, "{:.1f}")])
         s.table(["extra CPU of the plugin", "µs/req, per round"], rows)
         s.check("S2 extra CPU/req of one Lua plugin ≤ ngx_lua's", f"{mp:.1f} µs vs {mn:.1f} µs", mp <= mn)
@@ -231,8 +231,8 @@ def s3_five(run):
                 [["Portico", f"{deg_p:.0%}"], ["nginx + ngx_lua", f"{deg_n:.0%}"]])
         r = compare.rps_ratio(tp, "portico+5lua", "nginx+5lua")
         s.check("S3 capped req/s with 5 plugins vs nginx+ngx_lua", compare.fmt_ratio(r), None)
-        extra_p = [a["cpu_us"] - b["cpu_us"] for a, b in zip(tp["portico+5lua"], tp["portico"])]
-        extra_n = [a["cpu_us"] - b["cpu_us"] for a, b in zip(tp["nginx+5lua"], tp["nginx"])]
+        extra_p = measure.extras(tp, "portico+5lua", "portico")
+        extra_n = measure.extras(tp, "nginx+5lua", "nginx")
         s.table(["extra CPU of the five plugins", "µs/req, per round"],
                 [["Portico", measure.spread(extra_p, "{:.1f}")],
                  ["nginx + ngx_lua", measure.spread(extra_n, "{:.1f}")]])

@@ -145,8 +145,8 @@ pub fn install(lua: &Lua, ngx: &Table, current: Arc<CurrentRequest>) -> mlua::Re
         lua.create_function(move |_, m: Value| {
             let method = match m {
                 Value::String(s) => s.to_str()?.to_ascii_uppercase(),
-                Value::Integer(i) => method_name(i)?,
-                Value::Number(n) => method_name(n as i64)?,
+                Value::Integer(i) => method_of_code(i)?,
+                Value::Number(n) => method_of_code(n as i64)?,
                 other => return Err(err(format!("bad method: {}", other.type_name()))),
             };
             cur.get()?.lock().set_method(method);
@@ -453,7 +453,8 @@ pub fn dynamic_fields(
     Ok((get, set))
 }
 
-fn method_name(code: i64) -> mlua::Result<String> {
+/// The method of an `ngx.HTTP_*` method constant (`ngx.req.set_method(ngx.HTTP_POST)`).
+fn method_of_code(code: i64) -> mlua::Result<String> {
     Ok(match code {
         2 => "GET",
         4 => "HEAD",

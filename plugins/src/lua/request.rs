@@ -174,7 +174,8 @@ pub enum BodyState {
 pub const MAX_READ_BODY: usize = 64 * 1024;
 
 impl LuaRequest {
-    /// A request that arrives now, with no library modules (tests, timers' fake requests).
+    /// A request that arrives now, with no library modules (for tests and benchmarks; the
+    /// gateway uses [`LuaRequest::arrived`]).
     pub fn new(
         method: String,
         uri: String,
