@@ -25,6 +25,7 @@ PORTICO_BIN = os.environ.get("BENCH_PORTICO_BIN") or os.path.join(ROOT, "target"
 BASELINE_BIN = os.environ.get("BENCH_BASELINE_BIN") or None
 FLOOR_BIN = os.path.join(BENCH, "floor-proxy", "target", "release", "floor-proxy")
 PINGORA_FLOOR_BIN = os.path.join(BENCH, "pingora-floor", "target", "release", "pingora-floor")
+PINGORA_CODEC_FLOOR_BIN = os.path.join(BENCH, "pingora-floor", "target", "release", "pingora-codec-floor")
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 
 ORIGIN_PORTS = list(range(19001, 19011))
@@ -257,13 +258,14 @@ class Floor(Peer):
 
     bin = FLOOR_BIN
 
-    def __init__(self, name, port, origin):
+    def __init__(self, name, port, origin, *args):
         super().__init__(name, port)
         self.origin = origin
+        self.args = list(args)
 
     def start(self):
         self.prefix = prefix_dir(self.name)
-        self.proc = system.spawn([self.bin, f"127.0.0.1:{self.port}", self.origin], self.core,
+        self.proc = system.spawn([self.bin, f"127.0.0.1:{self.port}", self.origin, *self.args], self.core,
                                  os.path.join(self.prefix, "stdout.log"))
         self.wait_ready()
         return self
@@ -275,6 +277,15 @@ class PingoraFloor(Floor):
     what Pingora costs before any of Portico's code runs."""
 
     bin = PINGORA_FLOOR_BIN
+
+
+class PingoraCodecFloor(Floor):
+    """Pingora's codec floor (issue 17): bench/pingora-floor's second binary, the same work
+    on pingora-core's HTTP/1 sessions in a loop of its own, without pingora-proxy. Mode
+    `pooled` takes origin connections from Pingora's pool as `pingora` does, `owned` keeps
+    one per client connection as `floor` does."""
+
+    bin = PINGORA_CODEC_FLOOR_BIN
 
 
 def _stderr_version(argv):

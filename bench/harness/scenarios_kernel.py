@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from . import load, measure, system
-from .peers import BASELINE_BIN, Floor, Nginx, PingoraFloor, Portico
+from .peers import BASELINE_BIN, Floor, Nginx, PingoraCodecFloor, PingoraFloor, Portico
 from .report import Scenario
 from .scenarios_proxy import ORIGIN, nginx_server, nginx_upstream, portico_resources, started, stop_all
 
@@ -103,7 +103,7 @@ def syscalls(peer):
 
 
 def k1_kernel(run):
-    """K1: per-request kernel work of nginx, the two floors and Portico."""
+    """K1: per-request kernel work of nginx, the floors and Portico."""
     s = Scenario("K1", "kernel work per request",
                  "S1's setup (one route, one origin node, keep-alive both sides), uncapped, "
                  "wrk with the same connections: CPU split into user and system time, "
@@ -113,6 +113,8 @@ def k1_kernel(run):
         Nginx("nginx", 18081, nginx_upstream([ORIGIN]) + nginx_server(18081)),
         Floor("floor", 18084, ORIGIN),
         PingoraFloor("pingora", 18085, ORIGIN),
+        PingoraCodecFloor("pingora-codec", 18086, ORIGIN, "pooled"),
+        PingoraCodecFloor("pingora-codec-owned", 18087, ORIGIN, "owned"),
         Portico("portico", 18080, portico_resources()),
         *([Portico("portico-base", 18070, portico_resources(), bin=BASELINE_BIN)] if BASELINE_BIN else []),
     )

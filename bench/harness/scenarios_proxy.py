@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 from . import compare, measure, peers, system
-from .peers import BASELINE_BIN, LUA_DIR, ORIGIN_PORTS, Floor, Haproxy, Nginx, PingoraFloor, Portico
+from .peers import BASELINE_BIN, LUA_DIR, ORIGIN_PORTS, Floor, Haproxy, Nginx, PingoraCodecFloor, PingoraFloor, Portico
 from .report import Scenario
 
 RATE = int(os.environ.get("BENCH_RATE", "5000"))
@@ -104,6 +104,7 @@ def s1_plain(run):
         Portico("portico", 18080, portico_resources()),
         Floor("floor", 18084, ORIGIN),
         PingoraFloor("pingora", 18085, ORIGIN),
+        PingoraCodecFloor("pingora-codec", 18086, ORIGIN, "pooled"),
         *base,
     )
     pt = ps[2]
@@ -113,7 +114,9 @@ def s1_plain(run):
            "connection per client connection: what a Rust async proxy costs here (issue 17). "
            "`pingora` is bench/pingora-floor: a `ProxyHttp` with a fixed peer and the same "
            "headers on Portico's Pingora, allocator and build: what Pingora costs before any "
-           "Portico code runs.")
+           "Portico code runs. `pingora-codec` is its second binary: the same work in a loop "
+           "of its own on pingora-core's HTTP/1 sessions and Pingora's connection pool, "
+           "without pingora-proxy: what Pingora's codec costs without its proxy layer.")
     try:
         idle_rss = system.rss_kb(pt.pids()) / 1024
         targets = [measure.Target(p.name, p) for p in ps]
@@ -124,6 +127,7 @@ def s1_plain(run):
                             + [p.name for p in base])
         compare.ratio_table(s, tp, lat, "floor", ["nginx", "haproxy"])
         compare.ratio_table(s, tp, lat, "pingora", ["nginx", "floor"])
+        compare.ratio_table(s, tp, lat, "pingora-codec", ["nginx", "floor", "pingora"])
         r = compare.rps_ratio(tp, "portico", "nginx")
         s.check("S1 capped req/s ≥ 1.0× nginx", compare.fmt_ratio(r), r and r >= 1.0)
         cp, cn = compare.cpu_of(tp, "portico"), compare.cpu_of(tp, "nginx")

@@ -15,20 +15,14 @@
 //! what Portico's own code costs, and this one minus `bench/floor-proxy`'s is what
 //! Pingora costs over the least a Rust async proxy needs.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-
 use async_trait::async_trait;
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::http_proxy_service;
-use pingora::server::configuration::ServerConf;
+use pingora_floor::{add_forwarding_headers, args, origin_peer, server};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// APISIX's default connect/send/read timeouts, which Portico applies to every peer.
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Bare {
     peer: HttpPeer,
@@ -52,70 +46,24 @@ impl ProxyHttp for Bare {
         upstream_request: &mut RequestHeader,
         _ctx: &mut (),
     ) -> Result<()> {
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = client.ip();
-            let real_ip = header_value(ip)?;
-            let xff = match session
-                .req_header()
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.is_empty() => {
-                    http::HeaderValue::from_str(&format!("{prev}, {ip}"))
-                        .or_err(InvalidHTTPHeader, "x-forwarded-for")?
-                }
-                _ => real_ip.clone(),
-            };
-            upstream_request.insert_header("x-forwarded-for", xff)?;
-            upstream_request.insert_header("x-real-ip", real_ip)?;
-        }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
-        if let Some(host) = session.req_header().headers.get(http::header::HOST) {
-            let host = host.clone();
-            upstream_request.insert_header("x-forwarded-host", host)?;
-        }
-        if let Some(server) = session.server_addr().and_then(|a| a.as_inet()) {
-            upstream_request
-                .insert_header("x-forwarded-port", http::HeaderValue::from(server.port()))?;
-        }
-        Ok(())
+        add_forwarding_headers(
+            session.client_addr(),
+            session.server_addr(),
+            session.req_header(),
+            upstream_request,
+        )
     }
 }
 
-fn header_value(ip: IpAddr) -> Result<http::HeaderValue> {
-    http::HeaderValue::from_str(&ip.to_string()).or_err(InvalidHTTPHeader, "client address")
-}
-
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let (Some(listen), Some(origin)) = (args.next(), args.next()) else {
-        eprintln!("usage: pingora-floor LISTEN_ADDR ORIGIN_ADDR");
-        std::process::exit(2);
-    };
-    let origin: SocketAddr = match origin.parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("origin {origin}: {e}");
-            std::process::exit(2);
-        }
-    };
-    let mut peer = HttpPeer::new(origin, false, String::new());
-    peer.options.connection_timeout = Some(TIMEOUT);
-    peer.options.read_timeout = Some(TIMEOUT);
-    peer.options.write_timeout = Some(TIMEOUT);
-    peer.options.idle_timeout = Some(TIMEOUT);
-
-    let conf = ServerConf {
-        threads: 1,
-        work_stealing: false,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, Bare { peer });
+    let (listen, origin, _) = args("pingora-floor LISTEN_ADDR ORIGIN_ADDR");
+    let mut server = server();
+    let mut proxy = http_proxy_service(
+        &server.configuration,
+        Bare {
+            peer: origin_peer(origin),
+        },
+    );
     proxy.add_tcp(&listen);
     server.add_service(proxy);
     server.run_forever();
