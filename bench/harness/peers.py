@@ -283,7 +283,8 @@ class PingoraCodecFloor(Floor):
     """Pingora's codec floor (issue 17): bench/pingora-floor's second binary, the same work
     on pingora-core's HTTP/1 sessions in a loop of its own, without pingora-proxy. Mode
     `pooled` takes origin connections from Pingora's pool as `pingora` does, `owned` keeps
-    one per client connection as `floor` does."""
+    one per client connection as `floor` does, and `hooks` is `pooled` with pingora-proxy's
+    `Session` and the bare `ProxyHttp`'s hooks driven by that loop."""
 
     bin = PINGORA_CODEC_FLOOR_BIN
 

@@ -115,6 +115,7 @@ def k1_kernel(run):
         PingoraFloor("pingora", 18085, ORIGIN),
         PingoraCodecFloor("pingora-codec", 18086, ORIGIN, "pooled"),
         PingoraCodecFloor("pingora-codec-owned", 18087, ORIGIN, "owned"),
+        PingoraCodecFloor("pingora-hooks", 18088, ORIGIN, "hooks"),
         Portico("portico", 18080, portico_resources()),
         *([Portico("portico-base", 18070, portico_resources(), bin=BASELINE_BIN)] if BASELINE_BIN else []),
     )

@@ -105,6 +105,7 @@ def s1_plain(run):
         Floor("floor", 18084, ORIGIN),
         PingoraFloor("pingora", 18085, ORIGIN),
         PingoraCodecFloor("pingora-codec", 18086, ORIGIN, "pooled"),
+        PingoraCodecFloor("pingora-hooks", 18088, ORIGIN, "hooks"),
         *base,
     )
     pt = ps[2]
@@ -116,7 +117,10 @@ def s1_plain(run):
            "headers on Portico's Pingora, allocator and build: what Pingora costs before any "
            "Portico code runs. `pingora-codec` is its second binary: the same work in a loop "
            "of its own on pingora-core's HTTP/1 sessions and Pingora's connection pool, "
-           "without pingora-proxy: what Pingora's codec costs without its proxy layer.")
+           "without pingora-proxy: what Pingora's codec costs without its proxy layer. "
+           "`pingora-hooks` adds back pingora-proxy's `Session` and the bare proxy's hooks, "
+           "called in sequence by that loop: what a gateway's own loop over its existing "
+           "hooks would cost.")
     try:
         idle_rss = system.rss_kb(pt.pids()) / 1024
         targets = [measure.Target(p.name, p) for p in ps]
@@ -128,6 +132,7 @@ def s1_plain(run):
         compare.ratio_table(s, tp, lat, "floor", ["nginx", "haproxy"])
         compare.ratio_table(s, tp, lat, "pingora", ["nginx", "floor"])
         compare.ratio_table(s, tp, lat, "pingora-codec", ["nginx", "floor", "pingora"])
+        compare.ratio_table(s, tp, lat, "pingora-hooks", ["nginx", "pingora-codec", "pingora"])
         r = compare.rps_ratio(tp, "portico", "nginx")
         s.check("S1 capped req/s ≥ 1.0× nginx", compare.fmt_ratio(r), r and r >= 1.0)
         cp, cn = compare.cpu_of(tp, "portico"), compare.cpu_of(tp, "nginx")

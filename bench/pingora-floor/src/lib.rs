@@ -7,7 +7,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use pingora::http::RequestHeader;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::server::configuration::ServerConf;
@@ -54,6 +56,40 @@ pub fn server() -> Server {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     server
+}
+
+/// The bare `ProxyHttp`: a fixed peer and the forwarding headers, nothing else. Like
+/// Portico it adds no downstream modules (Pingora's default adds a disabled compression
+/// module to every request).
+pub struct Bare {
+    pub peer: HttpPeer,
+}
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        add_forwarding_headers(
+            session.client_addr(),
+            session.server_addr(),
+            session.req_header(),
+            upstream_request,
+        )
+    }
 }
 
 /// The forwarding headers every S1 peer adds (X-Forwarded-For/Proto/Host/Port,

@@ -15,45 +15,11 @@
 //! what Portico's own code costs, and this one minus `bench/floor-proxy`'s is what
 //! Pingora costs over the least a Rust async proxy needs.
 
-use async_trait::async_trait;
-use pingora::modules::http::HttpModules;
-use pingora::prelude::*;
 use pingora::proxy::http_proxy_service;
-use pingora_floor::{add_forwarding_headers, args, origin_peer, server};
+use pingora_floor::{args, origin_peer, server, Bare};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-struct Bare {
-    peer: HttpPeer,
-}
-
-#[async_trait]
-impl ProxyHttp for Bare {
-    type CTX = ();
-
-    fn new_ctx(&self) {}
-
-    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
-
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        _ctx: &mut (),
-    ) -> Result<()> {
-        add_forwarding_headers(
-            session.client_addr(),
-            session.server_addr(),
-            session.req_header(),
-            upstream_request,
-        )
-    }
-}
 
 fn main() {
     let (listen, origin, _) = args("pingora-floor LISTEN_ADDR ORIGIN_ADDR");

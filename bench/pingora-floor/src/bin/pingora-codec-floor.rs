@@ -1,5 +1,5 @@
 //! Pingora's HTTP/1 codec without its proxy layer:
-//! `pingora-codec-floor LISTEN ORIGIN [owned|pooled]`.
+//! `pingora-codec-floor LISTEN ORIGIN [owned|pooled|hooks]`.
 //!
 //! Issue 17 asks what stands between Portico and nginx. `pingora-floor` (a bare
 //! `ProxyHttp`) showed that most of it is Pingora's, before any Portico code runs. This
@@ -23,20 +23,28 @@
 //! - `pooled`: Pingora's connector and pool, as `pingora-proxy` uses them. That is a
 //!   pool lookup (with its `getpeername`) per request, and an idle-watch task spawned at
 //!   each release.
+//!
+//! Mode `hooks` keeps the pool and puts back what a gateway would keep of
+//! `pingora-proxy` if it ran its own loop: the per-request `pingora_proxy::Session`, and
+//! `pingora-floor`'s `ProxyHttp` hooks, called through the trait (so each hook's future is
+//! boxed, as `async_trait` makes it). It leaves out `pingora-proxy`'s request driver:
+//! `process_request`, and `proxy_1to1` with its two halves joined through channels.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::connectors::http::v1::Connector;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::http::v1::client::HttpSession as ClientSession;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
+use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
-use pingora_floor::{add_forwarding_headers, args, origin_peer, server, TIMEOUT};
+use pingora_floor::{add_forwarding_headers, args, origin_peer, server, Bare, TIMEOUT};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -45,6 +53,79 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 enum Upstream {
     Owned,
     Pooled(Connector),
+}
+
+/// `pingora-proxy`'s `Session` and the bare `ProxyHttp`'s hooks, driven in sequence.
+struct HooksLoop {
+    proxy: Bare,
+    connector: Connector,
+    modules: HttpModules,
+}
+
+impl HooksLoop {
+    async fn proxy(&self, session: &mut Session) -> Result<()> {
+        let hooks = &self.proxy;
+        let ctx = &mut hooks.new_ctx();
+        if hooks.request_filter(session, ctx).await? {
+            return Ok(());
+        }
+        let peer = hooks.upstream_peer(session, ctx).await?;
+        let mut upstream = self.connector.get_http_session(&*peer).await?.0;
+        let mut request = Box::new(session.req_header().clone());
+        hooks
+            .upstream_request_filter(session, &mut request, ctx)
+            .await?;
+        upstream.write_request_header(request).await?;
+        while let Some(chunk) = session.downstream_session.read_request_body().await? {
+            upstream.write_body(&chunk).await?;
+        }
+        upstream.finish_body().await?;
+
+        let mut response = upstream.read_resp_header_parts().await?;
+        hooks
+            .upstream_response_filter(session, &mut response, ctx)
+            .await?;
+        hooks.response_filter(session, &mut response, ctx).await?;
+        session.write_response_header(response, false).await?;
+        while let Some(chunk) = upstream.read_body_bytes().await? {
+            let mut body = Some(chunk);
+            hooks.response_body_filter(session, &mut body, false, ctx)?;
+            session.write_response_body(body, false).await?;
+        }
+        session.write_response_body(None, true).await?;
+        self.connector
+            .release_http_session(upstream, &*peer, Some(TIMEOUT))
+            .await;
+        hooks.logging(session, None, ctx).await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ServerApp for HooksLoop {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut next = Some(stream);
+        while let Some(stream) = next.take() {
+            let mut session = Session::new_h1_with_modules(stream, &self.modules);
+            session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+            if !matches!(session.read_request().await, Ok(true)) {
+                return None;
+            }
+            if self.proxy(&mut session).await.is_err() {
+                let _ = session.respond_error(502).await;
+                return None;
+            }
+            next = match session.downstream_session.finish().await {
+                Ok(Some(reusable)) => Some(reusable.into_parts().0),
+                _ => None,
+            };
+        }
+        None
+    }
 }
 
 struct CodecLoop {
@@ -151,19 +232,32 @@ impl ServerApp for CodecLoop {
 }
 
 fn main() {
-    let (listen, origin, mode) = args("pingora-codec-floor LISTEN_ADDR ORIGIN_ADDR [owned|pooled]");
+    let (listen, origin, mode) =
+        args("pingora-codec-floor LISTEN_ADDR ORIGIN_ADDR [owned|pooled|hooks]");
+    let peer = origin_peer(origin);
+    let mut server = server();
     let upstream = match mode.as_deref() {
         None | Some("owned") => Upstream::Owned,
         Some("pooled") => Upstream::Pooled(Connector::new(None)),
+        Some("hooks") => {
+            let app = HooksLoop {
+                proxy: Bare { peer },
+                connector: Connector::new(None),
+                modules: HttpModules::new(),
+            };
+            let mut service = Service::new("pingora-hooks-floor".to_string(), app);
+            service.add_tcp(&listen);
+            server.add_service(service);
+            server.run_forever();
+        }
         Some(other) => {
-            eprintln!("mode {other}: expected owned or pooled");
+            eprintln!("mode {other}: expected owned, pooled or hooks");
             std::process::exit(2);
         }
     };
-    let mut server = server();
     let app = CodecLoop {
         origin,
-        peer: origin_peer(origin),
+        peer,
         upstream,
     };
     let mut service = Service::new("pingora-codec-floor".to_string(), app);
