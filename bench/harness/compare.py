@@ -54,6 +54,11 @@ def cpu_ratio(tp, a, b):
     return median(measure.ratios(tp, a, b, "cpu_us"))
 
 
+def cpu_extra(tp, a, b):
+    """Median over rounds of the CPU per request `a` adds to `b` (a plugin's cost)."""
+    return median(measure.extras(tp, a, b))
+
+
 def cpu_of(tp, label):
     return median([r["cpu_us"] for r in tp[label]])
 

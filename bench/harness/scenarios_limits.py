@@ -47,12 +47,9 @@ def s10_limit(run):
         compare.peer_table(s, tp, None)
         compare.ratio_table(s, tp, None, "portico+limit-count", ["nginx+limit_req", "nginx+lua"])
 
-        def extra(a, b):
-            return measure.median(measure.extras(tp, a, b))
-
-        ep = extra("portico+limit-count", "portico")
-        en = extra("nginx+limit_req", "nginx")
-        el = extra("nginx+lua", "nginx")
+        ep = compare.cpu_extra(tp, "portico+limit-count", "portico")
+        en = compare.cpu_extra(tp, "nginx+limit_req", "nginx")
+        el = compare.cpu_extra(tp, "nginx+lua", "nginx")
         s.table(["added CPU of counting", "µs/req (median of rounds)"],
                 [["Portico limit-count", f"{ep:.2f}"],
                  ["nginx limit_req", f"{en:.2f}"],
@@ -117,11 +114,8 @@ def s12_auth_limit_rewrite(run):
         compare.peer_table(s, tp, lat)
         compare.ratio_table(s, tp, lat, "portico+plugins", ["nginx+lua"])
 
-        def extra(a, b):
-            return measure.median(measure.extras(tp, a, b))
-
-        ep = extra("portico+plugins", "portico")
-        el = extra("nginx+lua", "nginx")
+        ep = compare.cpu_extra(tp, "portico+plugins", "portico")
+        el = compare.cpu_extra(tp, "nginx+lua", "nginx")
         s.table(["added CPU of the three plugins", "µs/req (median of rounds)"],
                 [["Portico key-auth + limit-count + proxy-rewrite", f"{ep:.2f}"],
                  ["nginx + ngx_lua doing the same", f"{el:.2f}"]])

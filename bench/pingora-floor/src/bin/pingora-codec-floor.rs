@@ -57,14 +57,14 @@ enum Upstream {
 
 /// `pingora-proxy`'s `Session` and the bare `ProxyHttp`'s hooks, driven in sequence.
 struct HooksLoop {
-    proxy: Bare,
+    hooks: Bare,
     connector: Connector,
     modules: HttpModules,
 }
 
 impl HooksLoop {
     async fn proxy(&self, session: &mut Session) -> Result<()> {
-        let hooks = &self.proxy;
+        let hooks = &self.hooks;
         let ctx = &mut hooks.new_ctx();
         if hooks.request_filter(session, ctx).await? {
             return Ok(());
@@ -235,33 +235,42 @@ fn main() {
     let (listen, origin, mode) =
         args("pingora-codec-floor LISTEN_ADDR ORIGIN_ADDR [owned|pooled|hooks]");
     let peer = origin_peer(origin);
-    let mut server = server();
     let upstream = match mode.as_deref() {
         None | Some("owned") => Upstream::Owned,
         Some("pooled") => Upstream::Pooled(Connector::new(None)),
         Some("hooks") => {
-            let app = HooksLoop {
-                proxy: Bare { peer },
-                connector: Connector::new(None),
-                modules: HttpModules::new(),
-            };
-            let mut service = Service::new("pingora-hooks-floor".to_string(), app);
-            service.add_tcp(&listen);
-            server.add_service(service);
-            server.run_forever();
+            let hooks = Bare { peer };
+            let connector = Connector::new(None);
+            let modules = HttpModules::new();
+            serve(
+                &listen,
+                HooksLoop {
+                    hooks,
+                    connector,
+                    modules,
+                },
+            )
         }
         Some(other) => {
             eprintln!("mode {other}: expected owned, pooled or hooks");
             std::process::exit(2);
         }
     };
-    let app = CodecLoop {
-        origin,
-        peer,
-        upstream,
-    };
+    serve(
+        &listen,
+        CodecLoop {
+            origin,
+            peer,
+            upstream,
+        },
+    )
+}
+
+/// Runs `app` on `listen` with the floors' one-thread server, until the process is stopped.
+fn serve<A: ServerApp + Send + Sync + 'static>(listen: &str, app: A) -> ! {
+    let mut server = server();
     let mut service = Service::new("pingora-codec-floor".to_string(), app);
-    service.add_tcp(&listen);
+    service.add_tcp(listen);
     server.add_service(service);
-    server.run_forever();
+    server.run_forever()
 }
