@@ -204,11 +204,13 @@ class Portico(Peer):
 
     conf_template = "portico.yaml"
 
-    def __init__(self, name, port, resources, static_extra="", bin=None):
+    def __init__(self, name, port, resources, static_extra="", bin=None, proxy_extra=""):
         super().__init__(name, port)
         self.bin = bin or PORTICO_BIN
         self.resources = resources
         self.static_extra = static_extra
+        # Lines added to the `proxy:` section (indented), e.g. `  request_driver: pingora`.
+        self.proxy_extra = proxy_extra
         self.admin_port = port + 100
         self.metrics_port = port + 200
 
@@ -219,7 +221,8 @@ class Portico(Peer):
             with open(conf, "w") as f:
                 f.write(template(name, PREFIX=self.prefix, LISTEN=f"127.0.0.1:{self.port}",
                                  ADMIN=f"127.0.0.1:{self.admin_port}",
-                                 METRICS=f"127.0.0.1:{self.metrics_port}", **self.template_values())
+                                 METRICS=f"127.0.0.1:{self.metrics_port}",
+                                 PROXY_EXTRA=self.proxy_extra, **self.template_values())
                         + self.static_extra)
             # An earlier build (BENCH_BASELINE_BIN) gets the same settings when it knows
             # them all, else the baseline file without the ones older builds refuse.

@@ -106,6 +106,8 @@ def s1_plain(run):
         PingoraFloor("pingora", 18085, ORIGIN),
         PingoraCodecFloor("pingora-codec", 18086, ORIGIN, "pooled"),
         PingoraCodecFloor("pingora-hooks", 18088, ORIGIN, "hooks"),
+        Portico("portico-pingora-driver", 18072, portico_resources(),
+                proxy_extra="  request_driver: pingora"),
         *base,
     )
     pt = ps[2]
@@ -120,15 +122,19 @@ def s1_plain(run):
            "without pingora-proxy: what Pingora's codec costs without its proxy layer. "
            "`pingora-hooks` adds back pingora-proxy's `Session` and the bare proxy's hooks, "
            "called in sequence by that loop: what a gateway's own loop over its existing "
-           "hooks would cost.")
+           "hooks would cost. `portico-pingora-driver` is Portico with "
+           "`proxy.request_driver: pingora`: every request on pingora-proxy's driver, as "
+           "before Portico had its own.")
     try:
         idle_rss = system.rss_kb(pt.pids()) / 1024
         targets = [measure.Target(p.name, p) for p in ps]
         tp = measure.throughput(targets)
         lat = measure.latency(targets, RATE)
         compare.peer_table(s, tp, lat)
-        compare.ratio_table(s, tp, lat, "portico", ["nginx", "haproxy", "floor", "pingora"]
+        compare.ratio_table(s, tp, lat, "portico", ["nginx", "haproxy", "floor", "pingora",
+                                                    "portico-pingora-driver"]
                             + [p.name for p in base])
+        compare.ratio_table(s, tp, lat, "portico-pingora-driver", ["nginx", "pingora"])
         compare.ratio_table(s, tp, lat, "floor", ["nginx", "haproxy"])
         compare.ratio_table(s, tp, lat, "pingora", ["nginx", "floor"])
         compare.ratio_table(s, tp, lat, "pingora-codec", ["nginx", "floor", "pingora"])

@@ -61,6 +61,9 @@ pub struct IdleLight<A> {
     closed: tokio::sync::Notify,
     /// Told of each answer written here.
     on_reply: Option<ReplyObserver>,
+    /// Portico's own driver, for the requests it takes; `pingora-proxy`'s (`inner`)
+    /// serves the others.
+    driver: Option<crate::proxy::driver::H1Driver>,
 }
 
 /// Why no request head came.
@@ -80,7 +83,14 @@ impl<A> IdleLight<A> {
             closing: std::sync::atomic::AtomicBool::new(false),
             closed: tokio::sync::Notify::new(),
             on_reply: None,
+            driver: None,
         }
+    }
+
+    /// Serves the requests `driver` takes with it, instead of `inner`.
+    pub fn with_driver(mut self, driver: crate::proxy::driver::H1Driver) -> IdleLight<A> {
+        self.driver = Some(driver);
+        self
     }
 
     /// Reports every answer the edge writes (400, 405, 408, 431) to `observer`.
@@ -288,6 +298,10 @@ where
                 Err(HeadEnd::Close) => return None,
             };
             slot = None;
+            let own = self
+                .driver
+                .as_ref()
+                .and_then(|d| Some((d, d.takes(&head)?)));
             let (prefix, rest, budget) = split_request(buf, head);
             let unbounded = matches!(budget, Budget::Unbounded);
             gate.set_budget(budget);
@@ -299,24 +313,37 @@ where
             // pipelining keeps bytes that arrive while the response is on its way from
             // failing this request, and the connection closes after it (the gateway
             // answers upgrade requests with `Connection: close` unless they switch).
-            let mut session = ServerSession::new_http1(gate);
-            if first {
-                first = false;
-                if *shutdown.borrow() {
-                    session.set_keepalive(None);
-                } else {
-                    session.set_keepalive(Some(CLIENT_KEEPALIVE_SECS));
+            let configure = |session: &mut ServerSession| {
+                if first {
+                    if *shutdown.borrow() {
+                        session.set_keepalive(None);
+                    } else {
+                        session.set_keepalive(Some(CLIENT_KEEPALIVE_SECS));
+                    }
+                    session.set_keepalive_reuses_remaining(
+                        options.and_then(|o| o.keepalive_request_limit),
+                    );
+                } else if let Some(settings) = persistent.take() {
+                    settings.apply_to_session(session);
                 }
-                session.set_keepalive_reuses_remaining(
-                    options.and_then(|o| o.keepalive_request_limit),
-                );
-            } else if let Some(settings) = persistent.take() {
-                settings.apply_to_session(&mut session);
-            }
-            session.set_read_timeout(Some(self.limits.body_timeout));
-            session.set_pipelining_enabled(unbounded);
-            session.set_pipelined_prefix(prefix);
-            let reused = self.inner.process_new_http(session, shutdown).await?;
+                session.set_read_timeout(Some(self.limits.body_timeout));
+                session.set_pipelining_enabled(unbounded);
+                session.set_pipelined_prefix(prefix);
+            };
+            let reused = match own {
+                Some((driver, snapshot)) => {
+                    let mut session = driver.session(gate);
+                    configure(&mut session.downstream_session);
+                    first = false;
+                    driver.serve(snapshot, session, shutdown).await?
+                }
+                None => {
+                    let mut session = ServerSession::new_http1(gate);
+                    configure(&mut session);
+                    first = false;
+                    self.inner.process_new_http(session, shutdown).await?
+                }
+            };
             if unbounded {
                 return None;
             }

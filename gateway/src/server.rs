@@ -366,30 +366,32 @@ pub fn run(
         lua: Arc::clone(&lua_vms),
         access_log: Arc::clone(&access_log),
         server_header: server_header.clone(),
-        upstream_errors: crate::logging::throttle::Throttle::new(std::time::Duration::from_secs(
-            UPSTREAM_ERROR_LOG_INTERVAL_SECS,
+        upstream_errors: Arc::new(crate::logging::throttle::Throttle::new(
+            std::time::Duration::from_secs(UPSTREAM_ERROR_LOG_INTERVAL_SECS),
         )),
         // Checked with the settings at startup.
         max_read_body: settings.proxy.max_body_bytes().unwrap_or(1024 * 1024),
     };
+    let driver = (settings.proxy.request_driver == crate::settings::RequestDriver::Portico)
+        .then(|| crate::proxy::driver::H1Driver::new(gateway.clone(), &server.configuration));
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, gateway);
     if settings.proxy.h2c {
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2c = true;
         proxy_app.server_options = Some(options);
     }
-    let mut proxy = Service::new(
-        "portico proxy".to_string(),
-        crate::keepalive::IdleLight::new(
-            proxy_app,
-            crate::edge::EdgeLimits::from_settings(&settings.proxy)
-                .with_server_header(server_header),
-        )
-        .with_reply_observer(crate::logging::edge_replies::observer(
-            Arc::clone(&metrics),
-            Arc::clone(&access_log),
-        )),
-    );
+    let mut idle_light = crate::keepalive::IdleLight::new(
+        proxy_app,
+        crate::edge::EdgeLimits::from_settings(&settings.proxy).with_server_header(server_header),
+    )
+    .with_reply_observer(crate::logging::edge_replies::observer(
+        Arc::clone(&metrics),
+        Arc::clone(&access_log),
+    ));
+    if let Some(driver) = driver {
+        idle_light = idle_light.with_driver(driver);
+    }
+    let mut proxy = Service::new("portico proxy".to_string(), idle_light);
     for addr in &settings.proxy.listen {
         proxy.add_listener(proxy_listener(addr));
         tracing::info!("proxy listening on http://{addr}");

@@ -242,6 +242,22 @@ pub struct ProxySettings {
     /// runs in Pingora's own keep-alive loop (larger idle connections, and without the
     /// edge checks of `edge/`), so it is off by default.
     pub h2c: bool,
+    /// Which loop proxies a plain HTTP/1 request without a body: Portico's own
+    /// ([`RequestDriver::Portico`], the default) or `pingora-proxy`'s.
+    pub request_driver: RequestDriver,
+}
+
+/// `proxy.request_driver`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestDriver {
+    /// Portico's driver ([`crate::proxy::driver`]) for plain HTTP/1 requests without a
+    /// body, with a path as target, while no route uses `proxy-cache` or an HTTP/2
+    /// upstream; `pingora-proxy` for every other request.
+    #[default]
+    Portico,
+    /// `pingora-proxy` for every request.
+    Pingora,
 }
 
 /// `proxy.ssl:`: where TLS is terminated. Off (no listener) by default.
@@ -294,6 +310,7 @@ impl Default for ProxySettings {
             ssl: SslListenSettings::default(),
             http2: true,
             h2c: false,
+            request_driver: RequestDriver::Portico,
         }
     }
 }

@@ -220,3 +220,54 @@ fn all_nodes_unhealthy_balances_over_all_and_counts_it() {
         "not counted while a node is healthy"
     );
 }
+
+#[test]
+fn clients_that_leave_early_count_against_no_node_and_are_not_retried() {
+    // Every passive failure ejects at once: a client closing while its request waits on
+    // a slow node must not count as the node's failure (a client could otherwise eject
+    // nodes by hanging up), nor be retried on the next node for nobody.
+    let gw = Gateway::start_default();
+    let slow = std::time::Duration::from_secs(2);
+    let a = Backend::start_with("a", 200, slow);
+    let b = Backend::start_with("b", 200, slow);
+    gw.put(
+        "/upstreams/u",
+        json!({"nodes": {a.node(): 1, b.node(): 1},
+               "checks": {
+                 "active": {"http_path": "/hc", "timeout": 5,
+                     "healthy": {"interval": 1, "successes": 1},
+                     "unhealthy": {"interval": 1, "http_failures": 5, "tcp_failures": 5,
+                                   "timeouts": 5}},
+                 "passive": {"unhealthy": {"http_failures": 1, "tcp_failures": 1,
+                                           "timeouts": 1}}}}),
+    );
+    gw.put("/routes/s", json!({"uri": "/s", "upstream_id": "u"}));
+    gw.sync();
+    wait_checked(&gw, "u", &[a.port(), b.port()]);
+    let hits = || a.path_hits("/s") + b.path_hits("/s");
+    for i in 1..=2 {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(gw.proxy_addr()).expect("connect");
+        s.write_all(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        assert!(
+            wait_until(WAIT, || hits() == i),
+            "request {i} reached a node"
+        );
+    } // each closed before its node answers
+      // The log phase (which counts the 499) runs after the retry decision and its report.
+    wait_metric(
+        &gw,
+        "portico_http_requests_total",
+        &[("route", "s"), ("code", "499")],
+        "both requests end as 499",
+        |v| v == 2.0,
+    );
+    assert_eq!(hits(), 2, "a request whose client left was retried");
+    for node in [&a, &b] {
+        let hc = node_hc(&gw, "u", node.port()).expect("node in the health API");
+        assert_eq!(hc["status"], "healthy", "{hc}");
+        assert_eq!(hc["counter"]["tcp_failure"], 0, "{hc}");
+        assert_eq!(hc["counter"]["timeout_failure"], 0, "{hc}");
+    }
+}

@@ -58,6 +58,7 @@ mod plugins_brotli;
 mod plugins_response;
 mod plugins_rewrite;
 mod proxy_cache;
+mod request_driver;
 mod retries;
 mod routing;
 mod status;

@@ -30,6 +30,8 @@ pub struct Head {
     /// Length of the head in bytes, up to and including the blank line.
     pub len: usize,
     pub framing: Framing,
+    /// The target is a path (`/...`), not an absolute URI or `*`.
+    pub origin_form: bool,
 }
 
 /// A refused request: the status the client gets before the connection is closed.
@@ -90,7 +92,11 @@ pub fn check(buf: &[u8], max: usize) -> Check {
         return Check::Reject(Reject::MethodNotAllowed);
     }
     match framing(&req) {
-        Ok(framing) => Check::Complete(Head { len, framing }),
+        Ok(framing) => Check::Complete(Head {
+            len,
+            framing,
+            origin_form: req.path.is_some_and(|p| p.starts_with('/')),
+        }),
         Err(reason) => Check::Reject(Reject::BadRequest(reason)),
     }
 }
@@ -266,7 +272,8 @@ mod tests {
             c(h),
             Check::Complete(Head {
                 len: h.len(),
-                framing: Framing::Empty
+                framing: Framing::Empty,
+                origin_form: true,
             })
         );
         let h = "POST /x HTTP/1.1\r\nHost: a:80\r\nContent-Length: 5\r\n\r\nhello";
@@ -274,9 +281,17 @@ mod tests {
             c(h),
             Check::Complete(Head {
                 len: h.len() - 5,
-                framing: Framing::Length(5)
+                framing: Framing::Length(5),
+                origin_form: true,
             })
         );
+        for (target, origin_form) in [("http://a/x", false), ("*", false), ("/x?y", true)] {
+            let h = format!("OPTIONS {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            let Check::Complete(head) = c(&h) else {
+                panic!("{h}");
+            };
+            assert_eq!(head.origin_form, origin_form, "{target}");
+        }
         let h = "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n";
         assert!(matches!(
             c(h),

@@ -18,8 +18,10 @@
 
 pub mod cache;
 pub mod ctx;
+pub mod driver;
 pub mod error;
 pub mod filters;
+mod hop_by_hop;
 pub mod local;
 pub mod log;
 mod mtls;
@@ -43,7 +45,10 @@ use crate::store::ConfigStore;
 pub use ctx::RequestCtx;
 use portico_plugins::Phase;
 
-/// The data plane: reads one snapshot per request from the store.
+/// The data plane: reads one snapshot per request from the store. Cloned once at
+/// startup, for `pingora-proxy` and for Portico's own driver ([`driver`]); the clones
+/// share everything.
+#[derive(Clone)]
 pub struct Gateway {
     pub store: Arc<ConfigStore>,
     pub metrics: Arc<Metrics>,
@@ -56,7 +61,7 @@ pub struct Gateway {
     /// `server_header`, checked at startup; `None`: no `Server` header.
     pub server_header: Option<http::HeaderValue>,
     /// Unreachable nodes are logged once per node per interval.
-    pub upstream_errors: crate::logging::throttle::Throttle,
+    pub upstream_errors: Arc<crate::logging::throttle::Throttle>,
     /// `proxy.client_max_body_size` in bytes: the bound of `ngx.req.read_body()`.
     pub max_read_body: usize,
 }

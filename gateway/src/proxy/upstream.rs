@@ -199,6 +199,10 @@ const MAX_STALE_RETRIES: u8 = 2;
 /// can be replayed (idempotent method, body still in the retry buffer), as nginx's
 /// `proxy_next_upstream` does by default.
 ///
+/// An error on the client's side (it closed, its body stalled, its request was refused)
+/// says nothing about the node and leaves nobody to answer: neither a passive health
+/// report nor a retry. Otherwise a client could eject nodes by hanging up.
+///
 /// A pooled keep-alive connection the upstream closed while idle (Pingora marks such
 /// errors `ReusedOnly`) says nothing about the node: that retry may go to the same node
 /// and does not use up one of the upstream's `retries`.
@@ -209,6 +213,10 @@ pub fn on_proxy_error(
     mut e: Box<Error>,
     client_reused: bool,
 ) -> Box<Error> {
+    if matches!(e.esource(), ErrorSource::Downstream) {
+        e.set_retry(false);
+        return e;
+    }
     let replayable =
         session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
     if !replayable || ctx.response_started {

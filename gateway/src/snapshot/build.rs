@@ -290,6 +290,7 @@ pub fn build(
     match router {
         Some(router) if errors.is_empty() => Ok(Snapshot {
             version,
+            own_driver_fits: super::own_driver_fits(&routes),
             router,
             routes,
             upstreams,

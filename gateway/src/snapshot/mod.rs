@@ -53,6 +53,18 @@ pub struct Snapshot {
     pub tls: Arc<tls::TlsIndex>,
     /// The consumers and their credentials, for the auth plugins.
     pub consumers: Arc<portico_plugins::consumer::ConsumerIndex>,
+    /// Whether every route can be served by Portico's own HTTP/1 request driver
+    /// ([`crate::proxy::driver`]): none uses `proxy-cache` (Pingora's cache state
+    /// machine) or an HTTP/2 upstream (`grpc`, `grpcs`). Decided per snapshot, so a
+    /// request's choice of driver and its route come from the same snapshot.
+    pub own_driver_fits: bool,
+}
+
+/// See [`Snapshot::own_driver_fits`].
+pub fn own_driver_fits(routes: &[Arc<RouteRuntime>]) -> bool {
+    routes
+        .iter()
+        .all(|r| r.cache.is_none() && r.upstream.as_ref().is_none_or(|u| !u.scheme.http2()))
 }
 
 /// A compiled route.
