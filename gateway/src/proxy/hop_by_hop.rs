@@ -26,18 +26,27 @@ const PROTECTED: [&str; 4] = [
     "x-forwarded-proto",
 ];
 
-/// The hop-by-hop fields of RFC 9110 section 7.6.1, and their common relatives.
-const HOP_BY_HOP: [&str; 10] = [
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "http2-settings",
+/// The hop-by-hop fields of RFC 9110 section 7.6.1, and their common relatives. Names,
+/// not strings: each removal by a `&str` would parse the name again, per request.
+const HOP_BY_HOP: [HeaderName; 10] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// What a request without `Upgrade` never forwards, whatever the upgrade policy: no
+/// handshake travels without it.
+const HANDSHAKE: [HeaderName; 3] = [
+    header::CONNECTION,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Removes from `req` (a request without `Upgrade`) what `policy` says does not travel
@@ -46,20 +55,23 @@ pub fn strip(req: &mut RequestHeader, policy: HttpUpstreamRequestPolicy) -> Resu
     if policy == HttpUpstreamRequestPolicy::preserve() {
         return Ok(());
     }
-    if policy.strip_connection_nominated {
+    if policy.strip_connection_nominated && req.headers.contains_key(header::CONNECTION) {
         for name in nominated(req, policy.reject_malformed_connection_nominations)? {
             req.remove_header(&name);
         }
     }
-    if policy.strip_hop_by_hop {
-        for name in HOP_BY_HOP {
-            req.remove_header(name);
-        }
+    // Most requests carry none of these: one pass over the request's few names, and a
+    // removal (with its hashing) only for a name that is there.
+    let strip_all = policy.strip_hop_by_hop;
+    let present: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| HANDSHAKE.contains(k) || (strip_all && HOP_BY_HOP.contains(k)))
+        .cloned()
+        .collect();
+    for name in present {
+        req.remove_header(&name);
     }
-    // Whatever the upgrade policy, a request without `Upgrade` forwards no handshake.
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header("http2-settings");
     Ok(())
 }
 
