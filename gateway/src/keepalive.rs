@@ -313,8 +313,9 @@ where
             // pipelining keeps bytes that arrive while the response is on its way from
             // failing this request, and the connection closes after it (the gateway
             // answers upgrade requests with `Connection: close` unless they switch).
+            let is_first = std::mem::replace(&mut first, false);
             let configure = |session: &mut ServerSession| {
-                if first {
+                if is_first {
                     if *shutdown.borrow() {
                         session.set_keepalive(None);
                     } else {
@@ -334,13 +335,11 @@ where
                 Some((driver, snapshot)) => {
                     let mut session = driver.session(gate);
                     configure(&mut session.downstream_session);
-                    first = false;
                     driver.serve(snapshot, session, shutdown).await?
                 }
                 None => {
                     let mut session = ServerSession::new_http1(gate);
                     configure(&mut session);
-                    first = false;
                     self.inner.process_new_http(session, shutdown).await?
                 }
             };

@@ -30,7 +30,7 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::HttpTask;
-use pingora::proxy::{ProxyHttp, ProxyWarnLogContext, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::{HttpPeer, Peer};
@@ -116,37 +116,42 @@ impl H1Driver {
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
-        let gateway = &self.gateway;
-        let mut ctx = RequestCtx::new(snapshot, gateway.in_flight.enter());
-        match gateway.request_filter(&mut session, &mut ctx).await {
+        let mut ctx = self.gateway.ctx_on(snapshot);
+        match self.gateway.request_filter(&mut session, &mut ctx).await {
             Ok(true) => return self.finish(session, &mut ctx, true, None).await,
             Ok(false) => {}
-            Err(e) => return self.fail_before_proxy(session, &mut ctx, e).await,
+            Err(e) => {
+                // An error before any upstream was tried: the error page, and the
+                // connection's reuse as `fail_to_proxy` says.
+                let answer = self
+                    .answer_error(&mut session, &mut ctx, &e, "filter request")
+                    .await;
+                return self
+                    .finish(session, &mut ctx, answer.can_reuse_downstream, Some(e))
+                    .await;
+            }
         }
         let (client_reusable, error) = self.proxy(&mut session, &mut ctx).await;
         if let Some(e) = &error {
-            let answer = gateway.fail_to_proxy(&mut session, e, &mut ctx).await;
-            if !gateway.suppress_error_log(&session, &ctx, e) {
-                tracing::error!("Fail to proxy: {e}, status: {}", answer.error_code);
-            }
+            self.answer_error(&mut session, &mut ctx, e, "proxy").await;
         }
         self.finish(session, &mut ctx, client_reusable, error).await
     }
 
-    /// An error before any upstream was tried: the error page, and no reuse.
-    async fn fail_before_proxy(
+    /// The error page (`fail_to_proxy`), and the error's log line unless the gateway
+    /// keeps it out (`suppress_error_log`).
+    async fn answer_error(
         &self,
-        mut session: Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
-        e: Box<Error>,
-    ) -> Option<ReusedHttpStream> {
-        let gateway = &self.gateway;
-        let answer = gateway.fail_to_proxy(&mut session, &e, ctx).await;
-        if !gateway.suppress_error_log(&session, ctx, &e) {
-            tracing::error!("Fail to filter request: {e}, status: {}", answer.error_code);
+        e: &Error,
+        failed_to: &str,
+    ) -> FailToProxy {
+        let answer = self.gateway.fail_to_proxy(session, e, ctx).await;
+        if !self.gateway.suppress_error_log(session, ctx, e) {
+            tracing::error!("Fail to {failed_to}: {e}, status: {}", answer.error_code);
         }
-        let reusable = answer.can_reuse_downstream;
-        self.finish(session, ctx, reusable, Some(e)).await
+        answer
     }
 
     /// The log phase, then the client connection, if it can carry another request.

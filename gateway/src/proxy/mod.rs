@@ -67,6 +67,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A request's context on `snapshot`, counted in flight until it is dropped.
+    pub fn ctx_on(&self, snapshot: Arc<crate::snapshot::Snapshot>) -> RequestCtx {
+        RequestCtx::new(snapshot, self.in_flight.enter())
+    }
+
     fn lua_env(&self) -> phases::LuaEnv<'_> {
         phases::LuaEnv {
             workers: &self.lua,
@@ -87,7 +92,7 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.store.snapshot(), self.in_flight.enter())
+        self.ctx_on(self.store.snapshot())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
