@@ -250,6 +250,9 @@ where
         // wait for each request moved out of Pingora's session.
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;
+        // The upstream connection this client connection keeps between requests served
+        // by Portico's driver; back to the pool when the loop ends, however it ends.
+        let mut own_driver = self.driver.as_ref().map(|d| (d, d.held()));
         loop {
             let start = match gate.take_ahead() {
                 Some(pipelined) => pipelined,
@@ -298,10 +301,9 @@ where
                 Err(HeadEnd::Close) => return None,
             };
             slot = None;
-            let own = self
-                .driver
-                .as_ref()
-                .and_then(|d| Some((d, d.takes(&head)?)));
+            let own = own_driver
+                .as_mut()
+                .and_then(|(d, held)| Some((*d, held, d.takes(&head)?)));
             let (prefix, rest, budget) = split_request(buf, head);
             let unbounded = matches!(budget, Budget::Unbounded);
             gate.set_budget(budget);
@@ -332,10 +334,10 @@ where
                 session.set_pipelined_prefix(prefix);
             };
             let reused = match own {
-                Some((driver, snapshot)) => {
+                Some((driver, held, snapshot)) => {
                     let mut session = driver.session(gate);
                     configure(&mut session.downstream_session);
-                    driver.serve(snapshot, session, shutdown).await?
+                    driver.serve(snapshot, session, shutdown, held).await?
                 }
                 None => {
                     let mut session = ServerSession::new_http1(gate);

@@ -64,5 +64,6 @@ mod routing;
 mod status;
 mod tls;
 mod upgrade;
+mod upstream_keepalive;
 mod websocket;
 mod yaml_provider;

@@ -19,13 +19,16 @@
 //! bodyless request. Of the hooks, it calls those [`Gateway`] implements; the others
 //! (`early_request_filter`, `proxy_upstream_filter`, `connected_to_upstream`, the body
 //! and trailer filters of the upstream response) are Pingora's no-op defaults there. A
-//! hook added to `impl ProxyHttp for Gateway` needs its call here too.
+//! hook added to `impl ProxyHttp for Gateway` needs its call here too. The hooks that run
+//! on every request are called by their bodies (`Gateway::on_request`, `pick_peer`, ...,
+//! which `impl ProxyHttp` delegates to), not through the trait: `async_trait` would box
+//! each one's future per request, and the balancer and response-header hooks are
+//! synchronous underneath.
 
 use std::sync::Arc;
 
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
-use pingora::connectors::http::v1::Connector;
-use pingora::connectors::ConnectorOptions;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
@@ -35,6 +38,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 
+use super::held::{HeldBudget, HeldUpstream};
 use super::{Gateway, RequestCtx};
 use crate::edge::head::{Framing, Head};
 use crate::snapshot::Snapshot;
@@ -43,7 +47,10 @@ use crate::snapshot::Snapshot;
 pub struct H1Driver {
     gateway: Gateway,
     /// Its own pool of upstream connections (`pingora-proxy` keeps another).
-    connector: Connector,
+    pool: TransportConnector,
+    /// How many upstream connections client connections keep between requests
+    /// ([`HeldUpstream`]).
+    held_budget: HeldBudget,
     /// None: `Gateway` adds no downstream module. Kept for `Session`'s constructor.
     modules: HttpModules,
     /// Pingora's `max_retries`: attempts per request, at most.
@@ -72,7 +79,8 @@ impl H1Driver {
     pub fn new(gateway: Gateway, conf: &ServerConf) -> H1Driver {
         H1Driver {
             gateway,
-            connector: Connector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            pool: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            held_budget: HeldBudget::new(conf.upstream_keepalive_pool_size),
             modules: HttpModules::new(),
             max_tries: conf.max_retries,
         }
@@ -88,18 +96,26 @@ impl H1Driver {
         snapshot.own_driver_fits.then_some(snapshot)
     }
 
+    /// The upstream connection one client connection keeps between its requests; it
+    /// goes back to the pool when dropped.
+    pub fn held(&self) -> HeldUpstream<'_> {
+        HeldUpstream::new(&self.pool, &self.held_budget)
+    }
+
     /// A proxy session on `stream`, for [`serve`](H1Driver::serve).
     pub fn session(&self, stream: pingora::protocols::Stream) -> Session {
         Session::new_h1_with_modules(stream, &self.modules)
     }
 
     /// Reads the request from `session` and proxies it; the client connection comes back
-    /// when it can carry another request.
+    /// when it can carry another request. `held` is the client connection's
+    /// [`held`](H1Driver::held) upstream connection.
     pub async fn serve(
         &self,
         snapshot: Arc<Snapshot>,
         mut session: Session,
         shutdown: &ShutdownWatch,
+        held: &mut HeldUpstream<'_>,
     ) -> Option<ReusedHttpStream> {
         match session.downstream_session.read_request().await {
             Ok(true) => {}
@@ -117,7 +133,7 @@ impl H1Driver {
             session.set_keepalive(None);
         }
         let mut ctx = self.gateway.ctx_on(snapshot);
-        match self.gateway.request_filter(&mut session, &mut ctx).await {
+        match self.gateway.on_request(&mut session, &mut ctx).await {
             Ok(true) => return self.finish(session, &mut ctx, true, None).await,
             Ok(false) => {}
             Err(e) => {
@@ -131,7 +147,7 @@ impl H1Driver {
                     .await;
             }
         }
-        let (client_reusable, error) = self.proxy(&mut session, &mut ctx).await;
+        let (client_reusable, error) = self.proxy(&mut session, &mut ctx, held).await;
         if let Some(e) = &error {
             self.answer_error(&mut session, &mut ctx, e, "proxy").await;
         }
@@ -163,7 +179,7 @@ impl H1Driver {
         error: Option<Box<Error>>,
     ) -> Option<ReusedHttpStream> {
         self.gateway
-            .logging(&mut session, error.as_deref(), ctx)
+            .on_log(&mut session, error.as_deref(), ctx)
             .await;
         if !reusable {
             return None;
@@ -179,11 +195,12 @@ impl H1Driver {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
+        held: &mut HeldUpstream<'_>,
     ) -> (bool, Option<Box<Error>>) {
         let mut tries = 0;
         loop {
             tries += 1;
-            let attempt = self.attempt(session, ctx).await;
+            let attempt = self.attempt(session, ctx, held).await;
             let Some(e) = attempt.error else {
                 return (attempt.client_reusable, None);
             };
@@ -202,30 +219,42 @@ impl H1Driver {
         }
     }
 
-    /// One attempt: a node, a connection to it, the exchange.
-    async fn attempt(&self, session: &mut Session, ctx: &mut RequestCtx) -> Attempt {
+    /// One attempt: a node, a connection to it (the one the client connection kept, when
+    /// it goes to the same peer, else one from the pool), the exchange.
+    async fn attempt(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        held: &mut HeldUpstream<'_>,
+    ) -> Attempt {
         let gateway = &self.gateway;
-        let peer = match gateway.upstream_peer(session, ctx).await {
+        let peer = match gateway.pick_peer(session, ctx) {
             Ok(peer) => peer,
             Err(e) => return Attempt::failed(false, e),
         };
-        let (mut upstream, pooled) = match self.connector.get_http_session(&*peer).await {
-            Ok(connected) => connected,
-            Err(mut e) => {
-                e.as_up();
-                let e = gateway.fail_to_connect(session, &peer, ctx, e);
-                return Attempt::failed(false, e.into_up());
-            }
+        let key = peer.reuse_hash();
+        let (stream, reused) = match held.take(key) {
+            Some(stream) => (stream, true),
+            None => match self.pool.get_stream(&peer).await {
+                Ok(got) => got,
+                Err(mut e) => {
+                    e.as_up();
+                    let e = gateway.fail_to_connect(session, &peer, ctx, e);
+                    return Attempt::failed(false, e.into_up());
+                }
+            },
         };
+        let mut upstream = UpstreamSession::new_with_options(stream, &peer);
         let mut attempt = self.exchange(session, &mut upstream, &peer, ctx).await;
         if attempt.upstream_reusable {
-            self.connector
-                .release_http_session(upstream, &*peer, peer.idle_timeout())
-                .await;
+            upstream.respect_keepalive();
+            if let Some(stream) = upstream.reuse().await {
+                held.keep(stream, key, peer.idle_timeout());
+            }
         }
         attempt.error = attempt
             .error
-            .map(|e| gateway.error_while_proxy(&peer, session, e, ctx, pooled));
+            .map(|e| gateway.error_while_proxy(&peer, session, e, ctx, reused));
         attempt
     }
 
@@ -250,10 +279,7 @@ impl H1Driver {
         {
             return Attempt::failed(true, e.into_down());
         }
-        if let Err(e) = gateway
-            .upstream_request_filter(session, &mut req, ctx)
-            .await
-        {
+        if let Err(e) = gateway.on_upstream_request(session, &mut req, ctx).await {
             return Attempt::failed(true, e);
         }
         // An origin-form request keeps its `Host`: a filter that removed it gets an
@@ -293,7 +319,7 @@ impl H1Driver {
                 }
             };
             let end = task.is_end();
-            let task = match self.filter_response(session, task, ctx).await {
+            let task = match self.filter_response(session, task, ctx) {
                 Ok(task) => task,
                 Err(e) => return Attempt::failed(false, e),
             };
@@ -312,7 +338,7 @@ impl H1Driver {
 
     /// The response's hooks, per part: `upstream_response_filter` and `response_filter`
     /// on the header, `response_body_filter` on each piece of body.
-    async fn filter_response(
+    fn filter_response(
         &self,
         session: &mut Session,
         task: HttpTask,
@@ -321,9 +347,7 @@ impl H1Driver {
         let gateway = &self.gateway;
         Ok(match task {
             HttpTask::Header(mut header, end) => {
-                gateway
-                    .upstream_response_filter(session, &mut header, ctx)
-                    .await?;
+                gateway.on_upstream_response(&header, ctx);
                 if header.status == http::StatusCode::SWITCHING_PROTOCOLS {
                     // No upgrade was asked for (those requests stay on pingora-proxy).
                     return Error::e_explain(InvalidHTTPHeader, "101 to a request without Upgrade")
@@ -333,7 +357,7 @@ impl H1Driver {
                     header.set_version(http::Version::HTTP_11);
                     header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
                 }
-                gateway.response_filter(session, &mut header, ctx).await?;
+                gateway.on_response(session, &mut header, ctx)?;
                 HttpTask::Header(header, end)
             }
             HttpTask::Body(mut data, end) => {

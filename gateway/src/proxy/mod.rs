@@ -21,6 +21,7 @@ pub mod ctx;
 pub mod driver;
 pub mod error;
 pub mod filters;
+mod held;
 mod hop_by_hop;
 pub mod local;
 pub mod log;
@@ -80,6 +81,91 @@ impl Gateway {
             max_read_body: self.max_read_body,
         }
     }
+
+    // The hooks' bodies. `impl ProxyHttp` below delegates to them, and Portico's own
+    // driver calls them directly: no `async_trait` box per hook and per request, and the
+    // synchronous ones (the balancer, the response header) are plain calls.
+
+    /// rewrite/access/content (`request_filter`): true when a response was sent.
+    pub(crate) async fn on_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        request::route_request(session, ctx, &self.lua_env()).await
+    }
+
+    /// balancer (`upstream_peer`): the node for this attempt.
+    pub(crate) fn pick_peer(&self, session: &Session, ctx: &mut RequestCtx) -> Result<HttpPeer> {
+        let choice = phases::run_balancer(session, ctx, &self.lua_env())?;
+        upstream::select_peer(ctx, &self.metrics, choice)
+    }
+
+    /// before_proxy (`upstream_request_filter`).
+    pub(crate) async fn on_upstream_request(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        request::prepare_upstream_request(session, upstream_request, ctx)?;
+        let env = self.lua_env();
+        // An answer here is written now; the error then only stops the proxying (the
+        // error page is skipped because a response was written).
+        match phases::run_phase(session, ctx, Phase::BeforeProxy, &env).await {
+            phases::PhaseResult::Failed => {
+                local::respond_lua_failure(session, ctx, &env).await?;
+                return Error::e_explain(HTTPStatus(500), "before_proxy Lua failed");
+            }
+            phases::PhaseResult::Respond { status, body } => {
+                local::respond_from_lua(session, ctx, status, body, &env).await?;
+                return Error::e_explain(HTTPStatus(status), "before_proxy Lua answered");
+            }
+            phases::PhaseResult::Continue => {}
+        }
+        rewrite::apply_request_changes(ctx, upstream_request)?;
+        if self.access_log.enabled() {
+            log::note_upstream_target(ctx, upstream_request);
+        }
+        Ok(())
+    }
+
+    /// Passive health on the upstream's status (`upstream_response_filter`).
+    pub(crate) fn on_upstream_response(
+        &self,
+        upstream_response: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) {
+        upstream::on_response_header(&self.health, ctx, upstream_response.status.as_u16());
+    }
+
+    /// header_filter (`response_filter`).
+    pub(crate) fn on_response(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if crate::drain::draining() {
+            // Shutting down or upgrading: the client's next request goes to a new
+            // connection (the new process), not to this one as it closes.
+            session.set_keepalive(None);
+        }
+        cache::response_header(session, ctx, upstream_response);
+        filters::filter_response_header(session, ctx, upstream_response, &self.lua_env())
+            .map(|_| ())
+    }
+
+    /// log (`logging`).
+    pub(crate) async fn on_log(
+        &self,
+        session: &mut Session,
+        e: Option<&Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        let _ = phases::run_phase(session, ctx, Phase::Log, &self.lua_env()).await;
+        log::record(session, e, ctx, &self.metrics, &self.access_log);
+    }
 }
 
 #[async_trait]
@@ -96,7 +182,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        request::route_request(session, ctx, &self.lua_env()).await
+        self.on_request(session, ctx).await
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -139,8 +225,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let choice = phases::run_balancer(session, ctx, &self.lua_env())?;
-        upstream::select_peer(ctx, &self.metrics, choice)
+        self.pick_peer(session, ctx).map(Box::new)
     }
 
     fn fail_to_connect(
@@ -170,26 +255,8 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        request::prepare_upstream_request(session, upstream_request, ctx)?;
-        let env = self.lua_env();
-        // An answer here is written now; the error then only stops the proxying (the
-        // error page is skipped because a response was written).
-        match phases::run_phase(session, ctx, Phase::BeforeProxy, &env).await {
-            phases::PhaseResult::Failed => {
-                local::respond_lua_failure(session, ctx, &env).await?;
-                return Error::e_explain(HTTPStatus(500), "before_proxy Lua failed");
-            }
-            phases::PhaseResult::Respond { status, body } => {
-                local::respond_from_lua(session, ctx, status, body, &env).await?;
-                return Error::e_explain(HTTPStatus(status), "before_proxy Lua answered");
-            }
-            phases::PhaseResult::Continue => {}
-        }
-        rewrite::apply_request_changes(ctx, upstream_request)?;
-        if self.access_log.enabled() {
-            log::note_upstream_target(ctx, upstream_request);
-        }
-        Ok(())
+        self.on_upstream_request(session, upstream_request, ctx)
+            .await
     }
 
     async fn upstream_response_filter(
@@ -198,7 +265,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream::on_response_header(&self.health, ctx, upstream_response.status.as_u16());
+        self.on_upstream_response(upstream_response, ctx);
         Ok(())
     }
 
@@ -208,14 +275,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if crate::drain::draining() {
-            // Shutting down or upgrading: the client's next request goes to a new
-            // connection (the new process), not to this one as it closes.
-            session.set_keepalive(None);
-        }
-        cache::response_header(session, ctx, upstream_response);
-        filters::filter_response_header(session, ctx, upstream_response, &self.lua_env())
-            .map(|_| ())
+        self.on_response(session, upstream_response, ctx)
     }
 
     fn response_body_filter(
@@ -253,7 +313,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let _ = phases::run_phase(session, ctx, Phase::Log, &self.lua_env()).await;
-        log::record(session, e, ctx, &self.metrics, &self.access_log);
+        self.on_log(session, e, ctx).await
     }
 }

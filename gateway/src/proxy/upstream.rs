@@ -21,7 +21,7 @@ pub fn select_peer(
     ctx: &mut RequestCtx,
     metrics: &Metrics,
     lua_choice: Option<super::phases::BalancerChoice>,
-) -> Result<Box<HttpPeer>> {
+) -> Result<HttpPeer> {
     let route = ctx
         .route
         .clone()
@@ -50,7 +50,7 @@ pub fn select_peer(
             apply_timeouts(&mut peer, upstream, &timeouts);
             apply_transport(&mut peer, upstream);
             peer.options.http_upstream_request_policy = request_policy(route.websocket);
-            return Ok(Box::new(peer));
+            return Ok(peer);
         }
     }
     let key = ctx.hash_key.as_deref().unwrap_or("").as_bytes();
@@ -84,7 +84,7 @@ pub fn select_peer(
     let timeouts = route.timeouts.unwrap_or(upstream.timeouts);
     let mut peer = peer_for(upstream, node, &timeouts);
     peer.options.http_upstream_request_policy = request_policy(route.websocket);
-    Ok(Box::new(peer))
+    Ok(peer)
 }
 
 /// How Pingora forwards the client's hop-by-hop headers: always stripped, and the
