@@ -105,6 +105,11 @@ fn every_gateway_written_error_is_json_with_the_server_header() {
         "missing upstream configuration in Route or Service",
     );
     assert_error(&gw.proxy_get("/slow"), 504, "504 Gateway Time-out");
+    // The connection closes after a proxying error, and the answer says so.
+    for path in ["/dead", "/slow"] {
+        let r = gw.proxy_get(path);
+        assert_eq!(r.header("connection"), Some("close"), "{path}: {r:?}");
+    }
     assert_error(&gw.proxy_get("/boom"), 500, "500 Internal Server Error");
     assert_error(&gw.proxy_get("/spin"), 500, "500 Internal Server Error");
     assert_error(&gw.proxy_get("/hf"), 500, "500 Internal Server Error");

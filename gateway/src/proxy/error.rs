@@ -35,6 +35,10 @@ pub fn status_for(e: &Error) -> u16 {
 
 /// Writes the error response (when the client can still receive one), through the
 /// route's header and body filters like every response the gateway writes.
+///
+/// The client connection closes after an error (`can_reuse_downstream: false`: what is
+/// left of the request or the response on it is unknown), and the response says so
+/// (`Connection: close`), as nginx's does.
 pub async fn respond_error(
     session: &mut Session,
     e: &Error,
@@ -44,6 +48,7 @@ pub async fn respond_error(
     let code = status_for(e);
     let answers = code > 0 && code != CLIENT_CLOSED && code != CLOSE_WITHOUT_RESPONSE;
     if answers && session.response_written().is_none() {
+        session.set_keepalive(None);
         let body = bytes::Bytes::from_static(super::local::error_body(code).as_bytes());
         if let Err(err) =
             super::local::respond(session, ctx, code, "application/json", body, env).await
