@@ -337,7 +337,10 @@ where
                 Some((driver, held, snapshot)) => {
                     let mut session = driver.session(gate);
                     configure(&mut session.downstream_session);
-                    driver.serve(snapshot, session, shutdown, held).await?
+                    // Boxed, as `pingora-proxy`'s request future is: inline, its states
+                    // would make every idle connection's future (this one) as large
+                    // (S9, S11: 25 KB per idle connection instead of 14).
+                    Box::pin(driver.serve(snapshot, session, shutdown, held)).await?
                 }
                 None => {
                     let mut session = ServerSession::new_http1(gate);

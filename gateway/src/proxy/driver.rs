@@ -233,10 +233,17 @@ impl H1Driver {
             Err(e) => return Attempt::failed(false, e),
         };
         let key = peer.reuse_hash();
-        let (stream, reused) = match held.take(key) {
+        let kept = match held.take(key) {
+            Some(stream) => Some(stream),
+            None => self.pool.reused_stream(&peer).await,
+        };
+        let (stream, reused) = match kept {
             Some(stream) => (stream, true),
-            None => match self.pool.get_stream(&peer).await {
-                Ok(got) => got,
+            // Boxed: connecting (TCP, TLS) is the largest future here, and an idle client
+            // connection's future is as large as its largest state (S9, S11). A connect
+            // costs far more than the allocation.
+            None => match Box::pin(self.pool.new_stream(&peer)).await {
+                Ok(stream) => (stream, false),
                 Err(mut e) => {
                     e.as_up();
                     let e = gateway.fail_to_connect(session, &peer, ctx, e);
