@@ -275,13 +275,20 @@ def s4_chash(run):
         Portico("portico-s1", 18090, portico_resources()),
         Portico("portico", 18080, portico_resources(
             upstream_extra={"type": "chash", "hash_on": "vars", "key": "arg_x"}, nodes=nodes)),
+        # With BENCH_BASELINE_BIN: the same chash route on that build, in the same rounds.
+        *([Portico("portico-base", 18070, portico_resources(
+            upstream_extra={"type": "chash", "hash_on": "vars", "key": "arg_x"}, nodes=nodes),
+            bin=BASELINE_BIN)] if BASELINE_BIN else []),
     )
     try:
         targets = [measure.Target(p.name, p, script="random-key.lua") for p in ps]
         tp = measure.throughput(targets)
-        lat = measure.latency([t for t in targets if t.label != "portico-s1"], RATE)
+        lat = measure.latency([t for t in targets if t.label not in ("portico-s1", "portico-base")], RATE)
+        if BASELINE_BIN:
+            s.note(f"`portico-base` is `{BASELINE_BIN}` with the same chash route, run in the same rounds.")
         compare.peer_table(s, tp, lat)
-        compare.ratio_table(s, tp, lat, "portico", ["nginx", "haproxy", "portico-s1"])
+        compare.ratio_table(s, tp, lat, "portico", ["nginx", "haproxy", "portico-s1"]
+                            + (["portico-base"] if BASELINE_BIN else []))
         r = compare.rps_ratio(tp, "portico", "portico-s1")
         s.check("S4 chash req/s ≥ 0.95× S1", compare.fmt_ratio(r), r and r >= 0.95)
         rows = []
