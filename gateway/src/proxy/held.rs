@@ -17,11 +17,10 @@
 //! At most [`HeldBudget`]'s limit of connections are kept at once (Pingora's pool size),
 //! so idle clients cannot pin more upstream connections than the pool would keep.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
 
 use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
@@ -54,7 +53,8 @@ impl HeldBudget {
     }
 
     /// Connections kept right now.
-    pub fn kept(&self) -> usize {
+    #[cfg(test)]
+    fn kept(&self) -> usize {
         self.kept.load(Ordering::Acquire)
     }
 }
@@ -87,13 +87,12 @@ impl<'a> HeldUpstream<'a> {
     /// The kept connection, when it goes to the peer whose pool key is `key` and can
     /// still carry a request. A kept connection to another peer goes back to the pool.
     pub fn take(&mut self, key: u64) -> Option<Stream> {
-        let mut kept = self.kept.take()?;
-        self.budget.release();
-        if kept.key != key {
-            self.pool
-                .release_stream(kept.stream, kept.key, kept.idle_timeout);
+        if self.kept.as_ref()?.key != key {
+            self.give_back();
             return None;
         }
+        let mut kept = self.kept.take()?;
+        self.budget.release();
         if kept
             .idle_timeout
             .is_some_and(|idle| kept.since.elapsed() >= idle)
@@ -106,11 +105,7 @@ impl<'a> HeldUpstream<'a> {
     /// Keeps `stream` for this client connection's next request, or gives it to the
     /// pool when the budget is spent.
     pub fn keep(&mut self, stream: Stream, key: u64, idle_timeout: Option<Duration>) {
-        if let Some(old) = self.kept.take() {
-            self.budget.release();
-            self.pool
-                .release_stream(old.stream, old.key, old.idle_timeout);
-        }
+        self.give_back();
         if !self.budget.try_acquire() {
             self.pool.release_stream(stream, key, idle_timeout);
             return;
@@ -122,15 +117,20 @@ impl<'a> HeldUpstream<'a> {
             since: Instant::now(),
         });
     }
-}
 
-impl Drop for HeldUpstream<'_> {
-    fn drop(&mut self) {
+    /// Returns the kept connection, if any, to the pool.
+    fn give_back(&mut self) {
         if let Some(kept) = self.kept.take() {
             self.budget.release();
             self.pool
                 .release_stream(kept.stream, kept.key, kept.idle_timeout);
         }
+    }
+}
+
+impl Drop for HeldUpstream<'_> {
+    fn drop(&mut self) {
+        self.give_back();
     }
 }
 
